@@ -1,0 +1,45 @@
+//! The sans-IO protocol core of VX6.
+//!
+//! Nothing in this crate touches a socket, a file, a clock, a thread or the operating system's
+//! randomness: time arrives as an argument (`unix_secs` for wall-clock validity), randomness as an
+//! injected RNG, and bytes as slices. Runtimes (`vx6-runtime-mio`, and later the async ones) own
+//! the I/O and feed this crate. `core/clippy.toml` enforces the rule.
+//!
+//! - [`identity`]: Ed25519 node identity and the [`NodeId`] derived from it.
+//! - [`names`]: validated usernames, service names and `username.service` names.
+//! - [`record`]: signed, expiring, sequence-numbered records and their wire format.
+//! - [`registry`]: the local registry of records, its merge rules, bounds and file format.
+//!
+//! ```
+//! use vx6_core::record::NameClaim;
+//! use vx6_core::registry::{Inserted, RegistryLimits};
+//! use vx6_core::{Identity, Record, Registry, SignedRecord};
+//!
+//! let now = 1_800_000_000; // unix seconds, read by the runtime, never by core
+//! let alice = Identity::from_secret_bytes(&[7; 32]); // runtimes use Identity::generate(rng)
+//! let claim = SignedRecord::sign(&alice, Record::NameClaim(NameClaim {
+//!     seq: 1,
+//!     expires_at: now + 3600,
+//!     username: "alice".parse()?,
+//! }))?;
+//!
+//! // What arrives from the network is decoded and verified in one step.
+//! let received = SignedRecord::decode(claim.as_bytes())?;
+//! assert_eq!(received.owner(), alice.node_id());
+//!
+//! let mut registry = Registry::new(RegistryLimits::default());
+//! assert_eq!(registry.insert(received, now), Ok(Inserted::New));
+//! let claimants: Vec<_> = registry.claims_for(&"alice".parse()?).collect();
+//! assert_eq!(claimants.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod identity;
+pub mod names;
+pub mod record;
+pub mod registry;
+
+pub use identity::{Identity, NodeId, PublicKey};
+pub use names::{OperatorName, QualifiedName, ServiceName, Username};
+pub use record::{Record, RecordKind, SignedRecord};
+pub use registry::Registry;
