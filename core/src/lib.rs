@@ -9,6 +9,10 @@
 //! - [`names`]: validated usernames, service names and `username.service` names.
 //! - [`record`]: signed, expiring, sequence-numbered records and their wire format.
 //! - [`registry`]: the local registry of records, its merge rules, bounds and file format.
+//! - [`node`]: the node state machine that ties sessions, services and streams together.
+//! - [`pins`]: keys pinned on first use for peers dialed by address.
+//! - [`session`]: authenticated sessions over QUIC or TLS/TCP, and their streams.
+//! - [`service`]: offered services, access lists and the service-stream handshake.
 //!
 //! ```
 //! use vx6_core::record::NameClaim;
@@ -36,8 +40,12 @@
 
 pub mod identity;
 pub mod names;
+pub mod node;
+pub mod pins;
 pub mod record;
 pub mod registry;
+pub mod service;
+pub mod session;
 
 pub use identity::{Identity, NodeId, PublicKey};
 pub use names::{OperatorName, QualifiedName, ServiceName, Username};

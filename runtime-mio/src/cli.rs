@@ -4,12 +4,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use vx6_core::pins::Pins;
+use vx6_core::record::Transport;
 use vx6_core::record::{Freshness, NameClaim};
 use vx6_core::registry::RegistryLimits;
-use vx6_core::{Identity, Record, SignedRecord, Username};
+use vx6_core::service::{Access, Service, ServiceTable};
+use vx6_core::{Identity, NodeId, Record, SignedRecord, Username};
 
 use crate::clock::{human_until, unix_now};
+use crate::daemon::{self, Daemon};
 use crate::home::Home;
+use crate::spec::{ForwardSpec, ServeSpec, parse_addr};
 use crate::{config, identity_file, registry_file};
 
 /// VX6: reach services that listen on localhost, by name, from other machines.
@@ -40,6 +45,50 @@ enum Command {
         #[command(flatten)]
         home: HomeArg,
     },
+    /// Run the daemon in the foreground (Ctrl-C or SIGTERM stops it).
+    Node(NodeArgs),
+    /// Show a running daemon's sessions, services and forwards.
+    Status {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// Address to accept sessions on, e.g. [::]:4433 [config: listen].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Session transport, for listening and for forwards [config: transport; default quic].
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
+    /// Offer a local service: NAME=HOST:PORT (repeatable).
+    #[arg(long, value_name = "NAME=HOST:PORT")]
+    serve: Vec<ServeSpec>,
+    /// Let this node use the served services (repeatable).
+    #[arg(long, value_name = "NODEID")]
+    allow: Vec<NodeId>,
+    /// Let every authenticated node use the served services.
+    #[arg(long)]
+    public: bool,
+    /// Allow service targets that are not loopback addresses.
+    #[arg(long)]
+    allow_remote_targets: bool,
+    /// Listen on LOCALADDR and carry each connection to TARGET ([NODEID@][IPv6]:PORT/SERVICE)
+    /// (repeatable).
+    #[arg(long, value_name = "TARGET=LOCALADDR")]
+    forward: Vec<ForwardSpec>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    Quic,
+    Tcp,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +124,8 @@ pub fn run() -> Result<()> {
         Command::Init { home, name } => init(&home.locate()?, &name),
         Command::Id { home } => id(&home.locate()?),
         Command::Records { home } => records(&home.locate()?),
+        Command::Node(args) => node(args),
+        Command::Status { home, json } => status(&home.locate()?, json),
     }
 }
 
@@ -152,5 +203,122 @@ fn records(home: &Home) -> Result<()> {
             human_until(record.expires_at(), now)
         );
     }
+    Ok(())
+}
+
+fn node(args: NodeArgs) -> Result<()> {
+    let home = args.home.locate()?;
+    let identity = identity_file::load(&home.identity())?;
+    let config = config::load(&home.config())?;
+    let cfg = |what: &str, e: String| {
+        anyhow::anyhow!("config file {}: {what}: {e}", home.config().display())
+    };
+
+    let listen = match (&args.listen, &config.listen) {
+        (Some(l), _) => parse_addr(l).map_err(|e| anyhow::anyhow!("--listen: {e}"))?,
+        (None, Some(l)) => parse_addr(l).map_err(|e| cfg("listen", e))?,
+        (None, None) => bail!("no listen address: pass --listen ADDR or set listen in the config"),
+    };
+    let transport = match (args.transport, config.transport.as_deref()) {
+        (Some(TransportArg::Quic), _) | (None, None | Some("quic")) => Transport::Quic,
+        (Some(TransportArg::Tcp), _) | (None, Some("tcp")) => Transport::Tcp,
+        (None, Some(other)) => {
+            return Err(cfg(
+                "transport",
+                format!("{other:?} is neither \"quic\" nor \"tcp\""),
+            ));
+        }
+    };
+    let mut serves = Vec::new();
+    for s in &config.serve {
+        serves.push(s.parse::<ServeSpec>().map_err(|e| cfg("serve", e))?);
+    }
+    serves.extend(args.serve);
+    let mut allow = std::collections::BTreeSet::new();
+    for a in &config.allow {
+        allow.insert(
+            a.parse::<NodeId>()
+                .map_err(|e| cfg("allow", e.to_string()))?,
+        );
+    }
+    allow.extend(args.allow);
+    let public = args.public || config.public;
+    if !serves.is_empty() && allow.is_empty() && !public {
+        bail!(
+            "--serve needs --allow NODEID or --public: who may use a service is an explicit choice"
+        );
+    }
+    if public && !allow.is_empty() {
+        bail!("--public and --allow contradict each other: choose one");
+    }
+    let access = if public {
+        Access::Public
+    } else {
+        Access::Allow(allow)
+    };
+    let mut services = ServiceTable::new(args.allow_remote_targets || config.allow_remote_targets);
+    for s in serves {
+        services
+            .add(
+                s.name.clone(),
+                Service {
+                    target: s.target,
+                    access: access.clone(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("--serve {}: {e}", s.name))?;
+    }
+    let mut forwards = Vec::new();
+    for f in &config.forward {
+        forwards.push(f.parse::<ForwardSpec>().map_err(|e| cfg("forward", e))?);
+    }
+    forwards.extend(args.forward);
+
+    let pins_path = home.dir().join("known_peers");
+    let pins = match std::fs::read_to_string(&pins_path) {
+        Ok(text) => {
+            Pins::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", pins_path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pins::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", pins_path.display())),
+    };
+
+    crate::logging::init();
+    let daemon = Daemon::bind(daemon::Options {
+        identity,
+        listen,
+        transport,
+        services,
+        forwards,
+        pins,
+        pins_path,
+        control_path: cfg!(unix).then(|| home.dir().join("control.sock")),
+    })?;
+    let node_id = daemon.node_id();
+    tracing::info!(
+        "node {node_id} ({}) listening on {} over {transport:?}",
+        config.name,
+        daemon
+            .listen_addr()
+            .map_or_else(|| listen.to_string(), |a| a.to_string())
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready {node_id}")?;
+        out.flush()?;
+    }
+    daemon.run()
+}
+
+fn status(home: &Home, json: bool) -> Result<()> {
+    let reply = daemon::request(
+        &home.dir().join("control.sock"),
+        if json { "status json" } else { "status" },
+    )?;
+    if let Some(err) = reply.strip_prefix("error: ") {
+        bail!("daemon: {}", err.trim());
+    }
+    print!("{reply}");
     Ok(())
 }

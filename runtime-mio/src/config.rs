@@ -6,12 +6,32 @@ use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use vx6_core::Username;
 
-/// The settings a node reads at start. Command-line flags override them.
+/// The settings a node reads at start. Command-line flags override single values and add to
+/// lists. Values use the same syntax as the flags.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The username this node claims.
     pub name: Username,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--transport`: "quic" or "tcp".
+    pub transport: Option<String>,
+    /// `--serve`, each `NAME=HOST:PORT`.
+    #[serde(default)]
+    pub serve: Vec<String>,
+    /// `--allow`, node ids.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// `--public`.
+    #[serde(default)]
+    pub public: bool,
+    /// `--forward`, each `TARGET=LOCALADDR`.
+    #[serde(default)]
+    pub forward: Vec<String>,
+    /// `--allow-remote-targets`.
+    #[serde(default)]
+    pub allow_remote_targets: bool,
 }
 
 /// The commented file `vx6 init` writes.
@@ -22,7 +42,15 @@ pub fn template(name: &Username) -> String {
          \n\
          # The username this node claims. Its services are reached as {name}.<service>;\n\
          # the claim is signed with this node's key (identity.key).\n\
-         name = \"{name}\"\n"
+         name = \"{name}\"\n\
+         \n\
+         # Settings for `vx6 node` (the flags of the same names override or add to these):\n\
+         # listen = \"[::]:4433\"\n\
+         # transport = \"quic\"                 # or \"tcp\"\n\
+         # serve = [\"ssh=127.0.0.1:22\"]       # offer local services by name\n\
+         # allow = [\"<node id>\"]              # who may use them ...\n\
+         # public = false                      # ... or everyone (an explicit choice)\n\
+         # forward = [\"[fd6a::2]:4433/ssh=127.0.0.1:2222\"]\n"
     )
 }
 

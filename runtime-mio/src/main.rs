@@ -3,12 +3,16 @@
 //! This binary is the only place that reads files, the environment and the clock; it hands what
 //! it reads to `vx6-core` as plain values.
 
+mod atomic;
 mod cli;
 mod clock;
 mod config;
+mod daemon;
 mod home;
 mod identity_file;
+mod logging;
 mod registry_file;
+mod spec;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,5 @@
 //! Persisting the registry: atomic writes, and corrupt files set aside rather than lost.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -48,35 +47,8 @@ pub fn load(path: &Path, limits: RegistryLimits, unix_now: u64) -> Result<Regist
     }
 }
 
-/// Writes the registry to `path` atomically: a temporary file in the same directory, fsync,
-/// rename over the old file, fsync of the directory. A crash leaves the old file or the new one.
+/// Writes the registry to `path` atomically (see [`crate::atomic::write`]).
 pub fn save(path: &Path, registry: &Registry) -> Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&registry.to_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_parent(path)
-    };
-    write()
-        .inspect_err(|_| {
-            // Best effort: a leftover temp file is harmless, the real file is untouched.
-            let _ = std::fs::remove_file(&tmp);
-        })
+    crate::atomic::write(path, &registry.to_bytes())
         .with_context(|| format!("writing registry file {}", path.display()))
-}
-
-#[cfg(unix)]
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-fn sync_parent(_path: &Path) -> std::io::Result<()> {
-    // Windows has no directory fsync; the rename itself is atomic with MOVEFILE_REPLACE_EXISTING.
-    Ok(())
 }

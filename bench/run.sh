@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# VX6 tunnel benchmark (not a test): forwards the yardstick server of
+# shared/bench/tunnel_bench.py through VX6 over QUIC, VX6 over TCP, OpenSSH `ssh -L` and socat,
+# all on loopback, measures every entry interleaved in one run, reports the idle RSS of the vx6
+# daemons, and prints a markdown table (figures + the exact commands) on stdout. Progress and
+# the yardstick's own table go to stderr.
+#
+#   bench/run.sh [--only vx6-quic,vx6-tcp,sshL,socat] [--out FILE.json] [--keep] [YARDSTICK ARGS...]
+#
+#   --only LIST   entries to run (default all; also $BENCH_ONLY). `--only sshL,socat` needs no vx6.
+#   --out FILE    keep the yardstick's JSON there (default: a temporary file)
+#   --keep        keep the work directory (keys, configs, daemon logs) and print its path
+#   anything else is passed to tunnel_bench.py, e.g. --mb 256 --rounds 3 --rr 2000 --connects 50
+#
+# Environment: VX6_BIN (default <repo>/target/release/vx6), TUNNEL_BENCH (the yardstick),
+# BENCH_PORT_BASE (default 4700: vx6 uses BASE+1..+12 and 7301/7302 local entries; see below).
+# Installs openssh-server, openssh-client and socat with apt-get when they are missing (root).
+set -euo pipefail
+
+die() { echo "bench/run.sh: error: $*" >&2; exit 1; }
+say() { echo "bench/run.sh: $*" >&2; }
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))
+yard=${TUNNEL_BENCH:-$root/../shared/bench/tunnel_bench.py}
+[ -f "$yard" ] && yard=$(realpath "$yard")
+vx6=${VX6_BIN:-$root/target/release/vx6}
+
+only=${BENCH_ONLY:-vx6-quic,vx6-tcp,sshL,socat}
+out=""
+keep=0
+pass=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) [ $# -ge 2 ] || die "--only needs a list"; only=$2; shift 2 ;;
+    --only=*) only=${1#*=}; shift ;;
+    --out) [ $# -ge 2 ] || die "--out needs a file"; out=$2; shift 2 ;;
+    --out=*) out=${1#*=}; shift ;;
+    --keep) keep=1; shift ;;
+    --json|--json=*) die "use --out FILE instead of --json" ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) pass+=("$1"); shift ;;
+  esac
+done
+
+q() { # shell-quote a word only when it needs it (keeps the printed commands readable)
+  local plain='^[]A-Za-z0-9_@%+=:,./[-]+$'
+  if [[ $1 =~ $plain ]]; then printf '%s' "$1"; else printf '%q' "$1"; fi
+}
+qcmd() { local out="" w; for w in "$@"; do out+="${out:+ }$(q "$w")"; done; printf '%s' "$out"; }
+invocation="bench/run.sh $(qcmd --only "$only" ${out:+--out "$out"} "${pass[@]}")"
+want() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+for e in ${only//,/ }; do
+  case "$e" in vx6-quic|vx6-tcp|sshL|socat) ;; *) die "unknown entry '$e' (known: vx6-quic,vx6-tcp,sshL,socat)" ;; esac
+done
+
+# ---- ports (all on loopback)
+base=${BENCH_PORT_BASE:-4700}
+server_port=5301                      # the yardstick's sink/echo server (fixed by the brief)
+q_owner=$((base + 1)); q_client=$((base + 2)); q_local=7301
+t_owner=$((base + 11)); t_client=$((base + 12)); t_local=7302
+sshd_port=$((base + 22)); sshl_port=6301
+socat_port=6401
+
+# ---- prerequisites
+[ -f "$yard" ] || die "yardstick not found at $yard (set TUNNEL_BENCH)"
+command -v python3 >/dev/null || die "python3 is missing"
+if want vx6-quic || want vx6-tcp; then
+  [ -x "$vx6" ] || die "vx6 binary not found at $vx6: run \`cargo build --release\` (or set VX6_BIN, or use --only sshL,socat)"
+fi
+need_pkgs=()
+if want sshL; then
+  command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
+  [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
+fi
+if want socat; then command -v socat >/dev/null || need_pkgs+=(socat); fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "missing packages: ${need_pkgs[*]} (install them)"
+  say "installing ${need_pkgs[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >&2
+fi
+
+busy() { # proto port -> 0 if something listens there
+  [ -n "$(ss -Hln"$1" "sport = :$2" 2>/dev/null)" ]
+}
+check_free() {
+  local proto=$1; shift
+  for p in "$@"; do busy "$proto" "$p" && die "port $p/$([ "$proto" = t ] && echo tcp || echo udp) is in use (set BENCH_PORT_BASE)"; done
+  return 0
+}
+check_free t "$server_port"
+want vx6-quic && { check_free u "$q_owner" "$q_client"; check_free t "$q_local"; }
+want vx6-tcp && check_free t "$t_owner" "$t_client" "$t_local"
+want sshL && check_free t "$sshd_port" "$sshl_port"
+want socat && check_free t "$socat_port"
+
+# ---- processes we start, and their cleanup
+work=$(mktemp -d /tmp/vx6-bench.XXXXXX)
+pids=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ $keep = 1 ]; then say "work directory kept: $work"; else rm -rf "$work"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_listen() { # proto port what pid
+  for _ in $(seq 150); do
+    busy "$1" "$2" && return 0
+    kill -0 "$4" 2>/dev/null || die "$3 exited before listening on $2; log:
+$(tail -20 "$work/$3.err" 2>/dev/null)"
+    sleep 0.1
+  done
+  die "$3 not listening on port $2 after 15 s; log: $(tail -20 "$work/$3.err" 2>/dev/null)"
+}
+
+daemon_cmds=()
+declare -A rss_pid=()
+
+start_vx6() { # tag transport owner_port client_port local_port
+  local tag=$1 tr=$2 op=$3 cp=$4 lp=$5 oid
+  "$vx6" init --home "$work/$tag-owner" --name owner >/dev/null 2>"$work/$tag-init.err" || die "vx6 init failed: $(cat "$work/$tag-init.err")"
+  "$vx6" init --home "$work/$tag-client" --name client >/dev/null 2>>"$work/$tag-init.err" || die "vx6 init failed: $(cat "$work/$tag-init.err")"
+  oid=$("$vx6" id --home "$work/$tag-owner") || die "vx6 id failed"
+  oid=${oid%%$'\n'*}
+  local ocmd=("$vx6" node --home "$work/$tag-owner" --listen "[::1]:$op" --transport "$tr" --serve "bench=127.0.0.1:$server_port" --public)
+  local ccmd=("$vx6" node --home "$work/$tag-client" --listen "[::1]:$cp" --transport "$tr" --forward "$oid@[::1]:$op/bench=127.0.0.1:$lp")
+  "${ocmd[@]}" >"$work/$tag-owner.out" 2>"$work/$tag-owner.err" &
+  pids+=($!); rss_pid[$tag-owner]=$!
+  wait_ready "$tag-owner" $!
+  "${ccmd[@]}" >"$work/$tag-client.out" 2>"$work/$tag-client.err" &
+  pids+=($!); rss_pid[$tag-client]=$!
+  wait_ready "$tag-client" $!
+  daemon_cmds+=("$(qcmd "${ocmd[@]}")" "$(qcmd "${ccmd[@]}")")
+}
+
+wait_ready() { # name pid
+  for _ in $(seq 300); do
+    grep -q '^ready ' "$work/$1.out" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || die "$1 exited before printing ready; stderr:
+$(tail -20 "$work/$1.err")"
+    sleep 0.1
+  done
+  die "$1 printed no ready line in 30 s; stderr:
+$(tail -20 "$work/$1.err")"
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+entries=()
+if want vx6-quic; then
+  say "starting vx6 over QUIC"
+  start_vx6 vx6-quic quic "$q_owner" "$q_client" "$q_local"
+  entries+=(--entry "vx6-quic=$q_local")
+fi
+if want vx6-tcp; then
+  say "starting vx6 over TCP"
+  start_vx6 vx6-tcp tcp "$t_owner" "$t_client" "$t_local"
+  entries+=(--entry "vx6-tcp=$t_local")
+fi
+if want sshL; then
+  say "starting sshd on 127.0.0.1:$sshd_port and ssh -L $sshl_port"
+  mkdir -p "$work/ssh" && chmod 700 "$work/ssh"
+  ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/host_key"
+  ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/client_key"
+  cp "$work/ssh/client_key.pub" "$work/ssh/authorized_keys"
+  cat >"$work/ssh/sshd_config" <<EOF
+Port $sshd_port
+ListenAddress 127.0.0.1
+HostKey $work/ssh/host_key
+PidFile $work/ssh/sshd.pid
+AuthorizedKeysFile $work/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+AllowTcpForwarding yes
+EOF
+  mkdir -p /run/sshd
+  /usr/sbin/sshd -t -f "$work/ssh/sshd_config" || die "sshd rejects its config"
+  /usr/sbin/sshd -D -e -f "$work/ssh/sshd_config" 2>"$work/sshd.err" &
+  pids+=($!)
+  wait_listen t "$sshd_port" sshd $!
+  sshl_cmd=(ssh -F /dev/null -N -p "$sshd_port" -i "$work/ssh/client_key" -o IdentitiesOnly=yes
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes
+    -o ExitOnForwardFailure=yes -L "$sshl_port:127.0.0.1:$server_port" "$(id -un)@127.0.0.1")
+  "${sshl_cmd[@]}" 2>"$work/sshL.err" &
+  pids+=($!)
+  wait_listen t "$sshl_port" sshL $!
+  daemon_cmds+=("$(qcmd "${sshl_cmd[@]}")")
+  entries+=(--entry "sshL=$sshl_port")
+fi
+if want socat; then
+  say "starting socat on 127.0.0.1:$socat_port"
+  socat_cmd=(socat "TCP-LISTEN:$socat_port,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$server_port")
+  "${socat_cmd[@]}" 2>"$work/socat.err" &
+  pids+=($!)
+  wait_listen t "$socat_port" socat $!
+  daemon_cmds+=("$(qcmd "${socat_cmd[@]}")")
+  entries+=(--entry "socat=$socat_port")
+fi
+
+# ---- idle RSS before the run (daemons up, sessions not yet opened)
+rss_start=()
+if [ ${#rss_pid[@]} -gt 0 ]; then
+  sleep 2
+  for k in $(printf '%s\n' "${!rss_pid[@]}" | sort); do rss_start+=("$k=$(rss_kb "${rss_pid[$k]}")"); done
+fi
+
+json=${out:-$work/result.json}
+bench_cmd=(python3 "$yard" --server-port "$server_port" --direct "${entries[@]}" --json "$json" "${pass[@]}")
+say "running: ${bench_cmd[*]}"
+# in the background + wait, so that a TERM/INT to this script interrupts at once (and cleanup
+# ends the yardstick too)
+"${bench_cmd[@]}" >&2 &
+bench_pid=$!
+pids+=("$bench_pid")
+wait "$bench_pid" || die "the yardstick failed (daemon logs: rerun with --keep and look in the work directory)"
+
+# ---- idle RSS after the run (sessions established, traffic over)
+rss_end=()
+if [ ${#rss_pid[@]} -gt 0 ]; then
+  sleep 2
+  for k in $(printf '%s\n' "${!rss_pid[@]}" | sort); do
+    kill -0 "${rss_pid[$k]}" 2>/dev/null || die "$k died during the run; stderr: $(tail -20 "$work/$k.err")"
+    rss_end+=("$k=$(rss_kb "${rss_pid[$k]}")")
+  done
+fi
+
+vx6_version=""
+if want vx6-quic || want vx6-tcp; then vx6_version=$("$vx6" --version 2>/dev/null | head -1 || true); fi
+
+# ---- the markdown report (stdout)
+JSON="$json" INVOCATION="$invocation" BENCH_CMD="$(qcmd "${bench_cmd[@]}")" \
+RSS_START="${rss_start[*]-}" RSS_END="${rss_end[*]-}" VX6_VERSION="$vx6_version" \
+DAEMONS="$(printf '%s\n' "${daemon_cmds[@]-}")" python3 - <<'PY'
+import json, os, platform, time
+res = json.load(open(os.environ["JSON"]))
+names = list(res)
+base = res[names[0]]["throughput"]
+print(f"## Tunnel benchmark, {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores, Linux {platform.release()})")
+print()
+print("| entry | MB/s | x direct | rr p50 µs | rr p99 µs | connect ms |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for n in names:
+    r = res[n]
+    print(f"| {n} | {r['throughput']:.0f} | {r['throughput'] / base:.3f} | {r['rr_p50']:.0f} | {r['rr_p99']:.0f} | {r['connect_ms']:.2f} |")
+start = dict(x.split("=") for x in os.environ["RSS_START"].split())
+end = dict(x.split("=") for x in os.environ["RSS_END"].split())
+if start:
+    print()
+    print("Idle RSS of the vx6 daemons (VmRSS from /proc/PID/status, 2 s after start / 2 s after the run):")
+    print()
+    print("| daemon | idle after start (MiB) | idle after the run (MiB) |")
+    print("| --- | ---: | ---: |")
+    mib = lambda kb: f"{int(kb) / 1024:.1f}" if kb.isdigit() else kb
+    for k in sorted(start):
+        print(f"| {k} | {mib(start[k])} | {mib(end.get(k, '?'))} |")
+print()
+if os.environ.get("VX6_VERSION"):
+    print(f"vx6: `{os.environ['VX6_VERSION']}`")
+    print()
+print(f"Command: `{os.environ['INVOCATION']}`")
+print()
+print(f"Yardstick: `{os.environ['BENCH_CMD'].strip()}`")
+daemons = [d.strip() for d in os.environ["DAEMONS"].splitlines() if d.strip()]
+if daemons:
+    print()
+    print("Forwarders:")
+    print()
+    for d in daemons:
+        print(f"- `{d}`")
+print()
+print("MB/s: bulk upload on one connection, best of the rounds; rr: 64-byte request/response on one open connection; connect: median time to the first echoed byte on a new connection. Same run, interleaved; noise between runs is about ±25%.")
+PY

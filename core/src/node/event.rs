@@ -1,0 +1,105 @@
+//! What a [`Node`](super::Node) tells its runtime.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::identity::NodeId;
+use crate::record::Transport;
+
+/// A session, by node-local number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub(crate) u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+/// A service stream, by node-local number (stable from open to close, on both transports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamHandle(pub(crate) u64);
+
+impl fmt::Display for StreamHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// Something the runtime must act on or may log. Drained with `Node::poll_event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A session finished its handshake.
+    SessionUp {
+        /// Which.
+        session: SessionId,
+        /// The authenticated peer.
+        peer: NodeId,
+        /// Over what.
+        transport: Transport,
+        /// Peer address.
+        remote: SocketAddr,
+    },
+    /// A session ended; its streams are gone (each got [`Event::StreamFailed`] first).
+    SessionDown {
+        /// Which.
+        session: SessionId,
+        /// The peer, if the handshake got that far.
+        peer: Option<NodeId>,
+        /// Peer address.
+        remote: SocketAddr,
+        /// Why, for people.
+        reason: String,
+    },
+    /// A peer dialed by address without a NodeId was pinned; persist it.
+    PinLearned {
+        /// The dialed address.
+        addr: SocketAddr,
+        /// The node that answered there.
+        node: NodeId,
+    },
+    /// Open a TCP connection to `addr` for this (TCP-transport) session, then report it with
+    /// `handle_tcp_connected` or `handle_tcp_closed`.
+    TcpConnect {
+        /// Which session.
+        session: SessionId,
+        /// Where to.
+        addr: SocketAddr,
+    },
+    /// Close this session's TCP connection; the session is gone.
+    TcpClose {
+        /// Which session.
+        session: SessionId,
+        /// Last bytes to write before closing (a GOAWAY or TLS alert).
+        flush: Vec<u8>,
+    },
+    /// An authorized stream wants its local target: connect, then call `target_connected` or
+    /// `target_failed`.
+    ConnectTarget {
+        /// The stream.
+        stream: StreamHandle,
+        /// The service's local target.
+        target: SocketAddr,
+    },
+    /// Read from the stream.
+    StreamReadable(StreamHandle),
+    /// A blocked write to the stream may proceed.
+    StreamWritable(StreamHandle),
+    /// The stream is gone without a clean end (refused by the owner, or its session failed);
+    /// close the local connection.
+    StreamFailed {
+        /// The stream.
+        stream: StreamHandle,
+        /// Why, for people.
+        reason: String,
+    },
+    /// This node refused a peer's stream (owner side; for logs and counters).
+    Refused {
+        /// Who asked.
+        peer: NodeId,
+        /// For what (as sent, possibly invalid).
+        service: String,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,1235 @@
+//! The node: every session, every service stream, the services it offers and the keys it has
+//! pinned, as one sans-IO state machine.
+//!
+//! Inputs: `handle_datagram` (UDP, QUIC), `accept_tcp` / `handle_tcp_*` (TCP sessions),
+//! `handle_timeout`, and the stream calls of the runtime (`open_stream`, `stream_read`,
+//! `stream_write`, `stream_finish`, `stream_reset`, `target_connected`, `target_failed`).
+//! Outputs, drained after every input in this order: `poll_event` (what the runtime must do),
+//! `poll_transmit` (UDP datagrams), `poll_tcp_transmit` per TCP session (bytes for its socket),
+//! then `poll_timeout` (when to call `handle_timeout`).
+
+mod event;
+mod session;
+mod status;
+mod stream;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, Transmit};
+use rustls::crypto::CryptoProvider;
+
+pub use event::{Event, SessionId, StreamHandle};
+pub use status::{Counters, NodeStatus, SessionStatus};
+
+use self::session::{Kind, Session};
+use self::stream::{Phase, ServiceStream};
+use crate::identity::{Identity, NodeId};
+use crate::names::ServiceName;
+use crate::pins::Pins;
+use crate::record::Transport;
+use crate::service::{Authorization, OpenRequest, OpenResponse, RefusalCode, ServiceTable};
+use crate::session::mux::MuxConfig;
+use crate::session::quic::{QuicConfigs, QuicTuning};
+use crate::session::tcp::TcpSession;
+use crate::session::tls::{TlsFactory, TlsSetupError, WRONG_PEER, peer_key};
+use crate::session::{StreamError, StreamEvent, StreamRead};
+
+/// Stream reset code: the local side gave up on the stream (its local connection failed).
+pub const RESET_ABORTED: u32 = 1;
+/// Stream reset code: the stream was refused (see the response for why).
+pub const RESET_REFUSED: u32 = 2;
+/// Datagrams coalesced into one GSO batch at most.
+const MAX_GSO_SEGMENTS: usize = 10;
+/// Largest read buffered while parsing an opening exchange.
+const HEADER_READ: usize = 4096;
+
+/// Where and whom to dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dial {
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Over what.
+    pub transport: Transport,
+    /// The node that must answer; `None` pins whoever answers first.
+    pub expected: Option<NodeId>,
+}
+
+/// Everything a node starts from.
+pub struct NodeConfig {
+    /// The node's key.
+    pub identity: Identity,
+    /// Cryptography (and handshake randomness) for TLS.
+    pub crypto: Arc<CryptoProvider>,
+    /// Seed for every random choice the node makes itself (QUIC connection ids and the like).
+    pub seed: [u8; 32],
+    /// Offered services.
+    pub services: ServiceTable,
+    /// Keys pinned in earlier runs.
+    pub pins: Pins,
+    /// QUIC settings.
+    pub quic: QuicTuning,
+    /// TCP multiplexer settings.
+    pub mux: MuxConfig,
+    /// Sessions held at most; further incoming ones are refused.
+    pub max_sessions: usize,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// TLS or QUIC configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+}
+
+/// The VX6 node state machine. See the module docs for the input/output contract.
+pub struct Node {
+    node_id: NodeId,
+    tls: TlsFactory,
+    tls_server: Arc<rustls::ServerConfig>,
+    quic: QuicConfigs,
+    endpoint: Endpoint,
+    services: ServiceTable,
+    pins: Pins,
+    mux: MuxConfig,
+    max_sessions: usize,
+    next_session: u64,
+    sessions: BTreeMap<SessionId, Session>,
+    quic_handles: HashMap<ConnectionHandle, SessionId>,
+    dials: HashMap<(Transport, SocketAddr), SessionId>,
+    next_stream: u64,
+    streams: BTreeMap<StreamHandle, ServiceStream>,
+    by_transport: HashMap<(SessionId, u64), StreamHandle>,
+    events: VecDeque<Event>,
+    responses: VecDeque<(Transmit, Vec<u8>)>,
+    transmit_cursor: u64,
+    counters: Counters,
+}
+
+impl Node {
+    /// Builds a node. `now` is the runtime's clock reading.
+    pub fn new(_now: Instant, config: NodeConfig) -> Result<Self, NodeError> {
+        let secret = config.identity.secret_bytes();
+        let reset = blake3::derive_key("vx6 2026 quic stateless reset key", &secret);
+        let token = blake3::derive_key("vx6 2026 quic address token key", &secret);
+        let tls = TlsFactory::new(&config.identity, config.crypto)?;
+        let quic = QuicConfigs::new(&tls, &config.quic, reset, token, config.seed)?;
+        let endpoint = Endpoint::new(
+            quic.endpoint.clone(),
+            Some(quic.server.clone()),
+            true,
+            Some(config.seed),
+        );
+        Ok(Self {
+            node_id: config.identity.node_id(),
+            tls_server: Arc::new(tls.server()?),
+            tls,
+            quic,
+            endpoint,
+            services: config.services,
+            pins: config.pins,
+            mux: config.mux,
+            max_sessions: config.max_sessions,
+            next_session: 1,
+            sessions: BTreeMap::new(),
+            quic_handles: HashMap::new(),
+            dials: HashMap::new(),
+            next_stream: 1,
+            streams: BTreeMap::new(),
+            by_transport: HashMap::new(),
+            events: VecDeque::new(),
+            responses: VecDeque::new(),
+            transmit_cursor: 0,
+            counters: Counters::default(),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The offered services.
+    pub fn services(&self) -> &ServiceTable {
+        &self.services
+    }
+
+    /// The offered services, to change at run time.
+    pub fn services_mut(&mut self) -> &mut ServiceTable {
+        &mut self.services
+    }
+
+    /// Pinned keys (persist after [`Event::PinLearned`]).
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
+    /// Next event for the runtime.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn new_session_id(&mut self) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        id
+    }
+
+    // ---- streams, runtime side -------------------------------------------------------------
+
+    /// Opens a stream to `service` on the node at `dial`, dialing a session if none is up.
+    /// Always returns a handle; failures arrive as [`Event::StreamFailed`].
+    pub fn open_stream(&mut self, now: Instant, dial: &Dial, service: ServiceName) -> StreamHandle {
+        let handle = StreamHandle(self.next_stream);
+        self.next_stream += 1;
+        self.counters.streams_opened += 1;
+        let session = match self.session_for(now, dial) {
+            Ok(sid) => sid,
+            Err(reason) => {
+                // Register and fail at once so the runtime sees one uniform path.
+                self.events.push_back(Event::StreamFailed {
+                    stream: handle,
+                    reason,
+                });
+                return handle;
+            }
+        };
+        self.streams
+            .insert(handle, ServiceStream::client(session, service));
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .expect("session_for returns live ids");
+        s.streams.insert(handle);
+        s.pending.push(handle);
+        if s.established {
+            self.open_pending(now, session);
+        }
+        self.drive(now, session);
+        handle
+    }
+
+    /// An up (or handshaking) session to `dial`, or a new one.
+    fn session_for(&mut self, now: Instant, dial: &Dial) -> Result<SessionId, String> {
+        if let Some(&sid) = self.dials.get(&(dial.transport, dial.addr))
+            && let Some(s) = self.sessions.get(&sid)
+            && !s.down
+        {
+            let compatible = match (dial.expected, s.peer, s.dial.and_then(|d| d.expected)) {
+                (None, _, _) => true,
+                (Some(want), Some(peer), _) => want == peer,
+                (Some(want), None, Some(dialed)) => want == dialed,
+                (Some(_), None, None) => false,
+            };
+            if compatible {
+                return Ok(sid);
+            }
+            if let (Some(want), Some(peer)) = (dial.expected, s.peer) {
+                return Err(format!(
+                    "{WRONG_PEER}peer at {} is node {peer}, expected {want}",
+                    dial.addr
+                ));
+            }
+        }
+        let pinned = self.pins.get(&dial.addr);
+        let expected = dial.expected.or(pinned);
+        let expected_from_pin = dial.expected.is_none() && pinned.is_some();
+        let sid = self.new_session_id();
+        let kind = match dial.transport {
+            Transport::Quic => {
+                let config = self
+                    .quic
+                    .client(&self.tls, expected)
+                    .map_err(|e| e.to_string())?;
+                let (handle, conn) = self
+                    .endpoint
+                    .connect(now, config, dial.addr, "vx6")
+                    .map_err(|e| format!("cannot dial {}: {e}", dial.addr))?;
+                self.quic_handles.insert(handle, sid);
+                Kind::Quic {
+                    handle,
+                    conn: Box::new(conn),
+                }
+            }
+            Transport::Tcp => {
+                let config = self.tls.client(expected).map_err(|e| e.to_string())?;
+                let conn = TcpSession::client(now, Arc::new(config), self.mux)
+                    .map_err(|e| e.to_string())?;
+                self.events.push_back(Event::TcpConnect {
+                    session: sid,
+                    addr: dial.addr,
+                });
+                Kind::Tcp {
+                    conn: Box::new(conn),
+                    connected: false,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                }
+            }
+        };
+        self.sessions.insert(
+            sid,
+            Session {
+                kind,
+                remote: dial.addr,
+                dial: Some(Dial { expected, ..*dial }),
+                expected_from_pin,
+                peer: None,
+                established: false,
+                down: false,
+                streams: Default::default(),
+                pending: Vec::new(),
+            },
+        );
+        self.dials.insert((dial.transport, dial.addr), sid);
+        Ok(sid)
+    }
+
+    /// Reads up to `max` bytes of the peer's data.
+    pub fn stream_read(&mut self, now: Instant, handle: StreamHandle, max: usize) -> StreamRead {
+        let Some(st) = self.streams.get_mut(&handle) else {
+            return StreamRead::Finished;
+        };
+        if st.phase != Phase::Open {
+            return StreamRead::Blocked;
+        }
+        if !st.inbuf.is_empty() {
+            let n = st.inbuf.len().min(max);
+            return StreamRead::Data(st.inbuf.split_to(n).freeze());
+        }
+        let (sid, id) = (st.session, st.id.expect("open streams have a transport id"));
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return StreamRead::Finished;
+        };
+        let result = session.read(now, id, max);
+        match result {
+            StreamRead::Finished => {
+                st.read_done = true;
+                self.maybe_forget(handle);
+            }
+            StreamRead::Reset(_) => self.forget(handle),
+            StreamRead::Data(_) | StreamRead::Blocked => {}
+        }
+        self.drive(now, sid);
+        result
+    }
+
+    /// Writes what flow control allows; `Ok(0)` means wait for [`Event::StreamWritable`].
+    pub fn stream_write(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        data: &[u8],
+    ) -> Result<usize, StreamError> {
+        let st = self.streams.get_mut(&handle).ok_or(StreamError::Unknown)?;
+        if st.write_done {
+            return Err(StreamError::Finished);
+        }
+        // Owners write nothing before the target is connected; clients may pipeline data
+        // right behind their request.
+        let ready = match st.phase {
+            Phase::Open | Phase::AwaitResponse => st.id.is_some(),
+            _ => false,
+        };
+        if !ready {
+            st.want_writable = true;
+            return Ok(0);
+        }
+        let sid = st.session;
+        if !self.flush_header(handle)? {
+            self.streams
+                .get_mut(&handle)
+                .expect("flush_header keeps the stream")
+                .want_writable = true;
+            return Ok(0);
+        }
+        let id = self.streams[&handle].id.expect("checked above");
+        let session = self.sessions.get_mut(&sid).ok_or(StreamError::Unknown)?;
+        let result = session.write(id, data);
+        self.drive(now, sid);
+        result
+    }
+
+    /// Writes pending opening bytes; `Ok(true)` once none are left.
+    fn flush_header(&mut self, handle: StreamHandle) -> Result<bool, StreamError> {
+        let st = self.streams.get_mut(&handle).ok_or(StreamError::Unknown)?;
+        let Some(id) = st.id else {
+            return Ok(false);
+        };
+        if !st.header_out.is_empty() {
+            let session = self
+                .sessions
+                .get_mut(&st.session)
+                .ok_or(StreamError::Unknown)?;
+            let n = session.write(id, &st.header_out)?;
+            st.header_out.drain(..n);
+            if !st.header_out.is_empty() {
+                return Ok(false);
+            }
+        }
+        if st.finish_pending {
+            st.finish_pending = false;
+            let session = self
+                .sessions
+                .get_mut(&st.session)
+                .ok_or(StreamError::Unknown)?;
+            let _ = session.finish(id);
+        }
+        Ok(true)
+    }
+
+    /// Ends the local direction (the local connection reached EOF).
+    pub fn stream_finish(&mut self, now: Instant, handle: StreamHandle) {
+        let Some(st) = self.streams.get_mut(&handle) else {
+            return;
+        };
+        if st.write_done {
+            return;
+        }
+        st.write_done = true;
+        st.finish_pending = true;
+        let sid = st.session;
+        if st.phase == Phase::Open || st.phase == Phase::AwaitResponse {
+            let _ = self.flush_header(handle);
+        }
+        self.maybe_forget(handle);
+        self.drive(now, sid);
+    }
+
+    /// Aborts the stream (the local connection failed).
+    pub fn stream_reset(&mut self, now: Instant, handle: StreamHandle) {
+        let Some(st) = self.streams.get(&handle) else {
+            return;
+        };
+        let (sid, id) = (st.session, st.id);
+        if let (Some(id), Some(session)) = (id, self.sessions.get_mut(&sid)) {
+            session.reset(id, RESET_ABORTED);
+        }
+        self.forget(handle);
+        self.drive(now, sid);
+    }
+
+    /// The runtime connected the local target of an authorized stream.
+    pub fn target_connected(&mut self, now: Instant, handle: StreamHandle) {
+        let Some(st) = self.streams.get_mut(&handle) else {
+            return;
+        };
+        if st.phase != Phase::Connecting {
+            return;
+        }
+        st.phase = Phase::Open;
+        st.header_out = OpenResponse::Accepted.encode();
+        let sid = st.session;
+        let _ = self.flush_header(handle);
+        self.events.push_back(Event::StreamReadable(handle));
+        self.events.push_back(Event::StreamWritable(handle));
+        self.drive(now, sid);
+    }
+
+    /// The runtime could not connect the local target.
+    pub fn target_failed(&mut self, now: Instant, handle: StreamHandle, reason: &str) {
+        let Some(st) = self.streams.get(&handle) else {
+            return;
+        };
+        if st.phase != Phase::Connecting {
+            return;
+        }
+        self.counters.refused_target += 1;
+        let service = st
+            .service
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let sid = st.session;
+        let peer = self.sessions.get(&sid).and_then(|s| s.peer);
+        let reason = format!("service {service} unavailable: {reason}");
+        if let Some(peer) = peer {
+            self.events.push_back(Event::Refused {
+                peer,
+                service,
+                reason: reason.clone(),
+            });
+        }
+        self.refuse(now, handle, RefusalCode::TargetUnavailable, &reason);
+    }
+
+    /// Sends a refusal, closes the stream and forgets it.
+    fn refuse(&mut self, now: Instant, handle: StreamHandle, code: RefusalCode, reason: &str) {
+        let Some(st) = self.streams.get(&handle) else {
+            return;
+        };
+        let (sid, id) = (st.session, st.id);
+        if let (Some(id), Some(session)) = (id, self.sessions.get_mut(&sid)) {
+            let response = OpenResponse::Refused {
+                code,
+                reason: reason.to_owned(),
+            }
+            .encode();
+            // A fresh stream always has credit for these few bytes.
+            let _ = session.write(id, &response);
+            let _ = session.finish(id);
+            session.stop(id, RESET_REFUSED);
+        }
+        self.forget(handle);
+        self.drive(now, sid);
+    }
+
+    fn maybe_forget(&mut self, handle: StreamHandle) {
+        if self
+            .streams
+            .get(&handle)
+            .is_some_and(|st| st.read_done && st.write_done && !st.finish_pending)
+        {
+            self.forget(handle);
+        }
+    }
+
+    fn forget(&mut self, handle: StreamHandle) {
+        if let Some(st) = self.streams.remove(&handle) {
+            if let Some(id) = st.id {
+                self.by_transport.remove(&(st.session, id));
+            }
+            if let Some(s) = self.sessions.get_mut(&st.session) {
+                s.streams.remove(&handle);
+                s.pending.retain(|h| *h != handle);
+            }
+        }
+    }
+
+    /// Opens transport streams for client streams waiting on an established session.
+    fn open_pending(&mut self, now: Instant, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let mut waiting = std::mem::take(&mut s.pending);
+        let mut opened = Vec::new();
+        while let Some(&handle) = waiting.first() {
+            let Some(id) = s.open(now) else {
+                break;
+            };
+            waiting.remove(0);
+            opened.push((handle, id));
+        }
+        s.pending = waiting;
+        for (handle, id) in opened {
+            let Some(st) = self.streams.get_mut(&handle) else {
+                continue;
+            };
+            st.id = Some(id);
+            st.phase = Phase::AwaitResponse;
+            st.header_out = OpenRequest {
+                service: st.service.clone().expect("client streams name a service"),
+            }
+            .encode();
+            self.by_transport.insert((sid, id), handle);
+            let want = std::mem::take(&mut st.want_writable);
+            let _ = self.flush_header(handle);
+            if want {
+                self.events.push_back(Event::StreamWritable(handle));
+            }
+        }
+    }
+
+    // ---- sessions, network side ------------------------------------------------------------
+
+    /// A UDP datagram arrived on the node's socket.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
+        let mut buf = Vec::new();
+        match self
+            .endpoint
+            .handle(now, remote, local_ip, ecn, data, &mut buf)
+        {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                let Some(&sid) = self.quic_handles.get(&ch) else {
+                    return;
+                };
+                if let Some(Session {
+                    kind: Kind::Quic { conn, .. },
+                    ..
+                }) = self.sessions.get_mut(&sid)
+                {
+                    conn.handle_event(event);
+                }
+                self.drive(now, sid);
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                if self.live_sessions() >= self.max_sessions {
+                    self.counters.sessions_refused += 1;
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    self.responses.push_back((t, buf));
+                    return;
+                }
+                match self
+                    .endpoint
+                    .accept(incoming, now, &mut buf, Some(self.quic.server.clone()))
+                {
+                    Ok((handle, conn)) => {
+                        let sid = self.new_session_id();
+                        self.quic_handles.insert(handle, sid);
+                        self.sessions.insert(
+                            sid,
+                            Self::incoming_session(
+                                Kind::Quic {
+                                    handle,
+                                    conn: Box::new(conn),
+                                },
+                                remote,
+                            ),
+                        );
+                        self.drive(now, sid);
+                    }
+                    Err(e) => {
+                        self.counters.sessions_failed += 1;
+                        if let Some(t) = e.response {
+                            self.responses.push_back((t, buf));
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.responses.push_back((t, buf)),
+            None => {}
+        }
+    }
+
+    fn incoming_session(kind: Kind, remote: SocketAddr) -> Session {
+        Session {
+            kind,
+            remote,
+            dial: None,
+            expected_from_pin: false,
+            peer: None,
+            established: false,
+            down: false,
+            streams: Default::default(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn live_sessions(&self) -> usize {
+        self.sessions.values().filter(|s| !s.down).count()
+    }
+
+    /// Next UDP datagram (or GSO batch of at most `max_segments`) to send; its payload is
+    /// written to `buf`.
+    #[must_use]
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        max_segments: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        if let Some((t, bytes)) = self.responses.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+            return Some(t);
+        }
+        // Round-robin over QUIC sessions so one busy session cannot starve the others.
+        let ids: Vec<SessionId> = self
+            .sessions
+            .range(SessionId(self.transmit_cursor)..)
+            .chain(self.sessions.range(..SessionId(self.transmit_cursor)))
+            .filter(|(_, s)| matches!(s.kind, Kind::Quic { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in ids {
+            let Some(Session {
+                kind: Kind::Quic { conn, .. },
+                ..
+            }) = self.sessions.get_mut(&sid)
+            else {
+                continue;
+            };
+            buf.clear();
+            if let Some(t) = conn.poll_transmit(now, max_segments.clamp(1, MAX_GSO_SEGMENTS), buf) {
+                self.transmit_cursor = sid.0;
+                return Some(t);
+            }
+            self.transmit_cursor = sid.0 + 1;
+        }
+        None
+    }
+
+    /// The runtime accepted a TCP connection from `remote`; `None` means refuse it (at the
+    /// session limit): close the socket.
+    pub fn accept_tcp(&mut self, now: Instant, remote: SocketAddr) -> Option<SessionId> {
+        if self.live_sessions() >= self.max_sessions {
+            self.counters.sessions_refused += 1;
+            return None;
+        }
+        let conn = TcpSession::server(now, self.tls_server.clone(), self.mux).ok()?;
+        let sid = self.new_session_id();
+        self.sessions.insert(
+            sid,
+            Self::incoming_session(
+                Kind::Tcp {
+                    conn: Box::new(conn),
+                    connected: true,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                },
+                remote,
+            ),
+        );
+        Some(sid)
+    }
+
+    /// The TCP connection the node asked for with [`Event::TcpConnect`] is established.
+    pub fn handle_tcp_connected(&mut self, now: Instant, sid: SessionId) {
+        if let Some(Session {
+            kind: Kind::Tcp { connected, .. },
+            ..
+        }) = self.sessions.get_mut(&sid)
+        {
+            *connected = true;
+        }
+        self.drive(now, sid);
+    }
+
+    /// Bytes arrived on a TCP session's socket.
+    pub fn handle_tcp_data(&mut self, now: Instant, sid: SessionId, data: &[u8]) {
+        if let Some(Session {
+            kind:
+                Kind::Tcp {
+                    conn,
+                    bytes_received,
+                    ..
+                },
+            ..
+        }) = self.sessions.get_mut(&sid)
+        {
+            *bytes_received += data.len() as u64;
+            conn.handle_input(now, data);
+        }
+        self.drive(now, sid);
+    }
+
+    /// A TCP session's socket closed or failed (or could not connect).
+    pub fn handle_tcp_closed(&mut self, now: Instant, sid: SessionId, reason: &str) {
+        if let Some(Session {
+            kind: Kind::Tcp { conn, .. },
+            ..
+        }) = self.sessions.get_mut(&sid)
+        {
+            conn.handle_eof();
+        }
+        self.fail_session(now, sid, reason.to_owned());
+    }
+
+    /// Bytes to write to a TCP session's socket; returns whether any were appended.
+    pub fn poll_tcp_transmit(&mut self, sid: SessionId, out: &mut Vec<u8>) -> bool {
+        match self.sessions.get_mut(&sid) {
+            Some(Session {
+                kind:
+                    Kind::Tcp {
+                        conn,
+                        connected: true,
+                        bytes_sent,
+                        ..
+                    },
+                down: false,
+                ..
+            }) => {
+                let before = out.len();
+                let wrote = conn.poll_transmit(out);
+                *bytes_sent += (out.len() - before) as u64;
+                // Output drained may have unblocked writers.
+                self.collect_tcp_events(sid);
+                wrote
+            }
+            _ => false,
+        }
+    }
+
+    fn collect_tcp_events(&mut self, sid: SessionId) {
+        let mut evs = Vec::new();
+        if let Some(Session {
+            kind: Kind::Tcp { conn, .. },
+            ..
+        }) = self.sessions.get_mut(&sid)
+        {
+            while let Some(e) = conn.mux().poll_event() {
+                evs.push(e);
+            }
+        }
+        for e in evs {
+            if let StreamEvent::Writable(id) = e
+                && let Some(&h) = self.by_transport.get(&(sid, id))
+            {
+                self.events.push_back(Event::StreamWritable(h));
+            }
+        }
+    }
+
+    /// Timers fired.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter_mut()
+            .filter_map(|(id, s)| s.poll_timeout().is_some_and(|t| t <= now).then_some(*id))
+            .collect();
+        for sid in due {
+            match self.sessions.get_mut(&sid).map(|s| &mut s.kind) {
+                Some(Kind::Quic { conn, .. }) => conn.handle_timeout(now),
+                Some(Kind::Tcp { conn, .. }) => conn.handle_timeout(now),
+                None => continue,
+            }
+            self.drive(now, sid);
+        }
+    }
+
+    /// When [`Node::handle_timeout`] must next be called; never in the past relative to the
+    /// last input (quinn-proto and the mux only report future deadlines).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.sessions
+            .values_mut()
+            .filter_map(Session::poll_timeout)
+            .min()
+    }
+
+    /// Closes every session (clean shutdown).
+    pub fn close_all(&mut self, now: Instant) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for sid in ids {
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                match &mut s.kind {
+                    Kind::Quic { conn, .. } => {
+                        conn.close(now, 0u32.into(), bytes::Bytes::from_static(b"shutdown"))
+                    }
+                    Kind::Tcp { conn, .. } => conn.close(0),
+                }
+            }
+            self.drive(now, sid);
+        }
+    }
+
+    // ---- driving sessions --------------------------------------------------------------------
+
+    /// Processes everything a session has to say after an input touched it.
+    fn drive(&mut self, now: Instant, sid: SessionId) {
+        // Bounded: each round either consumes events or stops.
+        for _ in 0..64 {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            let mut stream_events = Vec::new();
+            let mut connected = false;
+            let mut lost = None;
+            let mut drained = false;
+            let mut available = false;
+            match &mut s.kind {
+                Kind::Quic { handle, conn } => {
+                    while let Some(ev) = conn.poll_endpoint_events() {
+                        if let Some(back) = self.endpoint.handle_event(*handle, ev) {
+                            conn.handle_event(back);
+                        }
+                    }
+                    while let Some(ev) = conn.poll() {
+                        use quinn_proto::{Dir, Event as Q, StreamEvent as QS};
+                        match ev {
+                            Q::Connected => connected = true,
+                            Q::ConnectionLost { reason } => lost = Some(reason.to_string()),
+                            Q::Stream(QS::Opened { dir: Dir::Bi }) => {
+                                stream_events.push(StreamEvent::Opened)
+                            }
+                            Q::Stream(QS::Readable { id }) => {
+                                stream_events.push(StreamEvent::Readable(id.into()))
+                            }
+                            Q::Stream(QS::Writable { id }) | Q::Stream(QS::Stopped { id, .. }) => {
+                                stream_events.push(StreamEvent::Writable(id.into()))
+                            }
+                            Q::Stream(QS::Available { dir: Dir::Bi }) => available = true,
+                            _ => {}
+                        }
+                    }
+                    drained = conn.is_drained();
+                }
+                Kind::Tcp { conn, .. } => {
+                    if !s.established && conn.peer().is_some() {
+                        connected = true;
+                    }
+                    while let Some(ev) = conn.mux().poll_event() {
+                        stream_events.push(ev);
+                    }
+                    if let Some(e) = conn.error() {
+                        lost = Some(e.to_string());
+                    }
+                }
+            }
+            let idle = stream_events.is_empty() && !connected && lost.is_none() && !available;
+            if connected {
+                self.on_established(now, sid);
+            }
+            if available {
+                self.open_pending(now, sid);
+            }
+            for ev in stream_events {
+                self.on_stream_event(now, sid, ev);
+            }
+            if let Some(reason) = lost {
+                self.fail_session(now, sid, reason);
+            }
+            if drained {
+                if let Some(Session {
+                    kind: Kind::Quic { handle, .. },
+                    ..
+                }) = self.sessions.remove(&sid)
+                {
+                    self.quic_handles.remove(&handle);
+                }
+                return;
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    fn on_established(&mut self, now: Instant, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.established || s.down {
+            return;
+        }
+        let key = match &mut s.kind {
+            Kind::Quic { conn, .. } => conn
+                .crypto_session()
+                .peer_identity()
+                .and_then(|any| {
+                    any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                        .ok()
+                })
+                .and_then(|certs| certs.first().and_then(|c| peer_key(c).ok())),
+            Kind::Tcp { conn, .. } => conn.peer().copied(),
+        };
+        let Some(key) = key else {
+            self.fail_session(now, sid, "peer presented no usable key".into());
+            return;
+        };
+        let peer = key.node_id();
+        if let Some(Dial {
+            expected: Some(want),
+            ..
+        }) = s.dial
+            && want != peer
+        {
+            // The verifier already enforces this; a mismatch here is a broken invariant
+            // handled as a failure rather than trusted.
+            let reason = format!("{WRONG_PEER}peer is node {peer}, expected {want}");
+            self.fail_session(now, sid, reason);
+            return;
+        }
+        s.peer = Some(peer);
+        s.established = true;
+        let (transport, remote) = (s.transport(), s.remote);
+        if let Some(Dial {
+            expected: None,
+            addr,
+            ..
+        }) = s.dial
+            && self.pins.insert(addr, peer)
+        {
+            self.events
+                .push_back(Event::PinLearned { addr, node: peer });
+        }
+        self.events.push_back(Event::SessionUp {
+            session: sid,
+            peer,
+            transport,
+            remote,
+        });
+        self.open_pending(now, sid);
+    }
+
+    fn on_stream_event(&mut self, now: Instant, sid: SessionId, ev: StreamEvent) {
+        match ev {
+            StreamEvent::Opened => loop {
+                let Some(s) = self.sessions.get_mut(&sid) else {
+                    return;
+                };
+                let Some(id) = s.accept() else {
+                    return;
+                };
+                let handle = StreamHandle(self.next_stream);
+                self.next_stream += 1;
+                self.counters.streams_opened += 1;
+                s.streams.insert(handle);
+                self.streams.insert(handle, ServiceStream::owner(sid, id));
+                self.by_transport.insert((sid, id), handle);
+                self.read_request(now, handle);
+            },
+            StreamEvent::Readable(id) => {
+                let Some(&handle) = self.by_transport.get(&(sid, id)) else {
+                    return;
+                };
+                match self.streams.get(&handle).map(|s| s.phase) {
+                    Some(Phase::ReadRequest) => self.read_request(now, handle),
+                    Some(Phase::AwaitResponse) => self.read_response(now, handle),
+                    Some(Phase::Open) => self.events.push_back(Event::StreamReadable(handle)),
+                    _ => {}
+                }
+            }
+            StreamEvent::Writable(id) => {
+                let Some(&handle) = self.by_transport.get(&(sid, id)) else {
+                    return;
+                };
+                let _ = self.flush_header(handle);
+                if let Some(st) = self.streams.get(&handle)
+                    && matches!(st.phase, Phase::Open | Phase::AwaitResponse)
+                {
+                    self.events.push_back(Event::StreamWritable(handle));
+                }
+            }
+        }
+    }
+
+    /// Reads from the transport into the stream's parse buffer; returns false at the stream's
+    /// end (the stream is then forgotten).
+    fn fill(&mut self, now: Instant, handle: StreamHandle) -> bool {
+        let Some(st) = self.streams.get_mut(&handle) else {
+            return false;
+        };
+        let (Some(id), Some(session)) = (st.id, self.sessions.get_mut(&st.session)) else {
+            return false;
+        };
+        match session.read(now, id, HEADER_READ) {
+            StreamRead::Data(b) => {
+                st.inbuf.extend_from_slice(&b);
+                true
+            }
+            StreamRead::Blocked => true,
+            StreamRead::Finished | StreamRead::Reset(_) => false,
+        }
+    }
+
+    fn read_request(&mut self, now: Instant, handle: StreamHandle) {
+        loop {
+            let before = self.streams.get(&handle).map_or(0, |s| s.inbuf.len());
+            let alive = self.fill(now, handle);
+            let Some(st) = self.streams.get_mut(&handle) else {
+                return;
+            };
+            let sid = st.session;
+            let peer = self.sessions.get(&sid).and_then(|s| s.peer);
+            match OpenRequest::decode(&st.inbuf) {
+                Ok(Some((req, used))) => {
+                    st.inbuf.advance(used);
+                    st.service = Some(req.service.clone());
+                    let Some(peer) = peer else {
+                        self.refuse(now, handle, RefusalCode::BadRequest, "session not up");
+                        return;
+                    };
+                    match self.services.authorize(&peer, &req.service) {
+                        Authorization::Granted(target) => {
+                            st.phase = Phase::Connecting;
+                            self.events.push_back(Event::ConnectTarget {
+                                stream: handle,
+                                target,
+                            });
+                        }
+                        Authorization::Refused(code) => {
+                            self.counters.refused_access += 1;
+                            self.events.push_back(Event::Refused {
+                                peer,
+                                service: req.service.to_string(),
+                                reason: "not allowed".into(),
+                            });
+                            self.refuse(now, handle, code, code.describe());
+                        }
+                    }
+                    return;
+                }
+                Ok(None) if alive && st.inbuf.len() > before => continue,
+                Ok(None) if alive => return,
+                Ok(None) => {
+                    self.forget(handle);
+                    return;
+                }
+                Err(e) => {
+                    self.counters.bad_requests += 1;
+                    if let Some(peer) = peer {
+                        self.events.push_back(Event::Refused {
+                            peer,
+                            service: String::new(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    self.refuse(now, handle, RefusalCode::BadRequest, &e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_response(&mut self, now: Instant, handle: StreamHandle) {
+        loop {
+            let before = self.streams.get(&handle).map_or(0, |s| s.inbuf.len());
+            let alive = self.fill(now, handle);
+            let Some(st) = self.streams.get_mut(&handle) else {
+                return;
+            };
+            match OpenResponse::decode(&st.inbuf) {
+                Ok(Some((OpenResponse::Accepted, used))) => {
+                    st.inbuf.advance(used);
+                    st.phase = Phase::Open;
+                    self.events.push_back(Event::StreamReadable(handle));
+                    return;
+                }
+                Ok(Some((OpenResponse::Refused { code, reason }, _))) => {
+                    let reason = if reason.is_empty() || reason == code.describe() {
+                        code.describe().to_owned()
+                    } else {
+                        format!("{}: {reason}", code.describe())
+                    };
+                    self.fail_stream(now, handle, reason);
+                    return;
+                }
+                Ok(None) if alive && st.inbuf.len() > before => continue,
+                Ok(None) if alive => return,
+                Ok(None) => {
+                    self.fail_stream(
+                        now,
+                        handle,
+                        "owner closed the stream without answering".into(),
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.fail_stream(now, handle, format!("bad answer from owner: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail_stream(&mut self, now: Instant, handle: StreamHandle, reason: String) {
+        if let Some(st) = self.streams.get(&handle)
+            && let (Some(id), Some(session)) = (st.id, self.sessions.get_mut(&st.session))
+        {
+            session.reset(id, RESET_REFUSED);
+        }
+        let sid = self.streams.get(&handle).map(|s| s.session);
+        self.forget(handle);
+        self.events.push_back(Event::StreamFailed {
+            stream: handle,
+            reason,
+        });
+        if let Some(sid) = sid {
+            self.drive(now, sid);
+        }
+    }
+
+    fn fail_session(&mut self, _now: Instant, sid: SessionId, reason: String) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.down {
+            return;
+        }
+        s.down = true;
+        if !s.established {
+            self.counters.sessions_failed += 1;
+        }
+        let reason = match s.dial {
+            Some(Dial {
+                addr,
+                expected: Some(pin),
+                ..
+            }) if s.expected_from_pin && reason.contains(WRONG_PEER) => {
+                format!(
+                    "the node at {addr} is not the one pinned for it ({pin}): {reason}; if its \
+                     key really changed, remove {addr} from known_peers"
+                )
+            }
+            _ => reason,
+        };
+        let handles: Vec<StreamHandle> = s.streams.iter().copied().collect();
+        let (peer, remote, is_tcp) = (s.peer, s.remote, matches!(s.kind, Kind::Tcp { .. }));
+        if let Some(Dial {
+            transport, addr, ..
+        }) = s.dial
+            && self.dials.get(&(transport, addr)) == Some(&sid)
+        {
+            self.dials.remove(&(transport, addr));
+        }
+        for handle in handles {
+            self.forget(handle);
+            self.events.push_back(Event::StreamFailed {
+                stream: handle,
+                reason: format!("session to {remote} failed: {reason}"),
+            });
+        }
+        if is_tcp {
+            let mut flush = Vec::new();
+            if let Some(Session {
+                kind: Kind::Tcp { conn, .. },
+                ..
+            }) = self.sessions.remove(&sid)
+            {
+                let mut conn = conn;
+                conn.poll_transmit(&mut flush);
+            }
+            self.events.push_back(Event::TcpClose {
+                session: sid,
+                flush,
+            });
+        }
+        self.events.push_back(Event::SessionDown {
+            session: sid,
+            peer,
+            remote,
+            reason,
+        });
+    }
+
+    /// A snapshot for status output.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node_id: self.node_id,
+            sessions: self
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.down)
+                .map(|(id, s)| {
+                    let (rtt, sent, received) = match &s.kind {
+                        Kind::Quic { conn, .. } => {
+                            let stats = conn.stats();
+                            (Some(conn.rtt()), stats.udp_tx.bytes, stats.udp_rx.bytes)
+                        }
+                        Kind::Tcp {
+                            conn,
+                            bytes_sent,
+                            bytes_received,
+                            ..
+                        } => (conn.mux_ref().rtt(), *bytes_sent, *bytes_received),
+                    };
+                    SessionStatus {
+                        id: id.0,
+                        peer: s.peer,
+                        transport: s.transport(),
+                        remote: s.remote,
+                        outgoing: s.dial.is_some(),
+                        established: s.established,
+                        rtt,
+                        streams: s.streams.len(),
+                        bytes_sent: sent,
+                        bytes_received: received,
+                    }
+                })
+                .collect(),
+            streams: self.streams.len(),
+            counters: self.counters,
+        }
+    }
+}

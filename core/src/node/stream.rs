@@ -1,0 +1,73 @@
+//! A service stream as the node tracks it: which transport stream carries it and how far its
+//! opening exchange has got.
+
+use bytes::BytesMut;
+
+use super::SessionId;
+use crate::names::ServiceName;
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Client: waiting for the session (or stream credit) to open the transport stream.
+    AwaitSession,
+    /// Client: request sent, waiting for the owner's answer.
+    AwaitResponse,
+    /// Owner: reading the request.
+    ReadRequest,
+    /// Owner: authorized, waiting for the runtime to connect the local target.
+    Connecting,
+    /// Bytes flow both ways.
+    Open,
+}
+
+pub(super) struct ServiceStream {
+    pub session: SessionId,
+    /// Transport stream id, once opened.
+    pub id: Option<u64>,
+    /// Client side: the requested service. Owner side: the service, once the request is read.
+    pub service: Option<ServiceName>,
+    pub phase: Phase,
+    /// Opening bytes (request or response) not yet accepted by the transport.
+    pub header_out: Vec<u8>,
+    /// Parse buffer for the opening exchange; afterwards, data read ahead for the runtime.
+    pub inbuf: BytesMut,
+    /// The runtime finished its direction while the header was still pending.
+    pub finish_pending: bool,
+    /// The runtime has seen the end of the peer's direction.
+    pub read_done: bool,
+    /// The runtime finished its direction.
+    pub write_done: bool,
+    /// A write returned 0 before the transport stream existed; wake the runtime when it does.
+    pub want_writable: bool,
+}
+
+impl ServiceStream {
+    pub fn client(session: SessionId, service: ServiceName) -> Self {
+        Self::new(session, None, Some(service), Phase::AwaitSession)
+    }
+
+    pub fn owner(session: SessionId, id: u64) -> Self {
+        Self::new(session, Some(id), None, Phase::ReadRequest)
+    }
+
+    fn new(
+        session: SessionId,
+        id: Option<u64>,
+        service: Option<ServiceName>,
+        phase: Phase,
+    ) -> Self {
+        Self {
+            session,
+            id,
+            service,
+            phase,
+            header_out: Vec::new(),
+            inbuf: BytesMut::new(),
+            finish_pending: false,
+            read_done: false,
+            write_done: false,
+            want_writable: false,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! QUIC sessions: quinn-proto configuration and the mapping of its stream API onto VX6's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{
+    ClientConfig, Connection, Dir, EndpointConfig, IdleTimeout, ReadError, ReadableError,
+    ServerConfig, StreamId, TransportConfig, VarInt, WriteError,
+};
+
+use super::tls::{TlsFactory, TlsSetupError};
+use super::{StreamError, StreamRead};
+
+/// Tuning of QUIC sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct QuicTuning {
+    /// Per-stream receive window in bytes.
+    pub stream_window: u32,
+    /// Per-connection receive window in bytes.
+    pub connection_window: u32,
+    /// Streams a peer may have open at once.
+    pub max_streams: u32,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Silence after which a connection is dead.
+    pub idle_timeout: Duration,
+}
+
+impl Default for QuicTuning {
+    fn default() -> Self {
+        Self {
+            stream_window: 8 * 1024 * 1024,
+            connection_window: 32 * 1024 * 1024,
+            max_streams: 1024,
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn transport(t: &QuicTuning) -> Arc<TransportConfig> {
+    let mut c = TransportConfig::default();
+    c.stream_receive_window(VarInt::from_u32(t.stream_window))
+        .receive_window(VarInt::from_u32(t.connection_window))
+        .send_window(u64::from(t.connection_window))
+        .max_concurrent_bidi_streams(VarInt::from_u32(t.max_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .keep_alive_interval(Some(t.keep_alive))
+        .max_idle_timeout(IdleTimeout::try_from(t.idle_timeout).ok())
+        .datagram_receive_buffer_size(None);
+    Arc::new(c)
+}
+
+/// Everything quinn-proto needs, derived from the node's key and seed.
+pub struct QuicConfigs {
+    /// Endpoint-wide settings (stateless reset key derived from the node key, so a restarted node
+    /// can tell peers of its previous run that their connection is gone).
+    pub endpoint: Arc<EndpointConfig>,
+    /// Accepting side.
+    pub server: Arc<ServerConfig>,
+    transport: Arc<TransportConfig>,
+}
+
+impl QuicConfigs {
+    /// Builds configurations. `reset_secret` and `token_secret` must be stable per node and secret.
+    pub fn new(
+        tls: &TlsFactory,
+        tuning: &QuicTuning,
+        reset_secret: [u8; 32],
+        token_secret: [u8; 32],
+        rng_seed: [u8; 32],
+    ) -> Result<Self, TlsSetupError> {
+        let transport = transport(tuning);
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_secret);
+        let mut endpoint = EndpointConfig::new(Arc::new(reset_key));
+        endpoint.rng_seed(Some(rng_seed));
+        let crypto = QuicServerConfig::try_from(tls.server()?)
+            .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
+        let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_secret);
+        let mut server = ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
+        server.transport_config(transport.clone());
+        Ok(Self {
+            endpoint: Arc::new(endpoint),
+            server: Arc::new(server),
+            transport,
+        })
+    }
+
+    /// Client configuration for one dial; see [`TlsFactory::client`].
+    pub fn client(
+        &self,
+        tls: &TlsFactory,
+        expected: Option<crate::NodeId>,
+    ) -> Result<ClientConfig, TlsSetupError> {
+        let crypto = QuicClientConfig::try_from(tls.client(expected)?)
+            .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
+        let mut config = ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.transport.clone());
+        Ok(config)
+    }
+}
+
+fn sid(id: u64) -> StreamId {
+    StreamId::from(VarInt::from_u64(id).unwrap_or(VarInt::MAX))
+}
+
+fn code(c: VarInt) -> u32 {
+    u32::try_from(u64::from(c)).unwrap_or(u32::MAX)
+}
+
+/// Opens a bidirectional stream, if the peer's limit allows.
+pub fn open(conn: &mut Connection) -> Option<u64> {
+    conn.streams().open(Dir::Bi).map(u64::from)
+}
+
+/// Takes a stream the peer opened.
+pub fn accept(conn: &mut Connection) -> Option<u64> {
+    conn.streams().accept(Dir::Bi).map(u64::from)
+}
+
+/// Writes what flow control allows; `Ok(0)` means blocked until a `Writable` event.
+pub fn write(conn: &mut Connection, id: u64, data: &[u8]) -> Result<usize, StreamError> {
+    match conn.send_stream(sid(id)).write(data) {
+        Ok(n) => Ok(n),
+        Err(WriteError::Blocked) => Ok(0),
+        Err(WriteError::Stopped(c)) => Err(StreamError::Reset(code(c))),
+        Err(WriteError::ClosedStream) => Err(StreamError::Unknown),
+    }
+}
+
+/// Half-closes the local direction.
+pub fn finish(conn: &mut Connection, id: u64) -> Result<(), StreamError> {
+    match conn.send_stream(sid(id)).finish() {
+        Ok(()) => Ok(()),
+        Err(quinn_proto::FinishError::Stopped(c)) => Err(StreamError::Reset(code(c))),
+        Err(quinn_proto::FinishError::ClosedStream) => Err(StreamError::Finished),
+    }
+}
+
+/// Asks the peer to stop sending (the sending direction stays open).
+pub fn stop(conn: &mut Connection, id: u64, error: u32) {
+    let _ = conn.recv_stream(sid(id)).stop(VarInt::from_u32(error));
+}
+
+/// Aborts both directions.
+pub fn reset(conn: &mut Connection, id: u64, error: u32) {
+    let _ = conn.send_stream(sid(id)).reset(VarInt::from_u32(error));
+    let _ = conn.recv_stream(sid(id)).stop(VarInt::from_u32(error));
+}
+
+/// Reads up to `max` bytes in order.
+pub fn read(conn: &mut Connection, id: u64, max: usize) -> StreamRead {
+    let mut stream = conn.recv_stream(sid(id));
+    let mut chunks = match stream.read(true) {
+        Ok(chunks) => chunks,
+        Err(ReadableError::ClosedStream) => return StreamRead::Finished,
+        Err(ReadableError::IllegalOrderedRead) => return StreamRead::Finished,
+    };
+    let result = match chunks.next(max) {
+        Ok(Some(chunk)) => StreamRead::Data(chunk.bytes),
+        Ok(None) => StreamRead::Finished,
+        Err(ReadError::Blocked) => StreamRead::Blocked,
+        Err(ReadError::Reset(c)) => StreamRead::Reset(code(c)),
+    };
+    // Whether credit must be sent is picked up by the connection's next poll_transmit.
+    let _ = chunks.finalize();
+    result
+}

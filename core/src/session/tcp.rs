@@ -1,0 +1,209 @@
+//! A session over TCP: rustls (TLS 1.3) on the byte stream, then the [`Mux`](super::mux::Mux).
+//!
+//! Sans-IO like the rest of core: the runtime hands in bytes read from the socket and writes out
+//! what [`TcpSession::poll_transmit`] returns.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::pki_types::ServerName;
+
+use super::mux::{Mux, MuxConfig};
+use super::tls::peer_key;
+use crate::identity::PublicKey;
+
+/// Plaintext read from rustls per call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a TCP session failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TcpSessionError {
+    /// TLS failed: handshake (including peer verification) or record layer.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The multiplexer closed the session.
+    #[error("{0}")]
+    Mux(#[from] super::mux::MuxClosed),
+    /// The peer closed the TCP connection.
+    #[error("connection closed by peer")]
+    Eof,
+}
+
+/// One TLS-over-TCP session.
+pub struct TcpSession {
+    tls: rustls::Connection,
+    mux: Mux,
+    peer: Option<PublicKey>,
+    failed: Option<TcpSessionError>,
+    plain: Vec<u8>,
+}
+
+impl TcpSession {
+    /// The dialing side.
+    pub fn client(
+        now: Instant,
+        config: Arc<rustls::ClientConfig>,
+        mux: MuxConfig,
+    ) -> Result<Self, rustls::Error> {
+        let name = ServerName::try_from("vx6").expect("static name is valid");
+        let tls = rustls::ClientConnection::new(config, name)?;
+        Ok(Self::new(tls.into(), Mux::new(now, true, mux)))
+    }
+
+    /// The accepting side.
+    pub fn server(
+        now: Instant,
+        config: Arc<rustls::ServerConfig>,
+        mux: MuxConfig,
+    ) -> Result<Self, rustls::Error> {
+        let tls = rustls::ServerConnection::new(config)?;
+        Ok(Self::new(tls.into(), Mux::new(now, false, mux)))
+    }
+
+    fn new(mut tls: rustls::Connection, mux: Mux) -> Self {
+        // The runtime applies backpressure on the socket; rustls need not cap its buffers too.
+        tls.set_buffer_limit(None);
+        Self {
+            tls,
+            mux,
+            peer: None,
+            failed: None,
+            plain: vec![0; READ_CHUNK],
+        }
+    }
+
+    /// The peer's verified key, once the handshake has completed.
+    pub fn peer(&self) -> Option<&PublicKey> {
+        self.peer.as_ref()
+    }
+
+    /// Whether the handshake is still running.
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.is_handshaking()
+    }
+
+    /// Why the session failed, if it has.
+    pub fn error(&self) -> Option<&TcpSessionError> {
+        self.failed.as_ref()
+    }
+
+    /// The multiplexer (streams live there once the handshake is done).
+    pub fn mux(&mut self) -> &mut Mux {
+        &mut self.mux
+    }
+
+    /// Read-only view of the multiplexer.
+    pub fn mux_ref(&self) -> &Mux {
+        &self.mux
+    }
+
+    /// Feeds bytes read from the socket.
+    pub fn handle_input(&mut self, now: Instant, mut data: &[u8]) {
+        while !data.is_empty() && self.failed.is_none() {
+            if let Err(e) = self.tls.read_tls(&mut data) {
+                self.failed = Some(TcpSessionError::Tls(e.to_string()));
+                return;
+            }
+            let state = match self.tls.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    self.failed = Some(TcpSessionError::Tls(e.to_string()));
+                    return;
+                }
+            };
+            if self.peer.is_none() && !self.tls.is_handshaking() {
+                match self.tls.peer_certificates().and_then(|c| c.first()) {
+                    Some(cert) => match peer_key(cert) {
+                        Ok(key) => {
+                            self.peer = Some(key);
+                            // A first RTT sample right away, for status and window tuning.
+                            self.mux.send_ping(now);
+                        }
+                        Err(e) => {
+                            self.failed = Some(TcpSessionError::Tls(e.to_string()));
+                            return;
+                        }
+                    },
+                    None => {
+                        self.failed = Some(TcpSessionError::Tls("peer sent no certificate".into()));
+                        return;
+                    }
+                }
+            }
+            let mut pending = state.plaintext_bytes_to_read();
+            while pending > 0 {
+                match self.tls.reader().read(&mut self.plain) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        pending = pending.saturating_sub(n);
+                        self.mux.handle_input(now, &self.plain[..n]);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if state.peer_has_closed() {
+                self.failed = Some(TcpSessionError::Eof);
+            }
+        }
+        if let Some(reason) = self.mux.closed()
+            && self.failed.is_none()
+        {
+            self.failed = Some(TcpSessionError::Mux(reason.clone()));
+        }
+    }
+
+    /// The socket reached EOF.
+    pub fn handle_eof(&mut self) {
+        if self.failed.is_none() {
+            self.failed = Some(TcpSessionError::Eof);
+        }
+    }
+
+    /// Appends bytes to write to the socket; returns whether any were added.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        let before = out.len();
+        if !self.tls.is_handshaking() {
+            while let Some(frames) = self.mux.poll_output() {
+                // With no buffer limit set, rustls's writer takes everything.
+                if self.tls.writer().write_all(&frames).is_err() {
+                    break;
+                }
+            }
+        }
+        while self.tls.wants_write() {
+            if self.tls.write_tls(out).is_err() {
+                break;
+            }
+        }
+        out.len() > before
+    }
+
+    /// Timers of the multiplexer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.tls.is_handshaking() {
+            return;
+        }
+        self.mux.handle_timeout(now);
+        if let Some(reason) = self.mux.closed()
+            && self.failed.is_none()
+        {
+            self.failed = Some(TcpSessionError::Mux(reason.clone()));
+        }
+    }
+
+    /// When [`TcpSession::handle_timeout`] next needs calling.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.tls.is_handshaking() {
+            None
+        } else {
+            self.mux.poll_timeout()
+        }
+    }
+
+    /// Starts a clean close: GOAWAY and TLS close_notify.
+    pub fn close(&mut self, code: u32) {
+        self.mux.go_away(code);
+        self.tls.send_close_notify();
+    }
+}

@@ -1,0 +1,466 @@
+//! A virtual-time network for driving real `Node`s with no sockets, in the style of
+//! quinn-proto's `Pair`: datagrams and TCP bytes move between nodes after a latency, UDP with
+//! seeded loss and an MTU. Local targets and client applications are simulated in memory.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
+use vx6_core::pins::Pins;
+use vx6_core::record::Transport;
+use vx6_core::service::ServiceTable;
+use vx6_core::session::StreamRead;
+use vx6_core::session::mux::MuxConfig;
+use vx6_core::session::quic::QuicTuning;
+use vx6_core::{Identity, NodeId, ServiceName};
+
+/// Port of the in-memory echo target on every host.
+pub const ECHO_PORT: u16 = 7;
+/// A port where no target listens.
+pub const DOWN_PORT: u16 = 9;
+
+/// What a client application did with its stream.
+#[derive(Debug, Default)]
+pub struct App {
+    pub to_send: Vec<u8>,
+    pub sent: usize,
+    pub finished: bool,
+    pub received: Vec<u8>,
+    pub eof: bool,
+    pub failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Echo {
+    pending: VecDeque<u8>,
+    peer_eof: bool,
+    finished: bool,
+}
+
+pub struct Host {
+    pub node: Node,
+    pub addr: SocketAddr,
+    pub apps: BTreeMap<StreamHandle, App>,
+    echoes: BTreeMap<StreamHandle, Echo>,
+    pub log: Vec<Event>,
+    pub target_connects: usize,
+}
+
+struct Packet {
+    at: Instant,
+    seq: u64,
+    to: usize,
+    kind: PacketKind,
+}
+
+enum PacketKind {
+    Udp { from: SocketAddr, data: Vec<u8> },
+    Tcp { session: SessionId, data: Vec<u8> },
+    TcpClosed { session: SessionId },
+}
+
+pub struct Net {
+    pub now: Instant,
+    pub hosts: Vec<Host>,
+    packets: Vec<Packet>,
+    seq: u64,
+    rng: ChaCha8Rng,
+    pub latency: Duration,
+    pub loss: f64,
+    pub mtu: usize,
+    /// (host, session) ↔ (host, session) for TCP sessions.
+    tcp_links: BTreeMap<(usize, SessionId), (usize, SessionId)>,
+    pub udp_dropped: u64,
+}
+
+pub fn identity(seed: u8) -> Identity {
+    Identity::from_secret_bytes(&[seed; 32])
+}
+
+impl Net {
+    pub fn new(seed: u64) -> Self {
+        // The harness's epoch; everything after it is virtual.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        Self {
+            now,
+            hosts: Vec::new(),
+            packets: Vec::new(),
+            seq: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            latency: Duration::from_millis(10),
+            loss: 0.0,
+            mtu: 1500,
+            tcp_links: BTreeMap::new(),
+            udp_dropped: 0,
+        }
+    }
+
+    /// Adds a host at `[fd6a::<n>]:4433` running `identity` with `services`; returns its index.
+    pub fn add_host(&mut self, identity: Identity, services: ServiceTable, pins: Pins) -> usize {
+        let n = self.hosts.len() + 1;
+        let addr: SocketAddr = format!("[fd6a::{n}]:4433").parse().unwrap();
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let node = Node::new(
+            self.now,
+            NodeConfig {
+                identity,
+                crypto: Arc::new(rustls::crypto::ring::default_provider()),
+                seed,
+                services,
+                pins,
+                quic: QuicTuning::default(),
+                mux: MuxConfig::default(),
+                max_sessions: 64,
+            },
+        )
+        .unwrap();
+        self.hosts.push(Host {
+            node,
+            addr,
+            apps: BTreeMap::new(),
+            echoes: BTreeMap::new(),
+            log: Vec::new(),
+            target_connects: 0,
+        });
+        self.hosts.len() - 1
+    }
+
+    /// Replaces host `i`'s node (a restart, possibly with another key), keeping its address.
+    pub fn restart_host(&mut self, i: usize, identity: Identity, services: ServiceTable) {
+        let addr = self.hosts[i].addr;
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        self.hosts[i].node = Node::new(
+            self.now,
+            NodeConfig {
+                identity,
+                crypto: Arc::new(rustls::crypto::ring::default_provider()),
+                seed,
+                services,
+                pins: Pins::default(),
+                quic: QuicTuning::default(),
+                mux: MuxConfig::default(),
+                max_sessions: 64,
+            },
+        )
+        .unwrap();
+        self.hosts[i].echoes.clear();
+        self.hosts[i].target_connects = 0;
+        self.hosts[i].log.clear();
+        self.hosts[i].addr = addr;
+        self.tcp_links.retain(|(h, _), (p, _)| *h != i && *p != i);
+    }
+
+    pub fn node_id(&self, i: usize) -> NodeId {
+        self.hosts[i].node.node_id()
+    }
+
+    /// Client app on host `from` opens `service` on host `to` and will send `data` then FIN.
+    pub fn open(
+        &mut self,
+        from: usize,
+        to: usize,
+        transport: Transport,
+        expected: Option<NodeId>,
+        service: &str,
+        data: Vec<u8>,
+    ) -> StreamHandle {
+        let dial = Dial {
+            addr: self.hosts[to].addr,
+            transport,
+            expected,
+        };
+        let now = self.now;
+        let host = &mut self.hosts[from];
+        let h = host
+            .node
+            .open_stream(now, &dial, service.parse::<ServiceName>().unwrap());
+        host.apps.insert(
+            h,
+            App {
+                to_send: data,
+                ..App::default()
+            },
+        );
+        h
+    }
+
+    fn host_by_addr(&self, addr: SocketAddr) -> Option<usize> {
+        self.hosts.iter().position(|h| h.addr == addr)
+    }
+
+    fn push(&mut self, to: usize, kind: PacketKind) {
+        self.seq += 1;
+        self.packets.push(Packet {
+            at: self.now + self.latency,
+            seq: self.seq,
+            to,
+            kind,
+        });
+    }
+
+    /// Processes everything that can happen at the current instant.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut progress = false;
+            for i in 0..self.hosts.len() {
+                progress |= self.step_host(i);
+            }
+            if !progress {
+                return;
+            }
+        }
+        panic!("harness did not settle: livelock");
+    }
+
+    fn step_host(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let mut progress = false;
+        // Events.
+        while let Some(ev) = self.hosts[i].node.poll_event() {
+            progress = true;
+            self.on_event(i, ev.clone());
+            self.hosts[i].log.push(ev);
+        }
+        // Applications and echo targets.
+        let host = &mut self.hosts[i];
+        for (h, app) in host.apps.iter_mut() {
+            if app.failed.is_some() {
+                continue;
+            }
+            while app.sent < app.to_send.len() {
+                match host.node.stream_write(now, *h, &app.to_send[app.sent..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        app.sent += n;
+                        progress = true;
+                    }
+                }
+            }
+            if app.sent == app.to_send.len() && !app.finished {
+                host.node.stream_finish(now, *h);
+                app.finished = true;
+                progress = true;
+            }
+            while !app.eof {
+                match host.node.stream_read(now, *h, 64 * 1024) {
+                    StreamRead::Data(b) => {
+                        app.received.extend_from_slice(&b);
+                        progress = true;
+                    }
+                    StreamRead::Finished => {
+                        app.eof = true;
+                        progress = true;
+                    }
+                    StreamRead::Reset(code) => {
+                        app.failed = Some(format!("reset {code}"));
+                        progress = true;
+                        break;
+                    }
+                    StreamRead::Blocked => break,
+                }
+            }
+        }
+        for (h, echo) in host.echoes.iter_mut() {
+            while !echo.peer_eof && echo.pending.len() < 1 << 20 {
+                match host.node.stream_read(now, *h, 64 * 1024) {
+                    StreamRead::Data(b) => {
+                        echo.pending.extend(b.iter());
+                        progress = true;
+                    }
+                    StreamRead::Finished | StreamRead::Reset(_) => {
+                        echo.peer_eof = true;
+                        progress = true;
+                    }
+                    StreamRead::Blocked => break,
+                }
+            }
+            while !echo.pending.is_empty() {
+                let (a, _) = echo.pending.as_slices();
+                match host.node.stream_write(now, *h, a) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        echo.pending.drain(..n);
+                        progress = true;
+                    }
+                }
+            }
+            if echo.peer_eof && echo.pending.is_empty() && !echo.finished {
+                host.node.stream_finish(now, *h);
+                echo.finished = true;
+                progress = true;
+            }
+        }
+        // Network output.
+        let mut buf = Vec::new();
+        while let Some(t) = self.hosts[i].node.poll_transmit(now, 10, &mut buf) {
+            progress = true;
+            let seg = t.segment_size.unwrap_or(t.size);
+            let from = self.hosts[i].addr;
+            for chunk in buf[..t.size].chunks(seg) {
+                let lost =
+                    self.loss > 0.0 && (self.rng.next_u32() as f64 / u32::MAX as f64) < self.loss;
+                if lost || chunk.len() > self.mtu {
+                    self.udp_dropped += 1;
+                    continue;
+                }
+                if let Some(to) = self.host_by_addr(t.destination) {
+                    self.push(
+                        to,
+                        PacketKind::Udp {
+                            from,
+                            data: chunk.to_vec(),
+                        },
+                    );
+                }
+            }
+        }
+        let links: Vec<_> = self
+            .tcp_links
+            .iter()
+            .filter(|((h, _), _)| *h == i)
+            .map(|((_, s), (p, ps))| (*s, *p, *ps))
+            .collect();
+        for (sid, peer, peer_sid) in links {
+            let mut out = Vec::new();
+            if self.hosts[i].node.poll_tcp_transmit(sid, &mut out) {
+                progress = true;
+                self.push(
+                    peer,
+                    PacketKind::Tcp {
+                        session: peer_sid,
+                        data: out,
+                    },
+                );
+            }
+        }
+        progress
+    }
+
+    fn on_event(&mut self, i: usize, ev: Event) {
+        let now = self.now;
+        match ev {
+            Event::ConnectTarget { stream, target } => {
+                self.hosts[i].target_connects += 1;
+                if target.port() == ECHO_PORT {
+                    self.hosts[i].echoes.insert(stream, Echo::default());
+                    self.hosts[i].node.target_connected(now, stream);
+                } else {
+                    self.hosts[i]
+                        .node
+                        .target_failed(now, stream, "connection refused");
+                }
+            }
+            Event::StreamFailed { stream, reason } => {
+                if let Some(app) = self.hosts[i].apps.get_mut(&stream) {
+                    app.failed = Some(reason);
+                }
+            }
+            Event::TcpConnect { session, addr } => match self.host_by_addr(addr) {
+                Some(peer) => {
+                    let from = self.hosts[i].addr;
+                    let Some(peer_sid) = self.hosts[peer].node.accept_tcp(now, from) else {
+                        self.hosts[i]
+                            .node
+                            .handle_tcp_closed(now, session, "refused");
+                        return;
+                    };
+                    self.tcp_links.insert((i, session), (peer, peer_sid));
+                    self.tcp_links.insert((peer, peer_sid), (i, session));
+                    self.hosts[i].node.handle_tcp_connected(now, session);
+                }
+                None => self.hosts[i]
+                    .node
+                    .handle_tcp_closed(now, session, "connection refused"),
+            },
+            Event::TcpClose { session, flush } => {
+                if let Some((peer, peer_sid)) = self.tcp_links.remove(&(i, session)) {
+                    self.tcp_links.remove(&(peer, peer_sid));
+                    if !flush.is_empty() {
+                        self.push(
+                            peer,
+                            PacketKind::Tcp {
+                                session: peer_sid,
+                                data: flush,
+                            },
+                        );
+                    }
+                    self.push(peer, PacketKind::TcpClosed { session: peer_sid });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs until `done` holds or `limit` of virtual time passes; returns whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Net) -> bool) -> bool {
+        let end = self.now + limit;
+        loop {
+            self.settle();
+            if done(self) {
+                return true;
+            }
+            let next_packet = self.packets.iter().map(|p| p.at).min();
+            let next_timer = self
+                .hosts
+                .iter_mut()
+                .filter_map(|h| h.node.poll_timeout())
+                .min();
+            let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
+                return false;
+            };
+            if next > end {
+                return false;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            // Deliver due packets in send order.
+            self.packets.sort_by_key(|p| (p.at, p.seq));
+            let due: Vec<Packet> = {
+                let split = self.packets.iter().take_while(|p| p.at <= now).count();
+                self.packets.drain(..split).collect()
+            };
+            for p in due {
+                let host = &mut self.hosts[p.to].node;
+                match p.kind {
+                    PacketKind::Udp { from, data } => {
+                        host.handle_datagram(now, from, None, None, BytesMut::from(&data[..]))
+                    }
+                    PacketKind::Tcp { session, data } => host.handle_tcp_data(now, session, &data),
+                    PacketKind::TcpClosed { session } => {
+                        host.handle_tcp_closed(now, session, "connection closed by peer")
+                    }
+                }
+            }
+            for h in &mut self.hosts {
+                if h.node.poll_timeout().is_some_and(|t| t <= now) {
+                    h.node.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Whether every app on host `i` finished or failed.
+    pub fn apps_done(&self, i: usize) -> bool {
+        self.hosts[i]
+            .apps
+            .values()
+            .all(|a| a.failed.is_some() || (a.eof && a.finished))
+    }
+}
+
+/// Deterministic test payload.
+pub fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}

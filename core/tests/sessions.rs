@@ -1,0 +1,244 @@
+//! Sessions, service streams and access control, driven in virtual time (tests/harness).
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use harness::{DOWN_PORT, ECHO_PORT, Net, identity, payload};
+use vx6_core::NodeId;
+use vx6_core::node::Event;
+use vx6_core::pins::Pins;
+use vx6_core::record::Transport;
+use vx6_core::service::{Access, Service, ServiceTable};
+
+fn services(access: Access) -> ServiceTable {
+    let mut t = ServiceTable::new(false);
+    t.add(
+        "echo".parse().unwrap(),
+        Service {
+            target: format!("127.0.0.1:{ECHO_PORT}").parse().unwrap(),
+            access: access.clone(),
+        },
+    )
+    .unwrap();
+    t.add(
+        "down".parse().unwrap(),
+        Service {
+            target: format!("127.0.0.1:{DOWN_PORT}").parse().unwrap(),
+            access,
+        },
+    )
+    .unwrap();
+    t
+}
+
+fn pair(seed: u64, access: impl FnOnce(NodeId) -> Access) -> Net {
+    let mut net = Net::new(seed);
+    let client_id = identity(1);
+    let client_node = client_id.node_id();
+    net.add_host(client_id, ServiceTable::new(false), Pins::default());
+    net.add_host(identity(2), services(access(client_node)), Pins::default());
+    net
+}
+
+const TRANSPORTS: [Transport; 2] = [Transport::Quic, Transport::Tcp];
+
+#[test]
+fn streams_echo_over_both_transports_with_loss() {
+    for transport in TRANSPORTS {
+        let mut net = pair(7, |_| Access::Public);
+        if transport == Transport::Quic {
+            net.loss = 0.02;
+        }
+        let owner = net.node_id(1);
+        let sizes = [0usize, 1, 70_000, 1_500_000];
+        let handles: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, len)| net.open(0, 1, transport, Some(owner), "echo", payload(*len, i as u8)))
+            .collect();
+        assert!(
+            net.run_until(Duration::from_secs(120), |n| n.apps_done(0)),
+            "{transport:?}: transfers did not finish"
+        );
+        for (h, len) in handles.iter().zip(sizes) {
+            let app = &net.hosts[0].apps[h];
+            assert_eq!(app.failed, None, "{transport:?}");
+            assert_eq!(app.received.len(), len, "{transport:?}");
+            assert_eq!(app.received, app.to_send, "{transport:?}");
+        }
+        // One session carried every stream, and both sides agree on who the peer is.
+        let client = net.hosts[0].node.status();
+        assert_eq!(client.sessions.len(), 1);
+        assert_eq!(client.sessions[0].peer, Some(owner));
+        let server = net.hosts[1].node.status();
+        assert_eq!(server.sessions[0].peer, Some(net.node_id(0)));
+        assert_eq!(net.hosts[1].target_connects, sizes.len());
+    }
+}
+
+#[test]
+fn owner_stream_state_is_released_after_transfers() {
+    for transport in TRANSPORTS {
+        let mut net = pair(8, |_| Access::Public);
+        let owner = net.node_id(1);
+        for i in 0..20 {
+            net.open(0, 1, transport, Some(owner), "echo", payload(1000, i));
+        }
+        assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(0)));
+        net.run_until(Duration::from_secs(1), |_| false);
+        assert_eq!(
+            net.hosts[0].node.status().streams,
+            0,
+            "{transport:?} client"
+        );
+        assert_eq!(net.hosts[1].node.status().streams, 0, "{transport:?} owner");
+    }
+}
+
+#[test]
+fn node_not_on_the_allow_list_is_refused_before_the_target() {
+    for transport in TRANSPORTS {
+        let mut net = pair(9, |_| {
+            Access::Allow(BTreeSet::from([NodeId::from_bytes([9; 32])]))
+        });
+        let owner = net.node_id(1);
+        let h = net.open(0, 1, transport, Some(owner), "echo", payload(5000, 1));
+        assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
+        let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
+        assert!(failed.contains("access denied"), "{failed}");
+        assert_eq!(
+            net.hosts[1].target_connects, 0,
+            "target must never be reached"
+        );
+        assert!(net.hosts[1].log.iter().any(|e| matches!(
+            e,
+            Event::Refused { reason, .. } if reason == "not allowed"
+        )));
+        assert_eq!(net.hosts[1].node.status().counters.refused_access, 1);
+    }
+}
+
+#[test]
+fn allowed_node_gets_through() {
+    let mut net = pair(10, |client| Access::Allow(BTreeSet::from([client])));
+    let owner = net.node_id(1);
+    let h = net.open(
+        0,
+        1,
+        Transport::Quic,
+        Some(owner),
+        "echo",
+        payload(10_000, 3),
+    );
+    assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
+    assert_eq!(net.hosts[0].apps[&h].failed, None);
+    assert_eq!(net.hosts[0].apps[&h].received, payload(10_000, 3));
+}
+
+#[test]
+fn unknown_service_looks_like_access_denied() {
+    let mut net = pair(11, |_| Access::Public);
+    let owner = net.node_id(1);
+    let h = net.open(0, 1, Transport::Tcp, Some(owner), "nosuch", vec![1, 2, 3]);
+    assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
+    assert!(
+        net.hosts[0].apps[&h]
+            .failed
+            .as_ref()
+            .unwrap()
+            .contains("access denied")
+    );
+}
+
+#[test]
+fn wrong_node_id_fails_the_handshake() {
+    for transport in TRANSPORTS {
+        let mut net = pair(12, |_| Access::Public);
+        let wrong = NodeId::from_bytes([42; 32]);
+        let h = net.open(0, 1, transport, Some(wrong), "echo", payload(100, 1));
+        assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
+        let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
+        assert!(failed.contains("expected"), "{transport:?}: {failed}");
+        assert_eq!(net.hosts[1].target_connects, 0);
+        assert!(
+            net.hosts[1]
+                .node
+                .status()
+                .sessions
+                .iter()
+                .all(|s| !s.established)
+        );
+    }
+}
+
+#[test]
+fn first_key_is_pinned_and_a_changed_key_is_refused() {
+    for transport in TRANSPORTS {
+        let mut net = pair(13, |_| Access::Public);
+        let h = net.open(0, 1, transport, None, "echo", payload(100, 1));
+        assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
+        assert_eq!(net.hosts[0].apps[&h].failed, None);
+        let owner = net.node_id(1);
+        assert_eq!(
+            net.hosts[0].node.pins().get(&net.hosts[1].addr),
+            Some(owner)
+        );
+        assert!(
+            net.hosts[0]
+                .log
+                .iter()
+                .any(|e| matches!(e, Event::PinLearned { node, .. } if *node == owner))
+        );
+
+        // The owner's machine now answers with another key.
+        net.restart_host(1, identity(77), services(Access::Public));
+        net.run_until(Duration::from_secs(40), |_| false);
+        let h = net.open(0, 1, transport, None, "echo", payload(100, 2));
+        assert!(net.run_until(Duration::from_secs(20), |n| n.apps_done(0)));
+        let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
+        assert!(failed.contains("pinned"), "{transport:?}: {failed}");
+        assert_eq!(net.hosts[1].target_connects, 0);
+    }
+}
+
+#[test]
+fn target_down_is_reported_to_both_sides() {
+    for transport in TRANSPORTS {
+        let mut net = pair(14, |_| Access::Public);
+        let owner = net.node_id(1);
+        let h = net.open(0, 1, transport, Some(owner), "down", payload(100, 1));
+        assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
+        let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
+        assert!(failed.contains("unavailable"), "{failed}");
+        assert!(net.hosts[1].log.iter().any(|e| matches!(
+            e,
+            Event::Refused { reason, .. } if reason.contains("unavailable")
+        )));
+    }
+}
+
+#[test]
+fn restarted_owner_is_reached_again() {
+    for transport in TRANSPORTS {
+        let mut net = pair(15, |_| Access::Public);
+        let owner = net.node_id(1);
+        let h = net.open(0, 1, transport, Some(owner), "echo", payload(100, 1));
+        assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
+        assert_eq!(net.hosts[0].apps[&h].failed, None);
+        // Same key, fresh state: the old session is dead (QUIC learns it from a stateless
+        // reset, TCP from the closed connection).
+        net.restart_host(1, identity(2), services(Access::Public));
+        let mut ok = false;
+        for attempt in 0..5u8 {
+            let h = net.open(0, 1, transport, Some(owner), "echo", payload(100, attempt));
+            assert!(net.run_until(Duration::from_secs(40), |n| n.apps_done(0)));
+            if net.hosts[0].apps[&h].failed.is_none() {
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok, "{transport:?}: never reached the restarted owner");
+    }
+}

@@ -1,0 +1,184 @@
+//! Local TCP connections: applications on a forward's port, and connections to local targets.
+//! Each is pumped to and from one node stream, with backpressure both ways: a socket is read
+//! only while the stream takes bytes, and a stream is read only while the socket takes bytes.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use vx6_core::node::{Node, StreamHandle};
+use vx6_core::session::StreamRead;
+
+/// Bytes read from a local socket per call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes taken from a stream per call.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// What a local connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Accepted on forward number `n`.
+    Forward(usize),
+    /// Dialed to a service's target.
+    Target,
+}
+
+pub struct Local {
+    pub socket: mio::net::TcpStream,
+    pub stream: StreamHandle,
+    pub role: Role,
+    /// A target connection whose connect() has not completed.
+    pub connecting: bool,
+    readable: bool,
+    up: Vec<u8>,
+    up_off: usize,
+    down: Bytes,
+    read_eof: bool,
+    peer_finished: bool,
+    /// Something failed: close at once, with a reset where possible.
+    pub dead: bool,
+}
+
+/// What a pump did that the daemon must react to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pumped {
+    /// Keep going.
+    Open,
+    /// Both directions ended cleanly: deregister and drop.
+    Done,
+    /// Failed: deregister and drop with a reset.
+    Failed,
+}
+
+impl Local {
+    pub fn new(socket: mio::net::TcpStream, stream: StreamHandle, role: Role) -> Self {
+        let _ = socket.set_nodelay(true);
+        Self {
+            socket,
+            stream,
+            role,
+            connecting: role == Role::Target,
+            readable: true,
+            up: Vec::with_capacity(READ_CHUNK),
+            up_off: 0,
+            down: Bytes::new(),
+            read_eof: false,
+            peer_finished: false,
+            dead: false,
+        }
+    }
+
+    pub fn set_readable(&mut self) {
+        self.readable = true;
+    }
+
+    fn status(&self) -> Pumped {
+        if self.dead {
+            Pumped::Failed
+        } else if self.read_eof && self.peer_finished && self.down.is_empty() {
+            Pumped::Done
+        } else {
+            Pumped::Open
+        }
+    }
+
+    /// Socket → stream.
+    pub fn pump_up(&mut self, node: &mut Node, now: Instant) -> Pumped {
+        if self.connecting || self.dead {
+            return self.status();
+        }
+        loop {
+            if self.up_off < self.up.len() {
+                match node.stream_write(now, self.stream, &self.up[self.up_off..]) {
+                    Ok(n) => {
+                        self.up_off += n;
+                        if self.up_off < self.up.len() {
+                            return self.status();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("stream {} write: {e}", self.stream);
+                        self.fail(node, now);
+                        return self.status();
+                    }
+                }
+            }
+            if self.read_eof || !self.readable {
+                return self.status();
+            }
+            self.up.resize(READ_CHUNK, 0);
+            self.up_off = 0;
+            match self.socket.read(&mut self.up) {
+                Ok(0) => {
+                    self.up.clear();
+                    self.read_eof = true;
+                    node.stream_finish(now, self.stream);
+                    return self.status();
+                }
+                Ok(n) => self.up.truncate(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.up.clear();
+                    self.readable = false;
+                    return self.status();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => self.up.clear(),
+                Err(e) => {
+                    tracing::debug!("local read for {}: {e}", self.stream);
+                    self.up.clear();
+                    self.fail(node, now);
+                    return self.status();
+                }
+            }
+        }
+    }
+
+    /// Stream → socket.
+    pub fn pump_down(&mut self, node: &mut Node, now: Instant) -> Pumped {
+        if self.connecting || self.dead {
+            return self.status();
+        }
+        loop {
+            while !self.down.is_empty() {
+                match self.socket.write(&self.down) {
+                    Ok(n) => self.down.advance(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return self.status(),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!("local write for {}: {e}", self.stream);
+                        self.fail(node, now);
+                        return self.status();
+                    }
+                }
+            }
+            if self.peer_finished {
+                return self.status();
+            }
+            match node.stream_read(now, self.stream, STREAM_CHUNK) {
+                StreamRead::Data(b) => self.down = b,
+                StreamRead::Blocked => return self.status(),
+                StreamRead::Finished => {
+                    self.peer_finished = true;
+                    // Half-close: the application sees EOF and may keep sending.
+                    let _ = self.socket.shutdown(Shutdown::Write);
+                    return self.status();
+                }
+                StreamRead::Reset(code) => {
+                    tracing::debug!("stream {} reset by peer (code {code})", self.stream);
+                    self.dead = true;
+                    return self.status();
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, node: &mut Node, now: Instant) {
+        node.stream_reset(now, self.stream);
+        self.dead = true;
+    }
+
+    /// Closes with a TCP reset, so the application sees an error rather than a clean EOF.
+    pub fn abort(self) {
+        let _ = socket2::SockRef::from(&self.socket).set_linger(Some(Duration::ZERO));
+    }
+}

@@ -1,0 +1,807 @@
+//! The single-threaded mio daemon: one event loop owns every socket and drives one
+//! [`Node`]. Nothing here decides protocol behaviour; it moves bytes and time into the node and
+//! carries out the node's events.
+
+mod control;
+mod local;
+mod udp;
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
+use vx6_core::pins::Pins;
+use vx6_core::record::Transport;
+use vx6_core::service::ServiceTable;
+use vx6_core::session::mux::MuxConfig;
+use vx6_core::session::quic::QuicTuning;
+use vx6_core::{Identity, NodeId};
+
+use self::local::{Local, Pumped, Role};
+use self::udp::Udp;
+use crate::spec::ForwardSpec;
+
+const UDP: Token = Token(0);
+const TCP_LISTENER: Token = Token(1);
+const CONTROL: Token = Token(2);
+const SIGNALS: Token = Token(3);
+const FORWARD_BASE: usize = 16;
+const DYNAMIC_BASE: usize = 1 << 20;
+/// Bytes read from a peer TCP session socket per call.
+const PEER_READ: usize = 256 * 1024;
+
+/// Everything the daemon runs with.
+pub struct Options {
+    pub identity: Identity,
+    pub listen: SocketAddr,
+    pub transport: Transport,
+    pub services: ServiceTable,
+    pub forwards: Vec<ForwardSpec>,
+    pub pins: Pins,
+    pub pins_path: PathBuf,
+    pub control_path: Option<PathBuf>,
+}
+
+struct Peer {
+    socket: TcpStream,
+    session: SessionId,
+    connecting: bool,
+    out: Vec<u8>,
+    out_off: usize,
+}
+
+#[cfg(unix)]
+struct ControlConn {
+    socket: mio::net::UnixStream,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+    off: usize,
+}
+
+enum Conn {
+    Local(Local),
+    Peer(Peer),
+    #[cfg(unix)]
+    Control(ControlConn),
+}
+
+pub struct Daemon {
+    poll: Poll,
+    node: Node,
+    transport: Transport,
+    udp: Option<Udp>,
+    tcp_listener: Option<TcpListener>,
+    #[cfg(unix)]
+    control: Option<mio::net::UnixListener>,
+    control_path: Option<PathBuf>,
+    forwards: Vec<(ForwardSpec, TcpListener)>,
+    conns: HashMap<Token, Conn>,
+    by_stream: HashMap<StreamHandle, Token>,
+    by_session: HashMap<SessionId, Token>,
+    next_token: usize,
+    pins_path: PathBuf,
+    signals: signal_hook_mio::v1_0::Signals,
+    scratch: Vec<u8>,
+}
+
+impl Daemon {
+    /// Binds every socket. Fails with a clear message if an address is taken.
+    pub fn bind(opts: Options) -> Result<Self> {
+        let poll = Poll::new().context("creating the event loop")?;
+        let mut seed = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+        let now = Instant::now();
+        let node = Node::new(
+            now,
+            NodeConfig {
+                identity: opts.identity,
+                crypto: Arc::new(rustls::crypto::ring::default_provider()),
+                seed,
+                services: opts.services,
+                pins: opts.pins,
+                quic: QuicTuning::default(),
+                mux: MuxConfig::default(),
+                max_sessions: 4096,
+            },
+        )
+        .context("starting the node")?;
+        // The UDP socket exists in both modes: QUIC listens on it, and TCP mode keeps it so the
+        // node's one port is stable for later datagram protocols. Only the chosen transport's
+        // socket is bound to the listen address.
+        let (udp, tcp_listener) = match opts.transport {
+            Transport::Quic => {
+                let mut udp = Udp::bind(opts.listen)
+                    .with_context(|| format!("binding UDP {}", opts.listen))?;
+                poll.registry().register(
+                    &mut udp.socket,
+                    UDP,
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                (Some(udp), None)
+            }
+            Transport::Tcp => {
+                let mut l = TcpListener::bind(opts.listen)
+                    .with_context(|| format!("binding TCP {}", opts.listen))?;
+                poll.registry()
+                    .register(&mut l, TCP_LISTENER, Interest::READABLE)?;
+                (None, Some(l))
+            }
+        };
+        let mut forwards = Vec::new();
+        for (i, f) in opts.forwards.into_iter().enumerate() {
+            let mut l = TcpListener::bind(f.local)
+                .with_context(|| format!("binding forward port {}", f.local))?;
+            poll.registry()
+                .register(&mut l, Token(FORWARD_BASE + i), Interest::READABLE)?;
+            forwards.push((f, l));
+        }
+        #[cfg(unix)]
+        let control = match &opts.control_path {
+            Some(path) => Some(bind_control(&poll, path)?),
+            None => None,
+        };
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .context("installing signal handlers")?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            node,
+            transport: opts.transport,
+            udp,
+            tcp_listener,
+            #[cfg(unix)]
+            control,
+            control_path: opts.control_path,
+            forwards,
+            conns: HashMap::new(),
+            by_stream: HashMap::new(),
+            by_session: HashMap::new(),
+            next_token: DYNAMIC_BASE,
+            pins_path: opts.pins_path,
+            signals,
+            scratch: vec![0; PEER_READ],
+        })
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node.node_id()
+    }
+
+    /// Where the session listener is bound.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        match (&self.udp, &self.tcp_listener) {
+            (Some(u), _) => u.local_addr().ok(),
+            (_, Some(l)) => l.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// Runs until SIGINT or SIGTERM.
+    pub fn run(mut self) -> Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self
+                .node
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("waiting for events"),
+            }
+            let now = Instant::now();
+            let mut stop = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => stop |= self.signals.pending().next().is_some(),
+                    token => self.on_io(now, token, ev.is_readable(), ev.is_writable()),
+                }
+            }
+            let now = Instant::now();
+            if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now);
+            }
+            self.settle(now);
+            if stop {
+                self.shutdown();
+                return Ok(());
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        tracing::info!("shutting down");
+        let now = Instant::now();
+        self.node.close_all(now);
+        self.settle(now);
+        if let Some(path) = &self.control_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    fn on_io(&mut self, now: Instant, token: Token, readable: bool, writable: bool) {
+        match token {
+            UDP => {
+                if let Some(udp) = &mut self.udp {
+                    if readable {
+                        udp.receive(&mut self.node, now);
+                    }
+                    if writable {
+                        udp.flush(&mut self.node, now);
+                    }
+                }
+            }
+            TCP_LISTENER => self.accept_peers(now),
+            CONTROL => self.accept_control(),
+            Token(t) if (FORWARD_BASE..FORWARD_BASE + self.forwards.len()).contains(&t) => {
+                self.accept_forward(now, t - FORWARD_BASE)
+            }
+            token => self.on_conn(now, token, readable, writable),
+        }
+    }
+
+    fn accept_peers(&mut self, now: Instant) {
+        loop {
+            let Some(listener) = &self.tcp_listener else {
+                return;
+            };
+            let (mut socket, addr) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!("accepting a session connection: {e}");
+                    return;
+                }
+            };
+            let Some(session) = self.node.accept_tcp(now, addr) else {
+                tracing::warn!("refusing session from {addr}: session limit reached");
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            let token = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.node
+                    .handle_tcp_closed(now, session, "could not register socket");
+                continue;
+            }
+            self.by_session.insert(session, token);
+            self.conns.insert(
+                token,
+                Conn::Peer(Peer {
+                    socket,
+                    session,
+                    connecting: false,
+                    out: Vec::new(),
+                    out_off: 0,
+                }),
+            );
+            self.read_peer(now, token);
+        }
+    }
+
+    fn accept_forward(&mut self, now: Instant, i: usize) {
+        loop {
+            let (mut socket, from) = match self.forwards[i].1.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!("accepting on forward {}: {e}", self.forwards[i].0.local);
+                    return;
+                }
+            };
+            let spec = &self.forwards[i].0;
+            let dial = Dial {
+                addr: spec.addr,
+                transport: self.transport,
+                expected: spec.expected,
+            };
+            let stream = self.node.open_stream(now, &dial, spec.service.clone());
+            tracing::debug!("forward {} accepted {from} as stream {stream}", spec.local);
+            let token = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.node.stream_reset(now, stream);
+                continue;
+            }
+            let mut conn = Local::new(socket, stream, Role::Forward(i));
+            conn.connecting = false;
+            self.by_stream.insert(stream, token);
+            self.conns.insert(token, Conn::Local(conn));
+        }
+    }
+
+    fn on_conn(&mut self, now: Instant, token: Token, readable: bool, writable: bool) {
+        match self.conns.get_mut(&token) {
+            Some(Conn::Local(l)) => {
+                if l.connecting {
+                    match l.socket.take_error() {
+                        Ok(Some(e)) | Err(e) => {
+                            let reason = e.to_string();
+                            let stream = l.stream;
+                            self.node.target_failed(now, stream, &reason);
+                            self.drop_conn(token, false);
+                            return;
+                        }
+                        Ok(None) => {}
+                    }
+                    match l.socket.peer_addr() {
+                        Ok(_) => {
+                            l.connecting = false;
+                            self.node.target_connected(now, l.stream);
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                        Err(e) => {
+                            let stream = l.stream;
+                            self.node.target_failed(now, stream, &e.to_string());
+                            self.drop_conn(token, false);
+                            return;
+                        }
+                    }
+                }
+                if readable {
+                    l.set_readable();
+                    self.pump(now, token, true, false);
+                }
+                if writable {
+                    self.pump(now, token, false, true);
+                }
+            }
+            Some(Conn::Peer(p)) => {
+                if p.connecting {
+                    if let Ok(Some(e)) | Err(e) = p.socket.take_error() {
+                        let session = p.session;
+                        self.node
+                            .handle_tcp_closed(now, session, &format!("cannot connect: {e}"));
+                        self.drop_conn(token, false);
+                        return;
+                    }
+                    match p.socket.peer_addr() {
+                        Ok(_) => {
+                            p.connecting = false;
+                            let _ = p.socket.set_nodelay(true);
+                            let session = p.session;
+                            self.node.handle_tcp_connected(now, session);
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                        Err(e) => {
+                            let session = p.session;
+                            self.node.handle_tcp_closed(
+                                now,
+                                session,
+                                &format!("cannot connect: {e}"),
+                            );
+                            self.drop_conn(token, false);
+                            return;
+                        }
+                    }
+                }
+                if readable {
+                    self.read_peer(now, token);
+                }
+                if writable {
+                    self.flush_peer(token);
+                }
+            }
+            #[cfg(unix)]
+            Some(Conn::Control(_)) => self.serve_control(token),
+            None => {}
+        }
+    }
+
+    fn pump(&mut self, now: Instant, token: Token, up: bool, down: bool) {
+        let Some(Conn::Local(l)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut state = Pumped::Open;
+        if down {
+            state = l.pump_down(&mut self.node, now);
+        }
+        if up && state == Pumped::Open {
+            state = l.pump_up(&mut self.node, now);
+        }
+        match state {
+            Pumped::Open => {}
+            Pumped::Done => self.drop_conn(token, false),
+            Pumped::Failed => self.drop_conn(token, true),
+        }
+    }
+
+    fn drop_conn(&mut self, token: Token, abort: bool) {
+        match self.conns.remove(&token) {
+            Some(Conn::Local(mut l)) => {
+                let _ = self.poll.registry().deregister(&mut l.socket);
+                self.by_stream.remove(&l.stream);
+                if abort {
+                    l.abort();
+                }
+            }
+            Some(Conn::Peer(mut p)) => {
+                let _ = self.poll.registry().deregister(&mut p.socket);
+                self.by_session.remove(&p.session);
+            }
+            #[cfg(unix)]
+            Some(Conn::Control(mut c)) => {
+                let _ = self.poll.registry().deregister(&mut c.socket);
+            }
+            None => {}
+        }
+    }
+
+    fn read_peer(&mut self, now: Instant, token: Token) {
+        loop {
+            let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
+                return;
+            };
+            let session = p.session;
+            match p.socket.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.node
+                        .handle_tcp_closed(now, session, "connection closed by peer");
+                    return;
+                }
+                Ok(n) => self.node.handle_tcp_data(now, session, &self.scratch[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.node.handle_tcp_closed(now, session, &e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush_peer(&mut self, token: Token) {
+        let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if p.connecting {
+            return;
+        }
+        loop {
+            while p.out_off < p.out.len() {
+                match p.socket.write(&p.out[p.out_off..]) {
+                    Ok(n) => p.out_off += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!("session socket write: {e}");
+                        p.out.clear();
+                        p.out_off = 0;
+                        return;
+                    }
+                }
+            }
+            p.out.clear();
+            p.out_off = 0;
+            if !self.node.poll_tcp_transmit(p.session, &mut p.out) {
+                return;
+            }
+        }
+    }
+
+    /// Carries out node events and flushes output until nothing is left to do.
+    fn settle(&mut self, now: Instant) {
+        for _ in 0..1024 {
+            let mut progressed = false;
+            while let Some(ev) = self.node.poll_event() {
+                progressed = true;
+                self.on_event(now, ev);
+            }
+            if let Some(udp) = &mut self.udp {
+                udp.flush(&mut self.node, now);
+            }
+            let peers: Vec<Token> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| matches!(c, Conn::Peer(_)))
+                .map(|(t, _)| *t)
+                .collect();
+            for t in peers {
+                self.flush_peer(t);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::SessionUp {
+                session,
+                peer,
+                transport,
+                remote,
+            } => tracing::info!("session {session} up: node {peer} at {remote} over {transport:?}"),
+            Event::SessionDown {
+                session,
+                peer,
+                remote,
+                reason,
+            } => match peer {
+                Some(peer) => {
+                    tracing::info!("session {session} with {peer} at {remote} ended: {reason}")
+                }
+                None => tracing::warn!("session {session} to {remote} failed: {reason}"),
+            },
+            Event::PinLearned { addr, node } => {
+                tracing::info!("pinned node {node} for {addr} (trust on first use)");
+                if let Err(e) =
+                    crate::atomic::write(&self.pins_path, self.node.pins().to_text().as_bytes())
+                {
+                    tracing::warn!("saving {}: {e}", self.pins_path.display());
+                }
+            }
+            Event::TcpConnect { session, addr } => self.connect_peer(now, session, addr),
+            Event::TcpClose { session, flush } => {
+                if let Some(token) = self.by_session.get(&session).copied() {
+                    if let Some(Conn::Peer(p)) = self.conns.get_mut(&token) {
+                        let _ = p.socket.write(&flush);
+                        let _ = p.socket.shutdown(std::net::Shutdown::Both);
+                    }
+                    self.drop_conn(token, false);
+                }
+            }
+            Event::ConnectTarget { stream, target } => self.connect_target(now, stream, target),
+            Event::StreamReadable(stream) => {
+                if let Some(&token) = self.by_stream.get(&stream) {
+                    self.pump(now, token, false, true);
+                }
+            }
+            Event::StreamWritable(stream) => {
+                if let Some(&token) = self.by_stream.get(&stream) {
+                    self.pump(now, token, true, false);
+                }
+            }
+            Event::StreamFailed { stream, reason } => {
+                if let Some(&token) = self.by_stream.get(&stream) {
+                    if let Some(Conn::Local(l)) = self.conns.get(&token)
+                        && let Role::Forward(i) = l.role
+                    {
+                        let f = &self.forwards[i].0;
+                        tracing::warn!(
+                            "connection on {} to {}/{} closed: {reason}",
+                            f.local,
+                            f.addr,
+                            f.service
+                        );
+                    }
+                    self.drop_conn(token, true);
+                }
+            }
+            Event::Refused {
+                peer,
+                service,
+                reason,
+            } => tracing::warn!("refused stream for {service:?} from node {peer}: {reason}"),
+        }
+    }
+
+    fn connect_peer(&mut self, now: Instant, session: SessionId, addr: SocketAddr) {
+        let mut socket = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.node
+                    .handle_tcp_closed(now, session, &format!("cannot connect: {e}"));
+                return;
+            }
+        };
+        let token = self.token();
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.node.handle_tcp_closed(now, session, &e.to_string());
+            return;
+        }
+        self.by_session.insert(session, token);
+        self.conns.insert(
+            token,
+            Conn::Peer(Peer {
+                socket,
+                session,
+                connecting: true,
+                out: Vec::new(),
+                out_off: 0,
+            }),
+        );
+    }
+
+    fn connect_target(&mut self, now: Instant, stream: StreamHandle, target: SocketAddr) {
+        let mut socket = match TcpStream::connect(target) {
+            Ok(s) => s,
+            Err(e) => {
+                self.node
+                    .target_failed(now, stream, &format!("{target}: {e}"));
+                return;
+            }
+        };
+        let token = self.token();
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.node.target_failed(now, stream, &e.to_string());
+            return;
+        }
+        self.by_stream.insert(stream, token);
+        self.conns
+            .insert(token, Conn::Local(Local::new(socket, stream, Role::Target)));
+    }
+
+    fn control_context(&self) -> control::Context<'_> {
+        let mut per_forward = vec![0; self.forwards.len()];
+        for c in self.conns.values() {
+            if let Conn::Local(l) = c
+                && let Role::Forward(i) = l.role
+            {
+                per_forward[i] += 1;
+            }
+        }
+        control::Context {
+            status: self.node.status(),
+            services: self.node.services(),
+            forwards: self.forwards.iter().map(|(f, _)| f.clone()).collect(),
+            forward_connections: per_forward,
+        }
+    }
+
+    #[cfg(unix)]
+    fn accept_control(&mut self) {
+        loop {
+            let Some(listener) = &self.control else {
+                return;
+            };
+            let mut socket = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!("control accept: {e}");
+                    return;
+                }
+            };
+            let token = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
+                .is_ok()
+            {
+                self.conns.insert(
+                    token,
+                    Conn::Control(ControlConn {
+                        socket,
+                        request: Vec::new(),
+                        reply: Vec::new(),
+                        off: 0,
+                    }),
+                );
+                self.serve_control(token);
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn accept_control(&mut self) {}
+
+    #[cfg(unix)]
+    fn serve_control(&mut self, token: Token) {
+        let Some(Conn::Control(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if c.reply.is_empty() {
+            let mut buf = [0u8; control::MAX_REQUEST];
+            let mut failed = false;
+            loop {
+                match c.socket.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => c.request.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+                if c.request.len() > control::MAX_REQUEST {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed {
+                self.drop_conn(token, false);
+                return;
+            }
+            let Some(end) = c.request.iter().position(|b| *b == b'\n') else {
+                return;
+            };
+            let request = String::from_utf8_lossy(&c.request[..end]).into_owned();
+            let reply = control::answer(&request, &self.control_context());
+            if let Some(Conn::Control(c)) = self.conns.get_mut(&token) {
+                c.reply = reply.into_bytes();
+            }
+        }
+        let Some(Conn::Control(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        while c.off < c.reply.len() {
+            match c.socket.write(&c.reply[c.off..]) {
+                Ok(n) => c.off += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        self.drop_conn(token, false);
+    }
+}
+
+/// Binds the control socket, refusing if another daemon answers on it and replacing a stale one.
+#[cfg(unix)]
+fn bind_control(poll: &Poll, path: &std::path::Path) -> Result<mio::net::UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another vx6 daemon is running for this home (control socket {} answers)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale control socket {}", path.display()))?;
+    }
+    let mut listener = mio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding control socket {}", path.display()))?;
+    poll.registry()
+        .register(&mut listener, CONTROL, Interest::READABLE)?;
+    Ok(listener)
+}
+
+/// Sends one request to a running daemon's control socket and returns the reply.
+#[cfg(unix)]
+pub fn request(path: &std::path::Path, line: &str) -> Result<String> {
+    let mut socket = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!(
+            "no daemon is running for this home (cannot connect to {})",
+            path.display()
+        )
+    })?;
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    socket.write_all(format!("{line}\n").as_bytes())?;
+    let mut reply = String::new();
+    socket
+        .read_to_string(&mut reply)
+        .context("reading the daemon's reply")?;
+    Ok(reply)
+}
+
+/// Without Unix sockets there is no control channel yet.
+#[cfg(not(unix))]
+pub fn request(_path: &std::path::Path, _line: &str) -> Result<String> {
+    anyhow::bail!("the control socket is not supported on this platform yet")
+}
