@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lab import echo_roundtrip, expect_closed
+from lab import VX6_BIN, echo_roundtrip, expect_closed
 
 GRACE = 0.5  # after a refusal, time for a (wrong) late connect to the target to show up
 
@@ -41,19 +41,20 @@ def test_node_not_in_allow_list_is_refused(lab, nodes, transport):
     assert srv.accepts == 1, "the target saw a connection from the refused node"
 
 
-@pytest.mark.timeout_s(120)
-def test_service_without_allow_or_public_refuses_everyone(lab, nodes, transport):
-    o, c = nodes.owner_ns, nodes.client_ns
-    srv = lab.server(o, 7000)
-    owner = lab.start_node(o, nodes.owner_home, transport=transport, serve=["echo=127.0.0.1:7000"])
-    client = lab.start_node(
-        c, nodes.client_home, transport=transport, forward=[f"{lab.target(owner, 'echo')}=127.0.0.1:7001"]
+@pytest.mark.timeout_s(60)
+def test_service_without_allow_or_public_is_refused_at_start(nodes, transport):
+    """Who may use a service is an explicit choice: a --serve with neither --allow nor --public
+    is a configuration error, reported in one line before anything listens."""
+    cp = nodes.owner_ns.run(
+        [VX6_BIN, "node", "--home", nodes.owner_home.path, "--listen", f"[{nodes.owner_ns.addr}]:4433",
+         "--transport", transport, "--serve", "echo=127.0.0.1:7000"],
+        timeout=30,
+        check=False,
     )
-    expect_closed(c, 7001)
-    client.wait_log("access denied")
-    owner.wait_log("not allowed")
-    time.sleep(GRACE)
-    assert srv.accepts == 0, f"the target saw {srv.accepts} connection(s) though nobody is allowed"
+    assert cp.returncode != 0, f"daemon started without an access choice: {cp.stdout!r}"
+    lines = cp.stderr.strip().splitlines()
+    assert len(lines) == 1 and "explicit choice" in lines[0], f"stderr: {cp.stderr!r}"
+    assert "ready" not in cp.stdout
 
 
 @pytest.mark.timeout_s(120)

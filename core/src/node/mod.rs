@@ -33,7 +33,7 @@ use crate::pins::Pins;
 use crate::record::Transport;
 use crate::service::{Authorization, OpenRequest, OpenResponse, RefusalCode, ServiceTable};
 use crate::session::mux::MuxConfig;
-use crate::session::quic::{QuicConfigs, QuicTuning};
+use crate::session::quic::{QuicConfigs, QuicSecrets, QuicTuning};
 use crate::session::tcp::TcpSession;
 use crate::session::tls::{TlsFactory, TlsSetupError, WRONG_PEER, peer_key};
 use crate::session::{StreamError, StreamEvent, StreamRead};
@@ -113,11 +113,9 @@ pub struct Node {
 impl Node {
     /// Builds a node. `now` is the runtime's clock reading.
     pub fn new(_now: Instant, config: NodeConfig) -> Result<Self, NodeError> {
-        let secret = config.identity.secret_bytes();
-        let reset = blake3::derive_key("vx6 2026 quic stateless reset key", &secret);
-        let token = blake3::derive_key("vx6 2026 quic address token key", &secret);
+        let secrets = QuicSecrets::derive(&config.identity.secret_bytes());
         let tls = TlsFactory::new(&config.identity, config.crypto)?;
-        let quic = QuicConfigs::new(&tls, &config.quic, reset, token, config.seed)?;
+        let quic = QuicConfigs::new(&tls, &config.quic, &secrets, config.seed)?;
         let endpoint = Endpoint::new(
             quic.endpoint.clone(),
             Some(quic.server.clone()),
@@ -318,7 +316,8 @@ impl Node {
         result
     }
 
-    /// Writes what flow control allows; `Ok(0)` means wait for [`Event::StreamWritable`].
+    /// Writes what flow control allows. A short write may be retried at once; `Ok(0)` means
+    /// wait for [`Event::StreamWritable`], which only a write that took nothing arms.
     pub fn stream_write(
         &mut self,
         now: Instant,
@@ -365,10 +364,17 @@ impl Node {
                 .sessions
                 .get_mut(&st.session)
                 .ok_or(StreamError::Unknown)?;
-            let n = session.write(id, &st.header_out)?;
-            st.header_out.drain(..n);
-            if !st.header_out.is_empty() {
-                return Ok(false);
+            // Write until done or refused outright: only a write that takes nothing registers
+            // the stream for a writable event.
+            loop {
+                let n = session.write(id, &st.header_out)?;
+                st.header_out.drain(..n);
+                if st.header_out.is_empty() {
+                    break;
+                }
+                if n == 0 {
+                    return Ok(false);
+                }
             }
         }
         if st.finish_pending {

@@ -4,6 +4,7 @@
 //! rustls inside) and TLS over TCP with VX6's own multiplexer ([`mux`]). Both authenticate peers
 //! by Ed25519 key ([`tls`]). Stream ids are `u64` on both.
 
+pub mod cid;
 pub mod mux;
 pub mod quic;
 pub mod tcp;

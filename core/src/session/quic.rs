@@ -9,6 +9,7 @@ use quinn_proto::{
     ServerConfig, StreamId, TransportConfig, VarInt, WriteError,
 };
 
+use super::cid::KeyedCidGenerator;
 use super::tls::{TlsFactory, TlsSetupError};
 use super::{StreamError, StreamRead};
 
@@ -52,6 +53,28 @@ fn transport(t: &QuicTuning) -> Arc<TransportConfig> {
     Arc::new(c)
 }
 
+/// Per-node secrets of the QUIC endpoint, derived from the node key so that they survive
+/// restarts (see [`KeyedCidGenerator`]).
+pub struct QuicSecrets {
+    /// Stateless reset key.
+    pub reset: [u8; 32],
+    /// Address validation token key.
+    pub token: [u8; 32],
+    /// Connection id validation key.
+    pub cid: [u8; 32],
+}
+
+impl QuicSecrets {
+    /// Derives every secret from the node's secret key.
+    pub fn derive(node_secret: &[u8; 32]) -> Self {
+        Self {
+            reset: blake3::derive_key("vx6 2026 quic stateless reset key", node_secret),
+            token: blake3::derive_key("vx6 2026 quic address token key", node_secret),
+            cid: blake3::derive_key("vx6 2026 quic connection id key", node_secret),
+        }
+    }
+}
+
 /// Everything quinn-proto needs, derived from the node's key and seed.
 pub struct QuicConfigs {
     /// Endpoint-wide settings (stateless reset key derived from the node key, so a restarted node
@@ -63,21 +86,23 @@ pub struct QuicConfigs {
 }
 
 impl QuicConfigs {
-    /// Builds configurations. `reset_secret` and `token_secret` must be stable per node and secret.
+    /// Builds configurations. `secrets` must be stable per node and secret; `rng_seed` makes
+    /// every random choice of the endpoint reproducible.
     pub fn new(
         tls: &TlsFactory,
         tuning: &QuicTuning,
-        reset_secret: [u8; 32],
-        token_secret: [u8; 32],
+        secrets: &QuicSecrets,
         rng_seed: [u8; 32],
     ) -> Result<Self, TlsSetupError> {
         let transport = transport(tuning);
-        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_secret);
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secrets.reset);
         let mut endpoint = EndpointConfig::new(Arc::new(reset_key));
         endpoint.rng_seed(Some(rng_seed));
+        let cid_key = secrets.cid;
+        endpoint.cid_generator(move || Box::new(KeyedCidGenerator::new(cid_key, rng_seed)));
         let crypto = QuicServerConfig::try_from(tls.server()?)
             .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
-        let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&token_secret);
+        let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&secrets.token);
         let mut server = ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
         server.transport_config(transport.clone());
         Ok(Self {

@@ -157,7 +157,17 @@ impl Net {
         self.hosts[i].target_connects = 0;
         self.hosts[i].log.clear();
         self.hosts[i].addr = addr;
+        // The old process's TCP connections die with it: their peers see the close.
+        let dead: Vec<_> = self
+            .tcp_links
+            .iter()
+            .filter(|((h, _), _)| *h == i)
+            .map(|(_, peer)| *peer)
+            .collect();
         self.tcp_links.retain(|(h, _), (p, _)| *h != i && *p != i);
+        for (peer, session) in dead {
+            self.push(peer, PacketKind::TcpClosed { session });
+        }
     }
 
     pub fn node_id(&self, i: usize) -> NodeId {

@@ -91,11 +91,12 @@ impl Local {
         loop {
             if self.up_off < self.up.len() {
                 match node.stream_write(now, self.stream, &self.up[self.up_off..]) {
+                    // Only a write that takes nothing registers for a `StreamWritable` wake-up
+                    // (quinn-proto does not register on a short write), so retry until then.
+                    Ok(0) => return self.status(),
                     Ok(n) => {
                         self.up_off += n;
-                        if self.up_off < self.up.len() {
-                            return self.status();
-                        }
+                        continue;
                     }
                     Err(e) => {
                         tracing::debug!("stream {} write: {e}", self.stream);
