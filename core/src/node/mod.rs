@@ -657,7 +657,10 @@ impl Node {
                 continue;
             };
             buf.clear();
-            if let Some(t) = conn.poll_transmit(now, max_segments.clamp(1, MAX_GSO_SEGMENTS), buf) {
+            // A GSO batch must fit one 64 KiB send.
+            let fit = usize::from(u16::MAX) / usize::from(conn.current_mtu().max(1200));
+            let segments = max_segments.min(fit).clamp(1, MAX_GSO_SEGMENTS);
+            if let Some(t) = conn.poll_transmit(now, segments, buf) {
                 self.transmit_cursor = sid.0;
                 return Some(t);
             }
@@ -1208,6 +1211,10 @@ impl Node {
                 .iter()
                 .filter(|(_, s)| !s.down)
                 .map(|(id, s)| {
+                    let mtu = match &s.kind {
+                        Kind::Quic { conn, .. } => Some(conn.current_mtu()),
+                        Kind::Tcp { .. } => None,
+                    };
                     let (rtt, sent, received) = match &s.kind {
                         Kind::Quic { conn, .. } => {
                             let stats = conn.stats();
@@ -1228,6 +1235,7 @@ impl Node {
                         outgoing: s.dial.is_some(),
                         established: s.established,
                         rtt,
+                        mtu,
                         streams: s.streams.len(),
                         bytes_sent: sent,
                         bytes_received: received,

@@ -23,6 +23,8 @@ pub struct SessionStatus {
     pub established: bool,
     /// Round-trip time estimate.
     pub rtt: Option<Duration>,
+    /// Current UDP payload size (QUIC only, after path MTU discovery).
+    pub mtu: Option<u16>,
     /// Service streams open on it.
     pub streams: usize,
     /// Bytes sent on the wire (QUIC: UDP payload; TCP: TLS records).

@@ -30,6 +30,7 @@ struct SessionJson {
     outgoing: bool,
     established: bool,
     rtt_ms: Option<f64>,
+    mtu: Option<u16>,
     streams: usize,
     bytes_sent: u64,
     bytes_received: u64,
@@ -119,6 +120,7 @@ fn json(ctx: &Context<'_>) -> String {
                 outgoing: x.outgoing,
                 established: x.established,
                 rtt_ms: x.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                mtu: x.mtu,
                 streams: x.streams,
                 bytes_sent: x.bytes_sent,
                 bytes_received: x.bytes_received,
@@ -167,7 +169,7 @@ fn text(ctx: &Context<'_>) -> String {
     for x in &s.sessions {
         let _ = writeln!(
             out,
-            "  {} {:<4} {:<40} peer {} {} rtt {} streams {} sent {} recv {}",
+            "  {} {:<4} {:<40} peer {} {} rtt {}{} streams {} sent {} recv {}",
             if x.outgoing { "->" } else { "<-" },
             transport_name(x.transport),
             x.remote.to_string(),
@@ -177,6 +179,7 @@ fn text(ctx: &Context<'_>) -> String {
                 "{:.2}ms",
                 r.as_secs_f64() * 1000.0
             )),
+            x.mtu.map_or(String::new(), |m| format!(" mtu {m}")),
             x.streams,
             x.bytes_sent,
             x.bytes_received

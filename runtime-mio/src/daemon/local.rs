@@ -11,7 +11,7 @@ use vx6_core::node::{Node, StreamHandle};
 use vx6_core::session::StreamRead;
 
 /// Bytes read from a local socket per call.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// Bytes taken from a stream per call.
 const STREAM_CHUNK: usize = 256 * 1024;
 

@@ -76,6 +76,21 @@ pub enum FrameError {
     Malformed(&'static str),
 }
 
+/// Appends a DATA frame (no FIN) for `payload` without building a [`Frame`] first, so the bytes
+/// are copied once, straight into the output.
+pub fn encode_data(stream: u32, payload: &[u8], out: &mut BytesMut) {
+    debug_assert!(
+        payload.len() <= MAX_PAYLOAD,
+        "encoder given an oversized payload"
+    );
+    out.reserve(HEADER_LEN + payload.len());
+    out.put_uint(payload.len() as u64, 3);
+    out.put_u8(TYPE_DATA);
+    out.put_u8(0);
+    out.put_u32(stream);
+    out.put_slice(payload);
+}
+
 impl Frame {
     /// Appends the encoded frame to `out`.
     pub fn encode(&self, out: &mut BytesMut) {

@@ -191,6 +191,17 @@ impl Mux {
         Some(out)
     }
 
+    /// Hands the encoded frames to `sink` and empties the output, keeping its allocation (the
+    /// hot path: a fresh buffer per call costs page faults at high throughput).
+    pub fn drain_output(&mut self, sink: impl FnOnce(&[u8])) {
+        if self.out.is_empty() {
+            return;
+        }
+        sink(&self.out);
+        self.out.clear();
+        self.wake_blocked();
+    }
+
     /// Next stream event.
     pub fn poll_event(&mut self) -> Option<StreamEvent> {
         self.events.pop_front()
@@ -198,11 +209,22 @@ impl Mux {
 
     /// Feeds decrypted bytes from the peer.
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        self.inbuf.extend_from_slice(data);
+        self.process_input(now);
+    }
+
+    /// The buffer undecoded input accumulates in: a caller that can write decrypted bytes here
+    /// directly (then call [`Mux::process_input`]) saves a copy.
+    pub fn input_buffer(&mut self) -> &mut BytesMut {
+        &mut self.inbuf
+    }
+
+    /// Decodes and handles every whole frame in the input buffer.
+    pub fn process_input(&mut self, now: Instant) {
         if self.closed.is_some() {
             return;
         }
         self.last_input = now;
-        self.inbuf.extend_from_slice(data);
         loop {
             match Frame::decode(&mut self.inbuf) {
                 Ok(Some(frame)) => {
@@ -432,12 +454,7 @@ impl Mux {
         s.send_credit -= n as u64;
         self.session_send_credit -= n as u64;
         for chunk in data[..n].chunks(MAX_DATA_CHUNK) {
-            Frame::Data {
-                stream: sid,
-                fin: false,
-                payload: Bytes::copy_from_slice(chunk),
-            }
-            .encode(&mut self.out);
+            frame::encode_data(sid, chunk, &mut self.out);
         }
         if n < data.len() {
             self.blocked.insert(sid);
