@@ -17,7 +17,8 @@ cargo build --quiet --bin vx6
 seed_home=$(mktemp -d)
 trap 'rm -rf "$seed_home"' EXIT
 ./target/debug/vx6 init --home "$seed_home/n" --name seed >/dev/null 2>&1
-mkdir -p fuzz/corpus/registry_load fuzz/corpus/record_decode fuzz/corpus/record_body
+mkdir -p fuzz/corpus/registry_load fuzz/corpus/record_decode fuzz/corpus/record_body \
+  fuzz/corpus/mux_frames fuzz/corpus/service_wire
 python3 - "$seed_home/n/registry.bin" <<'PY'
 import sys
 data = open(sys.argv[1], "rb").read()
@@ -34,6 +35,14 @@ n, i = varint(p, i)
 record = p[i:i + n]
 open("fuzz/corpus/record_decode/seed-claim", "wb").write(record)
 open("fuzz/corpus/record_body/seed-claim", "wb").write(record[1:2] + record[98:])
+# Multiplexer frames (docs/PROTOCOL.md): DATA on peer stream 2 with FIN, WINDOW, PING, RESET.
+def frame(ty, flags, stream, payload):
+    return len(payload).to_bytes(3, "big") + bytes([ty, flags]) + stream.to_bytes(4, "big") + payload
+frames = (frame(0, 0, 2, b"\x01\x03ssh") + frame(1, 0, 2, (65536).to_bytes(4, "big"))
+          + frame(3, 0, 0, bytes(8)) + frame(0, 1, 4, b"x") + frame(2, 0, 4, bytes(4)))
+open("fuzz/corpus/mux_frames/seed-frames", "wb").write(b"\x05" + frames)
+open("fuzz/corpus/service_wire/seed-request", "wb").write(b"\x01\x03ssh")
+open("fuzz/corpus/service_wire/seed-pins", "wb").write(b"[fd6a::1]:4433 " + b"a" * 51 + b"a\n")
 PY
 
 for t in "${targets[@]}"; do

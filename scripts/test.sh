@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Every check CI runs, in order: tools, format, lint, tests, a fuzz smoke run.
-# Installs what it needs (as root on Debian: apt packages; cargo tools from crates.io).
+# Every check CI runs, in order: tools, format, lint, unit/property/CLI tests, the end-to-end
+# suite in network namespaces (root), and a fuzz smoke run. Installs what it needs (Debian
+# packages with apt-get when root; cargo tools and pytest from their registries).
 #   FUZZ_SECONDS=N  seconds per fuzz target (default 20; 0 skips fuzzing)
+#   E2E=0           skip the end-to-end suite (it needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,18 @@ step() { printf '\n==== %s\n' "$*"; }
 step "tools"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+if [ "${E2E:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  pkgs=(iproute2 openssh-server openssh-client iperf3 socat)
+  missing=()
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+if [ "${E2E:-1}" != 0 ]; then
+  python3 -c 'import pytest' 2>/dev/null || python3 -m pip install --quiet pytest
+fi
 
 step "format"
 cargo fmt --all -- --check
@@ -17,9 +31,15 @@ cargo fmt --all -- --check
 step "lint (clippy -D warnings; core's sans-IO bans are in core/clippy.toml)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests"
+step "unit, property, harness and CLI tests"
 cargo test --workspace --locked --doc
 cargo nextest run --workspace --locked --no-fail-fast
+
+if [ "${E2E:-1}" != 0 ]; then
+  step "end-to-end: real daemons in network namespaces with OpenSSH, iperf3 and 200 connections"
+  cargo build --release --locked --bin vx6
+  python3 -m pytest tests/e2e -q
+fi
 
 fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" != 0 ]; then

@@ -162,7 +162,7 @@ fn init(home: &Home, name: &Username) -> Result<()> {
         .context("storing the name claim")?;
     registry_file::save(&home.registry(), &registry)?;
 
-    println!("{}", identity.node_id());
+    print_stdout(&format!("{}\n", identity.node_id()))?;
     eprintln!(
         "vx6: created node {name} in {}; its identity is {}",
         home.dir().display(),
@@ -174,17 +174,20 @@ fn init(home: &Home, name: &Username) -> Result<()> {
 fn id(home: &Home) -> Result<()> {
     let identity = identity_file::load(&home.identity())?;
     let config = config::load(&home.config())?;
-    println!("{}", identity.node_id());
-    println!("username: {}", config.name);
-    println!("public-key: {}", identity.public_key().to_hex());
-    Ok(())
+    print_stdout(&format!(
+        "{}\nusername: {}\npublic-key: {}\n",
+        identity.node_id(),
+        config.name,
+        identity.public_key().to_hex()
+    ))
 }
 
 fn records(home: &Home) -> Result<()> {
     let now = unix_now();
     let registry = registry_file::load(&home.registry(), RegistryLimits::default(), now)?;
-    println!(
-        "{:<11} {:<52} {:<24} {:>12}  EXPIRES",
+    use std::fmt::Write;
+    let mut text = format!(
+        "{:<11} {:<52} {:<24} {:>12}  EXPIRES\n",
         "KIND", "OWNER", "NAME", "SEQ"
     );
     for signed in registry.iter() {
@@ -194,7 +197,8 @@ fn records(home: &Home) -> Result<()> {
             Record::Service(s) => s.service.to_string(),
             Record::NameClaim(c) => c.username.to_string(),
         };
-        println!(
+        let _ = writeln!(
+            text,
             "{:<11} {:<52} {:<24} {:>12}  {}",
             record.kind().label(),
             signed.owner(),
@@ -203,7 +207,7 @@ fn records(home: &Home) -> Result<()> {
             human_until(record.expires_at(), now)
         );
     }
-    Ok(())
+    print_stdout(&text)
 }
 
 fn node(args: NodeArgs) -> Result<()> {
@@ -319,6 +323,15 @@ fn status(home: &Home, json: bool) -> Result<()> {
     if let Some(err) = reply.strip_prefix("error: ") {
         bail!("daemon: {}", err.trim());
     }
-    print!("{reply}");
-    Ok(())
+    print_stdout(&reply)
+}
+
+/// Writes to stdout; a reader that went away (`vx6 id | head -1`) is not an error.
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }

@@ -247,7 +247,14 @@ fn bad_config_names_the_line() {
     let tmp = tempfile::tempdir().unwrap();
     init(tmp.path(), "alice");
     let path = tmp.path().join("config.toml");
-    std::fs::write(&path, "# comment\n\nname = \"alice\"\nlisten = 5\n").unwrap();
+    std::fs::write(&path, "name = \"alice\"\n\nlisten = 5\n").unwrap();
+    let err = one_line_error(&vx6(&["id", "--home", &home_arg(tmp.path())]));
+    assert!(
+        err.contains("line 3") && err.contains("invalid type"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "# comment\n\nname = \"alice\"\nlisten_on = 5\n").unwrap();
     let err = one_line_error(&vx6(&["id", "--home", &home_arg(tmp.path())]));
     assert!(
         err.contains("line 4") && err.contains("unknown field"),

@@ -99,6 +99,8 @@ def pytest_terminal_summary(terminalreporter):
 def e2e_env():
     """Root, tools and the vx6 binary; sweeps namespaces left by killed earlier runs."""
     if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the e2e suite needs root (network namespaces), and CI must run it")
         pytest.skip("the e2e suite needs root (network namespaces)")
     missing = sorted({pkg for cmd, pkg in NEEDED_TOOLS.items() if not _which(cmd)})
     if missing and not os.environ.get("VX6_E2E_NO_INSTALL") and shutil.which("apt-get"):

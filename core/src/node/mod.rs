@@ -46,6 +46,8 @@ pub const RESET_REFUSED: u32 = 2;
 const MAX_GSO_SEGMENTS: usize = 10;
 /// Largest read buffered while parsing an opening exchange.
 const HEADER_READ: usize = 4096;
+/// Bytes a client stream keeps for a replay until the owner accepts it.
+const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// Where and whom to dial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -349,6 +351,16 @@ impl Node {
         let id = self.streams[&handle].id.expect("checked above");
         let session = self.sessions.get_mut(&sid).ok_or(StreamError::Unknown)?;
         let result = session.write(id, data);
+        if let (Ok(n), Some(st)) = (&result, self.streams.get_mut(&handle))
+            && st.phase == Phase::AwaitResponse
+            && let Some(replay) = &mut st.replay
+        {
+            if replay.len() + n <= REPLAY_LIMIT {
+                replay.extend_from_slice(&data[..*n]);
+            } else {
+                st.replay = None;
+            }
+        }
         self.drive(now, sid);
         result
     }
@@ -531,6 +543,14 @@ impl Node {
                 service: st.service.clone().expect("client streams name a service"),
             }
             .encode();
+            if st.retried
+                && let Some(replay) = &st.replay
+            {
+                st.header_out.extend_from_slice(replay);
+                if st.write_done {
+                    st.finish_pending = true;
+                }
+            }
             self.by_transport.insert((sid, id), handle);
             let want = std::mem::take(&mut st.want_writable);
             let _ = self.flush_header(handle);
@@ -723,14 +743,22 @@ impl Node {
         self.drive(now, sid);
     }
 
-    /// A TCP session's socket closed or failed (or could not connect).
+    /// A TCP session's socket closed or failed (or could not connect). A connection that ends
+    /// without TLS close_notify or GOAWAY means the peer process is gone, as a QUIC stateless
+    /// reset does; unanswered streams are retried once.
     pub fn handle_tcp_closed(&mut self, now: Instant, sid: SessionId, reason: &str) {
+        let mut established = false;
         if let Some(Session {
             kind: Kind::Tcp { conn, .. },
+            established: up,
             ..
         }) = self.sessions.get_mut(&sid)
         {
             conn.handle_eof();
+            established = *up;
+        }
+        if established {
+            self.retry_unanswered(now, sid);
         }
         self.fail_session(now, sid, reason.to_owned());
     }
@@ -797,8 +825,7 @@ impl Node {
         }
     }
 
-    /// When [`Node::handle_timeout`] must next be called; never in the past relative to the
-    /// last input (quinn-proto and the mux only report future deadlines).
+    /// When [`Node::handle_timeout`] must next be called: as soon as this instant has passed.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.sessions
             .values_mut()
@@ -836,6 +863,7 @@ impl Node {
             let mut lost = None;
             let mut drained = false;
             let mut available = false;
+            let mut owner_restarted = false;
             match &mut s.kind {
                 Kind::Quic { handle, conn } => {
                     while let Some(ev) = conn.poll_endpoint_events() {
@@ -847,7 +875,11 @@ impl Node {
                         use quinn_proto::{Dir, Event as Q, StreamEvent as QS};
                         match ev {
                             Q::Connected => connected = true,
-                            Q::ConnectionLost { reason } => lost = Some(reason.to_string()),
+                            Q::ConnectionLost { reason } => {
+                                owner_restarted =
+                                    matches!(reason, quinn_proto::ConnectionError::Reset);
+                                lost = Some(reason.to_string());
+                            }
                             Q::Stream(QS::Opened { dir: Dir::Bi }) => {
                                 stream_events.push(StreamEvent::Opened)
                             }
@@ -886,6 +918,9 @@ impl Node {
                 self.on_stream_event(now, sid, ev);
             }
             if let Some(reason) = lost {
+                if owner_restarted {
+                    self.retry_unanswered(now, sid);
+                }
                 self.fail_session(now, sid, reason);
             }
             if drained {
@@ -893,6 +928,9 @@ impl Node {
                     kind: Kind::Quic { handle, .. },
                     ..
                 }) = self.sessions.remove(&sid)
+                    // quinn frees a drained connection's handle at once and may already have
+                    // given it to a new connection (a retry dialed from this very drive).
+                    && self.quic_handles.get(&handle) == Some(&sid)
                 {
                     self.quic_handles.remove(&handle);
                 }
@@ -1092,6 +1130,7 @@ impl Node {
                 Ok(Some((OpenResponse::Accepted, used))) => {
                     st.inbuf.advance(used);
                     st.phase = Phase::Open;
+                    st.replay = None;
                     self.events.push_back(Event::StreamReadable(handle));
                     return;
                 }
@@ -1137,6 +1176,74 @@ impl Node {
         if let Some(sid) = sid {
             self.drive(now, sid);
         }
+    }
+
+    /// The peer is gone (a QUIC stateless reset, or a TCP connection that ended abruptly): it
+    /// kept nothing of this session, so client streams it never answered cannot be live at any
+    /// target. Each is moved, once, to a new session and its bytes so far are replayed there.
+    /// Timeouts are not retried: the peer may still be working on the stream.
+    fn retry_unanswered(&mut self, now: Instant, sid: SessionId) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let Some(dial) = s.dial else {
+            return;
+        };
+        let movable: Vec<StreamHandle> = s
+            .streams
+            .iter()
+            .copied()
+            .filter(|h| {
+                self.streams.get(h).is_some_and(|st| {
+                    matches!(st.phase, Phase::AwaitSession | Phase::AwaitResponse)
+                        && st.replay.is_some()
+                        && !st.retried
+                })
+            })
+            .collect();
+        if movable.is_empty() {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            // Out of the old session before it fails, and out of the dial table so that
+            // `session_for` dials afresh.
+            for h in &movable {
+                s.streams.remove(h);
+                s.pending.retain(|p| p != h);
+            }
+        }
+        self.dials.remove(&(dial.transport, dial.addr));
+        let new_sid = match self.session_for(now, &dial) {
+            Ok(new_sid) => new_sid,
+            Err(reason) => {
+                for h in movable {
+                    self.forget(h);
+                    self.events.push_back(Event::StreamFailed {
+                        stream: h,
+                        reason: reason.clone(),
+                    });
+                }
+                return;
+            }
+        };
+        for h in movable {
+            let Some(st) = self.streams.get_mut(&h) else {
+                continue;
+            };
+            if let Some(id) = st.id.take() {
+                self.by_transport.remove(&(sid, id));
+            }
+            st.session = new_sid;
+            st.phase = Phase::AwaitSession;
+            st.retried = true;
+            st.header_out.clear();
+            st.inbuf.clear();
+            if let Some(s) = self.sessions.get_mut(&new_sid) {
+                s.streams.insert(h);
+                s.pending.push(h);
+            }
+        }
+        self.drive(now, new_sid);
     }
 
     fn fail_session(&mut self, _now: Instant, sid: SessionId, reason: String) {

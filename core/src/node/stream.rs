@@ -40,11 +40,19 @@ pub(super) struct ServiceStream {
     pub write_done: bool,
     /// A write returned 0 before the transport stream existed; wake the runtime when it does.
     pub want_writable: bool,
+    /// Client side, until the owner accepts: a copy of what the application wrote, so the
+    /// stream can be replayed once on a new session if the owner restarted before answering.
+    /// `None` once accepted, retried, or past the size limit.
+    pub replay: Option<Vec<u8>>,
+    /// Already moved to a new session once.
+    pub retried: bool,
 }
 
 impl ServiceStream {
     pub fn client(session: SessionId, service: ServiceName) -> Self {
-        Self::new(session, None, Some(service), Phase::AwaitSession)
+        let mut s = Self::new(session, None, Some(service), Phase::AwaitSession);
+        s.replay = Some(Vec::new());
+        s
     }
 
     pub fn owner(session: SessionId, id: u64) -> Self {
@@ -68,6 +76,8 @@ impl ServiceStream {
             read_done: false,
             write_done: false,
             want_writable: false,
+            replay: None,
+            retried: false,
         }
     }
 }

@@ -329,10 +329,11 @@ impl Daemon {
                 self.node.stream_reset(now, stream);
                 continue;
             }
-            let mut conn = Local::new(socket, stream, Role::Forward(i));
-            conn.connecting = false;
             self.by_stream.insert(stream, token);
-            self.conns.insert(token, Conn::Local(conn));
+            self.conns.insert(
+                token,
+                Conn::Local(Local::new(socket, stream, Role::Forward(i))),
+            );
         }
     }
 
