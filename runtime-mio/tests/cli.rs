@@ -286,3 +286,101 @@ fn bad_arguments_exit_2_with_one_line() {
     assert!(help.status.success());
     assert!(stdout(&help).contains("init"));
 }
+
+#[test]
+fn node_argument_errors_are_one_line_and_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path(), "alice");
+    let home = home_arg(tmp.path());
+    let id = NODE_ID_EXAMPLE;
+    let cases: &[(&[&str], &str)] = &[
+        (&["node", "--home", &home], "no listen address"),
+        (
+            &[
+                "node",
+                "--home",
+                &home,
+                "--listen",
+                "[::1]:0",
+                "--serve",
+                "ssh=127.0.0.1:22",
+            ],
+            "explicit choice",
+        ),
+        (
+            &[
+                "node",
+                "--home",
+                &home,
+                "--listen",
+                "[::1]:0",
+                "--serve",
+                "ssh=192.0.2.1:22",
+                "--public",
+            ],
+            "not a loopback address",
+        ),
+        (
+            &[
+                "node",
+                "--home",
+                &home,
+                "--listen",
+                "[::1]:0",
+                "--serve",
+                "ssh=127.0.0.1:22",
+                "--public",
+                "--allow",
+                id,
+            ],
+            "contradict",
+        ),
+        (
+            &[
+                "node",
+                "--home",
+                &home,
+                "--listen",
+                "[::1]:0",
+                "--forward",
+                "alice.ssh=127.0.0.1:2222",
+            ],
+            "needs discovery",
+        ),
+        (
+            &["node", "--home", &home, "--listen", "nowhere"],
+            "not an address",
+        ),
+        (
+            &[
+                "node",
+                "--home",
+                &home,
+                "--listen",
+                "[::1]:0",
+                "--transport",
+                "carrier-pigeon",
+            ],
+            "invalid value",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = one_line_error(&vx6(args));
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn port_in_use_and_missing_daemon_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path(), "alice");
+    let home = home_arg(tmp.path());
+    let taken = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = one_line_error(&vx6(&["node", "--home", &home, "--listen", &addr]));
+    assert!(err.contains("binding UDP") && err.contains(&addr), "{err}");
+    let err = one_line_error(&vx6(&["status", "--home", &home]));
+    assert!(err.contains("no daemon is running"), "{err}");
+}
+
+const NODE_ID_EXAMPLE: &str = "t4ylo4fkbhl76t5aqo6a3oadlnqzc2uzhaayx66uob7hw2ydn7cq";
