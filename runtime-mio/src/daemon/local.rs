@@ -2,7 +2,8 @@
 //! Each is pumped to and from one node stream, with backpressure both ways: a socket is read
 //! only while the stream takes bytes, and a stream is read only while the socket takes bytes.
 
-use std::io::{ErrorKind, Read, Write};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,9 @@ pub struct Local {
     readable: bool,
     up: Vec<u8>,
     up_off: usize,
-    down: Bytes,
+    /// Chunks read from the stream, not yet written to the socket (front first).
+    down: VecDeque<Bytes>,
+    down_len: usize,
     read_eof: bool,
     peer_finished: bool,
     /// Something failed: close at once, with a reset where possible.
@@ -62,7 +65,8 @@ impl Local {
             readable: true,
             up: Vec::with_capacity(READ_CHUNK),
             up_off: 0,
-            down: Bytes::new(),
+            down: VecDeque::new(),
+            down_len: 0,
             read_eof: false,
             peer_finished: false,
             dead: false,
@@ -76,7 +80,7 @@ impl Local {
     fn status(&self) -> Pumped {
         if self.dead {
             Pumped::Failed
-        } else if self.read_eof && self.peer_finished && self.down.is_empty() {
+        } else if self.read_eof && self.peer_finished && self.down_len == 0 {
             Pumped::Done
         } else {
             Pumped::Open
@@ -134,39 +138,55 @@ impl Local {
         }
     }
 
-    /// Stream → socket.
+    /// Stream → socket. Chunks are gathered (QUIC hands over one packet's worth at a time) and
+    /// written with one vectored call, so the socket sees few large writes.
     pub fn pump_down(&mut self, node: &mut Node, now: Instant) -> Pumped {
         if self.connecting || self.dead {
             return self.status();
         }
         loop {
-            while !self.down.is_empty() {
-                match self.socket.write(&self.down) {
-                    Ok(n) => self.down.advance(n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return self.status(),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        tracing::debug!("local write for {}: {e}", self.stream);
-                        self.fail(node, now);
+            while self.down_len < STREAM_CHUNK && !self.peer_finished {
+                match node.stream_read(now, self.stream, STREAM_CHUNK - self.down_len) {
+                    StreamRead::Data(b) => {
+                        self.down_len += b.len();
+                        self.down.push_back(b);
+                    }
+                    StreamRead::Blocked => break,
+                    StreamRead::Finished => self.peer_finished = true,
+                    StreamRead::Reset(code) => {
+                        tracing::debug!("stream {} reset by peer (code {code})", self.stream);
+                        self.dead = true;
                         return self.status();
                     }
                 }
             }
-            if self.peer_finished {
-                return self.status();
-            }
-            match node.stream_read(now, self.stream, STREAM_CHUNK) {
-                StreamRead::Data(b) => self.down = b,
-                StreamRead::Blocked => return self.status(),
-                StreamRead::Finished => {
-                    self.peer_finished = true;
+            if self.down_len == 0 {
+                if self.peer_finished {
                     // Half-close: the application sees EOF and may keep sending.
                     let _ = self.socket.shutdown(Shutdown::Write);
-                    return self.status();
                 }
-                StreamRead::Reset(code) => {
-                    tracing::debug!("stream {} reset by peer (code {code})", self.stream);
-                    self.dead = true;
+                return self.status();
+            }
+            let slices: Vec<IoSlice<'_>> = self.down.iter().map(|b| IoSlice::new(b)).collect();
+            match self.socket.write_vectored(&slices) {
+                Ok(mut n) => {
+                    self.down_len -= n;
+                    while n > 0 {
+                        let front = self.down.front_mut().expect("bytes written came from here");
+                        if front.len() <= n {
+                            n -= front.len();
+                            self.down.pop_front();
+                        } else {
+                            front.advance(n);
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return self.status(),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("local write for {}: {e}", self.stream);
+                    self.fail(node, now);
                     return self.status();
                 }
             }

@@ -555,6 +555,11 @@ impl Mux {
                 increment,
             }
             .encode(&mut self.out);
+            // Measure the round trip under load (gRPC's BDP ping): the idle keep-alive's sample
+            // is far below what a busy connection sees, and window growth keys off it.
+            if self.ping_sent.is_none() {
+                self.send_ping(now);
+            }
         }
         self.credit_session(n);
         StreamRead::Data(chunk)
