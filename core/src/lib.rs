@@ -5,12 +5,15 @@
 //! injected RNG, and bytes as slices. Runtimes (`vx6-runtime-mio`, and later the async ones) own
 //! the I/O and feed this crate. `core/clippy.toml` enforces the rule.
 //!
+//! - [`dht`]: the Kademlia DHT and peer sync, independent of sessions (so the simulator can
+//!   drive it directly).
 //! - [`identity`]: Ed25519 node identity and the [`NodeId`] derived from it.
 //! - [`names`]: validated usernames, service names and `username.service` names.
 //! - [`record`]: signed, expiring, sequence-numbered records and their wire format.
 //! - [`registry`]: the local registry of records, its merge rules, bounds and file format.
 //! - [`node`]: the node state machine that ties sessions, services and streams together.
 //! - [`pins`]: keys pinned on first use for peers dialed by address.
+//! - [`resolve`]: the rules that turn `username.service` into a node, without silent choices.
 //! - [`session`]: authenticated sessions over QUIC or TLS/TCP, and their streams.
 //! - [`service`]: offered services, access lists and the service-stream handshake.
 //!
@@ -38,12 +41,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod dht;
 pub mod identity;
 pub mod names;
 pub mod node;
 pub mod pins;
 pub mod record;
 pub mod registry;
+pub mod resolve;
 pub mod service;
 pub mod session;
 

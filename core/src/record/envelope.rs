@@ -26,6 +26,14 @@ pub const MAX_RECORD_LEN: usize = 1024;
 pub(super) const HEADER_LEN: usize = 1 + 1 + 32 + 64;
 const DOMAIN_PREFIX: &[u8] = b"vx6/record/v1/";
 
+/// The DHT key under which claims to `username` are stored.
+pub fn name_key(username: &crate::names::Username) -> NodeId {
+    NodeId::from_bytes(blake3::derive_key(
+        "vx6 2026 dht name key",
+        username.as_str().as_bytes(),
+    ))
+}
+
 /// A record together with its owner's valid signature. Only [`SignedRecord::sign`] and
 /// [`SignedRecord::decode`] make one, so holding one means the signature was checked.
 #[derive(Clone, PartialEq, Eq)]
@@ -215,6 +223,35 @@ impl SignedRecord {
     /// The verified body.
     pub fn record(&self) -> &Record {
         &self.record
+    }
+
+    /// Which registry slot the record fills: kind, owner and name, hashed to 16 bytes. Two
+    /// records with the same slot compete by `seq`; peer sync exchanges slots and seqs.
+    pub fn slot(&self) -> [u8; 16] {
+        let mut h = blake3::Hasher::new_derive_key("vx6 2026 record slot");
+        h.update(&[self.record.kind() as u8])
+            .update(self.owner.as_bytes());
+        match &self.record {
+            Record::Node(_) => {}
+            Record::Service(s) => {
+                h.update(s.service.as_str().as_bytes());
+            }
+            Record::NameClaim(c) => {
+                h.update(c.username.as_str().as_bytes());
+            }
+        }
+        let mut slot = [0u8; 16];
+        slot.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        slot
+    }
+
+    /// The DHT key the record is stored under: its username's key for a name claim, its owner's
+    /// id for node and service records (see [`name_key`]).
+    pub fn dht_key(&self) -> NodeId {
+        match &self.record {
+            Record::NameClaim(c) => name_key(&c.username),
+            Record::Node(_) | Record::Service(_) => self.owner,
+        }
     }
 }
 

@@ -12,7 +12,9 @@ mod freshness;
 pub use body::{NameClaim, NodeAddress, NodeRecord, RelayCapability, ServiceRecord, Transport};
 #[cfg(fuzzing)]
 pub use envelope::fuzz_decode_body;
-pub use envelope::{DecodeError, EncodeError, MAX_RECORD_LEN, RECORD_VERSION, SignedRecord};
+pub use envelope::{
+    DecodeError, EncodeError, MAX_RECORD_LEN, RECORD_VERSION, SignedRecord, name_key,
+};
 pub use freshness::{Freshness, FreshnessError};
 
 /// The kinds of record, with their wire byte. The byte is also part of the signed domain.

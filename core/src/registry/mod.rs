@@ -36,6 +36,8 @@ pub struct RegistryLimits {
     pub max_services_per_owner: usize,
     /// Usernames one owner may have claimed.
     pub max_claims_per_owner: usize,
+    /// Claims held for one username (competing keys); more are rejected.
+    pub max_claims_per_name: usize,
     /// Which expiry times are acceptable.
     pub freshness: Freshness,
 }
@@ -48,6 +50,7 @@ impl Default for RegistryLimits {
             max_claims: 100_000,
             max_services_per_owner: 64,
             max_claims_per_owner: 4,
+            max_claims_per_name: 16,
             freshness: Freshness::default(),
         }
     }
@@ -92,6 +95,12 @@ pub enum Rejected {
     OwnerFull {
         /// Kind of record.
         kind: RecordKind,
+        /// The bound that was hit.
+        limit: usize,
+    },
+    /// The username already has as many competing claims as allowed.
+    #[error("username already has {limit} competing claims")]
+    NameFull {
         /// The bound that was hit.
         limit: usize,
     },
@@ -198,6 +207,12 @@ impl Registry {
                 let held = self.claims.get(&name).and_then(|m| m.get(&owner));
                 let outcome = merge(held, &record)?;
                 if outcome.is_none() {
+                    let contested = self.claims.get(&name).map_or(0, BTreeMap::len);
+                    if contested >= self.limits.max_claims_per_name {
+                        return Err(Rejected::NameFull {
+                            limit: self.limits.max_claims_per_name,
+                        });
+                    }
                     let owned = self.claims_per_owner.get(&owner).copied().unwrap_or(0);
                     if owned >= self.limits.max_claims_per_owner {
                         return Err(Rejected::OwnerFull {
@@ -267,6 +282,24 @@ impl Registry {
             .get(username)
             .into_iter()
             .flat_map(BTreeMap::values)
+    }
+
+    /// Every record stored under DHT key `key` (see [`SignedRecord::dht_key`]): the claims to
+    /// `username` if `key` is its name key, or the node and service records of the owner `key`.
+    pub fn records_for_key(
+        &self,
+        key: &NodeId,
+        username: Option<&Username>,
+    ) -> impl Iterator<Item = &SignedRecord> {
+        let claims = username
+            .filter(|u| crate::record::name_key(u) == *key)
+            .into_iter()
+            .flat_map(|u| self.claims_for(u));
+        self.nodes
+            .get(key)
+            .into_iter()
+            .chain(self.services_of(key))
+            .chain(claims)
     }
 
     /// Every record held: node records, then service records, then name claims, each sorted.

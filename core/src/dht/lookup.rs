@@ -1,0 +1,370 @@
+//! An iterative Kademlia lookup as a state machine, over one or several disjoint paths
+//! (S/Kademlia): each path keeps its own candidates, and a node is queried by one path only, so
+//! an adversary must sit on every path to fool the lookup. Disjointness is claimed when a node
+//! is queried, not when it is first heard of: otherwise a path whose candidates were flooded by
+//! colluding nodes would also capture, and never query, the honest nodes other paths need.
+//!
+//! The caller asks [`Lookup::next_query`] whom to query, and reports each answer or failure.
+//! A path is done when its `k` closest known candidates that have not failed have all answered.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::contact::Contact;
+use super::distance::Distance;
+use crate::identity::NodeId;
+
+/// Parameters of a lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupConfig {
+    /// Queries in flight per path (Kademlia's α).
+    pub alpha: usize,
+    /// Result size (Kademlia's k).
+    pub k: usize,
+    /// Disjoint paths.
+    pub paths: usize,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        Self {
+            alpha: 3,
+            k: 20,
+            paths: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    InFlight,
+    Answered,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    contact: Contact,
+    state: State,
+    /// Hop at which this candidate would be queried (seeds: 1).
+    hop: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Path {
+    candidates: BTreeMap<Distance, Candidate>,
+    in_flight: usize,
+}
+
+/// One lookup.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    target: NodeId,
+    local: NodeId,
+    config: LookupConfig,
+    paths: Vec<Path>,
+    /// Every id some path has queried (for disjointness), and that path.
+    owner: BTreeMap<NodeId, usize>,
+    queried: u32,
+    max_hop: u32,
+    bad: HashSet<NodeId>,
+}
+
+impl Lookup {
+    /// Starts a lookup for `target` from `seeds` (the local table's closest), which are dealt
+    /// out to the paths in turn. `local` is never queried.
+    pub fn new(local: NodeId, target: NodeId, seeds: &[Contact], config: LookupConfig) -> Self {
+        let paths = config.paths.max(1);
+        let mut lookup = Self {
+            target,
+            local,
+            config,
+            paths: vec![Path::default(); paths],
+            owner: BTreeMap::new(),
+            queried: 0,
+            max_hop: 0,
+            bad: HashSet::new(),
+        };
+        for (i, seed) in seeds.iter().enumerate() {
+            lookup.offer(i % paths, *seed, 1);
+        }
+        lookup
+    }
+
+    /// The target.
+    pub fn target(&self) -> NodeId {
+        self.target
+    }
+
+    fn offer(&mut self, path: usize, contact: Contact, hop: u32) {
+        if contact.id == self.local || self.bad.contains(&contact.id) {
+            return;
+        }
+        // Another path already asked it: this path must not (disjointness).
+        if self.owner.get(&contact.id).is_some_and(|p| *p != path) {
+            return;
+        }
+        self.paths[path]
+            .candidates
+            .entry(Distance::between(&contact.id, &self.target))
+            .or_insert(Candidate {
+                contact,
+                state: State::Waiting,
+                hop,
+            });
+    }
+
+    /// The next node to query, with its path, or `None` if every path has enough in flight or
+    /// nothing useful is left to ask.
+    pub fn next_query(&mut self) -> Option<Contact> {
+        let (alpha, k) = (self.config.alpha, self.config.k);
+        for (index, path) in self.paths.iter_mut().enumerate() {
+            // Once the α closest candidates have answered, the search has converged: the rest
+            // of the k closest are asked all at once instead of α at a time (Kademlia's final
+            // round), which saves round trips without sending more queries.
+            let converged = path
+                .candidates
+                .values()
+                .filter(|c| c.state != State::Failed)
+                .take(alpha)
+                .all(|c| c.state == State::Answered);
+            let parallel = if converged { k } else { alpha };
+            if path.in_flight >= parallel {
+                continue;
+            }
+            // Only the k closest candidates that have not failed are worth asking; one that
+            // another path has asked in the meantime is out of this path.
+            loop {
+                let pick = path
+                    .candidates
+                    .values_mut()
+                    .filter(|c| c.state != State::Failed)
+                    .take(k)
+                    .find(|c| c.state == State::Waiting);
+                let Some(c) = pick else {
+                    break;
+                };
+                if self.owner.contains_key(&c.contact.id) {
+                    c.state = State::Failed;
+                    continue;
+                }
+                self.owner.insert(c.contact.id, index);
+                c.state = State::InFlight;
+                path.in_flight += 1;
+                self.queried += 1;
+                self.max_hop = self.max_hop.max(c.hop);
+                return Some(c.contact);
+            }
+        }
+        None
+    }
+
+    fn find(&mut self, id: &NodeId) -> Option<(usize, &mut Candidate)> {
+        let path = *self.owner.get(id)?;
+        let d = Distance::between(id, &self.target);
+        self.paths[path].candidates.get_mut(&d).map(|c| (path, c))
+    }
+
+    /// `from` answered with `closer` contacts.
+    pub fn on_answer(&mut self, from: &NodeId, closer: &[Contact]) {
+        let Some((path, c)) = self.find(from) else {
+            return;
+        };
+        if c.state != State::InFlight {
+            return;
+        }
+        c.state = State::Answered;
+        let hop = c.hop + 1;
+        self.paths[path].in_flight -= 1;
+        for contact in closer {
+            self.offer(path, *contact, hop);
+        }
+    }
+
+    /// The query to `from` failed (timeout, no session) or its answer was invalid.
+    pub fn on_failure(&mut self, from: &NodeId) {
+        let Some((path, c)) = self.find(from) else {
+            return;
+        };
+        let was_in_flight = c.state == State::InFlight;
+        c.state = State::Failed;
+        if was_in_flight {
+            self.paths[path].in_flight -= 1;
+        }
+    }
+
+    /// Marks `id` as misbehaving: never queried, never returned.
+    pub fn blame(&mut self, id: &NodeId) {
+        self.bad.insert(*id);
+        self.on_failure(id);
+    }
+
+    /// Whether every path has finished.
+    pub fn is_done(&self) -> bool {
+        let k = self.config.k;
+        self.paths.iter().all(|p| {
+            p.in_flight == 0
+                && p.candidates
+                    .values()
+                    .filter(|c| c.state != State::Failed)
+                    .take(k)
+                    .all(|c| c.state == State::Answered)
+        })
+    }
+
+    /// The `k` closest nodes that answered, over all paths, closest first.
+    pub fn closest(&self) -> Vec<Contact> {
+        let mut all: Vec<(Distance, Contact)> = self
+            .paths
+            .iter()
+            .flat_map(|p| p.candidates.iter())
+            .filter(|(_, c)| c.state == State::Answered)
+            .map(|(d, c)| (*d, c.contact))
+            .collect();
+        all.sort_by_key(|(d, _)| *d);
+        all.truncate(self.config.k);
+        all.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Queries sent so far.
+    pub fn queries(&self) -> u32 {
+        self.queried
+    }
+
+    /// Deepest hop queried so far (rounds of the lookup).
+    pub fn hops(&self) -> u32 {
+        self.max_hop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dht::routing_table::{RoutingConfig, RoutingTable};
+    use proptest::prelude::*;
+    use std::net::SocketAddr;
+
+    #[allow(clippy::disallowed_methods)] // a fixed epoch for table timestamps
+    fn epoch() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
+    /// A static network where every node's table was filled from every other node (subject to
+    /// the table's own bounds); lookups run synchronously against it.
+    fn network(ids: &[[u8; 32]]) -> Vec<RoutingTable> {
+        let now = epoch();
+        let contacts: Vec<Contact> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Contact {
+                id: NodeId::from_bytes(*id),
+                addr: SocketAddr::from((
+                    [
+                        0xfd,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        (i >> 8) as u8,
+                        i as u8,
+                    ],
+                    1,
+                )),
+            })
+            .collect();
+        contacts
+            .iter()
+            .map(|me| {
+                let mut t = RoutingTable::new(me.id, RoutingConfig::default());
+                for c in &contacts {
+                    t.insert(*c, now);
+                }
+                t
+            })
+            .collect()
+    }
+
+    fn run(tables: &[RoutingTable], from: usize, target: NodeId, paths: usize) -> Vec<Contact> {
+        let config = LookupConfig {
+            paths,
+            ..LookupConfig::default()
+        };
+        let seeds = tables[from].closest(&target, config.k);
+        let mut l = Lookup::new(tables[from].local(), target, &seeds, config);
+        let by_id = |id: &NodeId| tables.iter().find(|t| t.local() == *id);
+        for _ in 0..10_000 {
+            let Some(c) = l.next_query() else {
+                if l.is_done() {
+                    break;
+                }
+                continue;
+            };
+            let answer = by_id(&c.id)
+                .map(|t| t.closest(&target, config.k))
+                .unwrap_or_default();
+            l.on_answer(&c.id, &answer);
+        }
+        assert!(l.is_done());
+        l.closest()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn static_network_lookups_find_the_k_closest(
+            ids in proptest::collection::btree_set(any::<[u8; 32]>(), 30..160),
+            target in any::<[u8; 32]>(),
+            from in any::<prop::sample::Index>(),
+            paths in 1usize..4,
+        ) {
+            let ids: Vec<_> = ids.into_iter().collect();
+            let tables = network(&ids);
+            let from = from.index(ids.len());
+            let target = NodeId::from_bytes(target);
+            let got: Vec<NodeId> = run(&tables, from, target, paths).iter().map(|c| c.id).collect();
+            let mut want: Vec<NodeId> = ids
+                .iter()
+                .map(|i| NodeId::from_bytes(*i))
+                .filter(|id| *id != tables[from].local())
+                .collect();
+            want.sort_by_key(|id| Distance::between(id, &target));
+            want.truncate(20);
+            if paths == 1 {
+                prop_assert_eq!(got, want);
+            } else {
+                // Disjoint paths each find their own neighbourhood; together they still hold
+                // the closest node.
+                prop_assert_eq!(got.first(), want.first());
+            }
+        }
+    }
+
+    #[test]
+    fn failures_and_blame_keep_nodes_out_of_the_result() {
+        let ids: Vec<[u8; 32]> = (0..50u8).map(|i| [i.wrapping_mul(37); 32]).collect();
+        let tables = network(&ids);
+        let target = NodeId::from_bytes([200; 32]);
+        let seeds = tables[0].closest(&target, 20);
+        let mut l = Lookup::new(tables[0].local(), target, &seeds, LookupConfig::default());
+        let mut failed = Vec::new();
+        while !l.is_done() {
+            let Some(c) = l.next_query() else { continue };
+            if failed.len() < 3 {
+                failed.push(c.id);
+                l.on_failure(&c.id);
+            } else {
+                l.on_answer(&c.id, &[]);
+            }
+        }
+        assert!(l.closest().iter().all(|c| !failed.contains(&c.id)));
+    }
+}

@@ -1,0 +1,375 @@
+//! Kademlia's routing table: 256 buckets of at most `k` contacts by distance from the local id.
+//!
+//! Policy (what happens at each bound):
+//! - a contact heard from again moves to the tail of its bucket (most recently seen);
+//! - a new contact joins its bucket if there is room;
+//! - in a full bucket, a head (least recently seen) that has failed [`STALE_AFTER`] RPCs in a row
+//!   is replaced; otherwise the newcomer waits in the bucket's replacement cache (bounded, newest
+//!   kept), from which failed entries are refilled. Long-lived nodes are kept, as in Kademlia:
+//!   an attacker cannot flush a bucket by creating new ids;
+//! - anti-eclipse: a bucket takes at most `max_per_subnet` contacts from one /64 (IPv6) or /24
+//!   (IPv4) network; addresses that are not globally routable are exempt (see
+//!   [`subnet`](super::contact::subnet)).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::contact::{Contact, subnet};
+use super::distance::Distance;
+use crate::identity::NodeId;
+
+/// Consecutive RPC failures after which a contact counts as stale.
+pub const STALE_AFTER: u32 = 2;
+
+/// Bounds of a routing table.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutingConfig {
+    /// Contacts per bucket (Kademlia's k).
+    pub k: usize,
+    /// Contacts per bucket from one network.
+    pub max_per_subnet: usize,
+    /// Waiting contacts per bucket.
+    pub replacements: usize,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            k: 20,
+            max_per_subnet: 2,
+            replacements: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    contact: Contact,
+    last_seen: Instant,
+    failures: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    /// Least recently seen first.
+    entries: Vec<Entry>,
+    replacements: VecDeque<Contact>,
+}
+
+/// What [`RoutingTable::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new contact.
+    Added,
+    /// Already known; refreshed (address updated).
+    Refreshed,
+    /// Replaced a stale head.
+    ReplacedStale,
+    /// The bucket is full of live contacts; kept as a replacement.
+    Cached,
+    /// Refused by the per-subnet limit.
+    SubnetFull,
+    /// The local id is never a contact.
+    Local,
+}
+
+/// The routing table of one node.
+#[derive(Debug, Clone)]
+pub struct RoutingTable {
+    local: NodeId,
+    config: RoutingConfig,
+    buckets: Vec<Bucket>,
+    len: usize,
+}
+
+impl RoutingTable {
+    /// An empty table around `local`.
+    pub fn new(local: NodeId, config: RoutingConfig) -> Self {
+        Self {
+            local,
+            config,
+            // Grown on demand: only the first few dozen buckets are ever used in practice, and
+            // a simulator holds 100 000 tables.
+            buckets: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The local id.
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    /// Contacts held (not counting replacements).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no contact is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn bucket_of(&self, id: &NodeId) -> Option<usize> {
+        let lz = Distance::between(&self.local, id).leading_zeros();
+        (lz < 256).then_some(lz as usize)
+    }
+
+    /// Records that `contact` was heard from (it answered, or sent us a request) at `now`.
+    pub fn insert(&mut self, contact: Contact, now: Instant) -> Inserted {
+        let Some(b) = self.bucket_of(&contact.id) else {
+            return Inserted::Local;
+        };
+        let config = self.config;
+        if self.buckets.len() <= b {
+            self.buckets.resize_with(b + 1, Bucket::default);
+        }
+        let bucket = &mut self.buckets[b];
+        if let Some(pos) = bucket
+            .entries
+            .iter()
+            .position(|e| e.contact.id == contact.id)
+        {
+            let mut e = bucket.entries.remove(pos);
+            e.contact = contact;
+            e.last_seen = now;
+            e.failures = 0;
+            bucket.entries.push(e);
+            return Inserted::Refreshed;
+        }
+        let net = subnet(&contact.addr);
+        if net.is_some()
+            && bucket
+                .entries
+                .iter()
+                .filter(|e| subnet(&e.contact.addr) == net)
+                .count()
+                >= config.max_per_subnet
+        {
+            return Inserted::SubnetFull;
+        }
+        let entry = Entry {
+            contact,
+            last_seen: now,
+            failures: 0,
+        };
+        if bucket.entries.len() < config.k {
+            bucket.entries.push(entry);
+            self.len += 1;
+            return Inserted::Added;
+        }
+        if bucket.entries[0].failures >= STALE_AFTER {
+            bucket.entries.remove(0);
+            bucket.entries.push(entry);
+            return Inserted::ReplacedStale;
+        }
+        bucket.replacements.retain(|c| c.id != contact.id);
+        if bucket.replacements.len() >= config.replacements {
+            bucket.replacements.pop_front();
+        }
+        bucket.replacements.push_back(contact);
+        Inserted::Cached
+    }
+
+    /// Records an RPC failure for `id`; a stale contact is dropped for a waiting replacement.
+    pub fn record_failure(&mut self, id: &NodeId) {
+        let Some(bucket) = self.bucket_of(id).and_then(|b| self.buckets.get_mut(b)) else {
+            return;
+        };
+        let Some(pos) = bucket.entries.iter().position(|e| e.contact.id == *id) else {
+            return;
+        };
+        bucket.entries[pos].failures += 1;
+        if bucket.entries[pos].failures >= STALE_AFTER
+            && let Some(replacement) = bucket.replacements.pop_back()
+        {
+            let last_seen = bucket.entries[pos].last_seen;
+            bucket.entries.remove(pos);
+            bucket.entries.push(Entry {
+                contact: replacement,
+                last_seen,
+                failures: 0,
+            });
+        }
+    }
+
+    /// Removes `id` (it proved to be someone else, or misbehaved).
+    pub fn remove(&mut self, id: &NodeId) {
+        if let Some(bucket) = self.bucket_of(id).and_then(|b| self.buckets.get_mut(b)) {
+            let before = bucket.entries.len();
+            bucket.entries.retain(|e| e.contact.id != *id);
+            self.len -= before - bucket.entries.len();
+        }
+    }
+
+    /// Whether `id` is held.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.bucket_of(id)
+            .and_then(|b| self.buckets.get(b))
+            .is_some_and(|b| b.entries.iter().any(|e| e.contact.id == *id))
+    }
+
+    /// The `n` live contacts closest to `target`, closest first. Stale contacts come last.
+    pub fn closest(&self, target: &NodeId, n: usize) -> Vec<Contact> {
+        let mut all: Vec<(bool, Distance, Contact)> = self
+            .buckets
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .map(|e| {
+                (
+                    e.failures >= STALE_AFTER,
+                    Distance::between(&e.contact.id, target),
+                    e.contact,
+                )
+            })
+            .collect();
+        if all.len() > n {
+            all.select_nth_unstable_by_key(n, |a| (a.0, a.1));
+            all.truncate(n);
+        }
+        all.sort_by_key(|a| (a.0, a.1));
+        all.into_iter().map(|(_, _, c)| c).collect()
+    }
+
+    /// Every contact, bucket by bucket.
+    pub fn contacts(&self) -> impl Iterator<Item = &Contact> {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter().map(|e| &e.contact))
+    }
+
+    /// Checks the table's invariants (used by tests; cheap enough for debug assertions).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut count = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            if b.entries.len() > self.config.k {
+                return Err(format!("bucket {i} holds {} > k", b.entries.len()));
+            }
+            for e in &b.entries {
+                count += 1;
+                if self.bucket_of(&e.contact.id) != Some(i) {
+                    return Err(format!("{} is in bucket {i}", e.contact.id));
+                }
+                let net = subnet(&e.contact.addr);
+                if net.is_some()
+                    && b.entries
+                        .iter()
+                        .filter(|o| subnet(&o.contact.addr) == net)
+                        .count()
+                        > self.config.max_per_subnet
+                {
+                    return Err(format!("bucket {i} over its subnet limit"));
+                }
+            }
+            let mut ids: Vec<_> = b.entries.iter().map(|e| e.contact.id).collect();
+            ids.sort();
+            ids.dedup();
+            if ids.len() != b.entries.len() {
+                return Err(format!("bucket {i} holds a duplicate"));
+            }
+        }
+        if count != self.len {
+            return Err(format!("len {} but {count} entries", self.len));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::SocketAddr;
+
+    fn contact(id: [u8; 32], net: u8, host: u8) -> Contact {
+        Contact {
+            id: NodeId::from_bytes(id),
+            addr: SocketAddr::from((
+                [
+                    0x20, 0x01, 0x0d, 0xb8, 0, net, 0, 0, 0, 0, 0, 0, 0, 0, 0, host,
+                ],
+                4433,
+            )),
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)] // a fixed epoch for table timestamps
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    proptest! {
+        #[test]
+        fn invariants_hold_under_any_inserts_and_failures(
+            ops in proptest::collection::vec((any::<[u8; 32]>(), 0u8..4, any::<u8>(), any::<bool>()), 0..400)
+        ) {
+            let now = epoch();
+            let mut t = RoutingTable::new(NodeId::from_bytes([0; 32]), RoutingConfig { k: 4, max_per_subnet: 2, replacements: 2 });
+            for (id, net, host, fail) in ops {
+                let c = contact(id, net, host);
+                if fail {
+                    t.record_failure(&c.id);
+                } else {
+                    t.insert(c, now);
+                }
+                prop_assert!(t.check_invariants().is_ok(), "{:?}", t.check_invariants());
+            }
+        }
+
+        #[test]
+        fn closest_is_sorted_and_complete(ids in proptest::collection::btree_set(any::<[u8; 32]>(), 1..200), target in any::<[u8; 32]>()) {
+            let now = epoch();
+            let mut t = RoutingTable::new(NodeId::from_bytes([7; 32]), RoutingConfig { k: 1000, max_per_subnet: 1000, replacements: 0 });
+            for (i, id) in ids.iter().enumerate() {
+                t.insert(contact(*id, 0, i as u8), now);
+            }
+            let target = NodeId::from_bytes(target);
+            let got = t.closest(&target, 20);
+            let mut want: Vec<_> = t.contacts().copied().collect();
+            want.sort_by_key(|c| Distance::between(&c.id, &target));
+            want.truncate(20);
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn full_bucket_keeps_live_nodes_and_replaces_stale_ones() {
+        let now = epoch();
+        let mut t = RoutingTable::new(
+            NodeId::from_bytes([0; 32]),
+            RoutingConfig {
+                k: 2,
+                max_per_subnet: 9,
+                replacements: 2,
+            },
+        );
+        // All in bucket 0 (first bit set).
+        let a = contact([0x80; 32], 1, 1);
+        let b = contact([0x81; 32], 1, 2);
+        let c = contact([0x82; 32], 1, 3);
+        assert_eq!(t.insert(a, now), Inserted::Added);
+        assert_eq!(t.insert(b, now), Inserted::Added);
+        assert_eq!(t.insert(c, now), Inserted::Cached);
+        assert!(!t.contains(&c.id));
+        t.record_failure(&a.id);
+        t.record_failure(&a.id);
+        assert!(!t.contains(&a.id), "stale head replaced from the cache");
+        assert!(t.contains(&c.id));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn subnet_limit_stops_one_network_filling_a_bucket() {
+        let now = epoch();
+        let mut t = RoutingTable::new(NodeId::from_bytes([0; 32]), RoutingConfig::default());
+        let mut added = 0;
+        for i in 0..10u8 {
+            let mut id = [0x80; 32];
+            id[31] = i;
+            if t.insert(contact(id, 5, i), now) == Inserted::Added {
+                added += 1;
+            }
+        }
+        assert_eq!(added, 2);
+    }
+}

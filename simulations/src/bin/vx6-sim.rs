@@ -1,0 +1,107 @@
+//! `vx6-sim`: runs the DHT scenarios and writes a markdown report with SVG plots.
+//!
+//!   vx6-sim --nodes 100000 --out sim-report     # the whole suite at one size
+//!   vx6-sim --nodes 1000 --scenario steady       # one scenario
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use vx6_simulations::report;
+use vx6_simulations::scenario::{Outcome, Params, run_churn, run_lookups, run_suite};
+
+/// Deterministic simulation of VX6's DHT.
+#[derive(Parser)]
+#[command(name = "vx6-sim")]
+struct Args {
+    /// Nodes in the network.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Lookups measured per scenario.
+    #[arg(long, default_value_t = 1000)]
+    lookups: usize,
+    /// What to run: suite (everything, on two bootstraps), steady, dead, adversarial, churn.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Disjoint paths for the adversarial scenario.
+    #[arg(long, default_value_t = 3)]
+    paths: usize,
+    /// Leave the colluding-adversary part out of the suite (it costs more than the rest).
+    #[arg(long)]
+    no_adversaries: bool,
+    /// Directory for report.md and the SVG plots.
+    #[arg(long, default_value = "sim-report")]
+    out: PathBuf,
+}
+
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let base = Params {
+        lookups: a.lookups,
+        publishers: 200,
+        churn: 0.05,
+        ..Params::new(a.nodes, a.seed)
+    };
+    let mut md = format!(
+        "## DHT simulation, {} nodes, seed {}\n\nCommand: `cargo run --release -p vx6-simulations --bin vx6-sim -- --nodes {} --seed {} --lookups {}{}`\n\n",
+        a.nodes,
+        a.seed,
+        a.nodes,
+        a.seed,
+        a.lookups,
+        a.scenario
+            .as_ref()
+            .map_or(String::new(), |s| format!(" --scenario {s}"))
+            + if a.no_adversaries {
+                " --no-adversaries"
+            } else {
+                ""
+            }
+    );
+    let outcomes: Vec<Outcome> = match a.scenario.as_deref() {
+        None | Some("suite") => run_suite(&base, 10, !a.no_adversaries),
+        Some("steady") => vec![run_lookups("steady state", &base)],
+        Some("dead") => vec![run_lookups(
+            "20% of nodes silently dead",
+            &Params { dead: 0.2, ..base },
+        )],
+        Some("adversarial") => vec![run_lookups(
+            &format!("20% colluding adversaries, {} disjoint paths", a.paths),
+            &Params {
+                adversaries: 0.2,
+                paths: a.paths,
+                ..base
+            },
+        )],
+        Some("churn") => vec![run_churn("publish and resolve under churn", &base, 10)],
+        Some(other) => {
+            anyhow::bail!("unknown scenario {other:?} (suite, steady, dead, adversarial, churn)")
+        }
+    };
+    for o in &outcomes {
+        md.push_str(&report::markdown(o));
+        for f in report::plots(o, &a.out)? {
+            md.push_str(&format!("![{f}]({f})\n\n"));
+        }
+    }
+    if let Some(rss) = rss_mib() {
+        md.push_str(&format!(
+            "Peak memory (VmHWM): {rss:.0} MiB, {:.1} KiB per simulated node.\n",
+            rss * 1024.0 / a.nodes as f64
+        ));
+    }
+    std::fs::write(a.out.join("report.md"), &md)?;
+    print!("{md}");
+    Ok(())
+}
