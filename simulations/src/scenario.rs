@@ -619,6 +619,8 @@ pub fn run_suite(p: &Params, churn_steps: usize, adversaries: bool) -> Vec<Outco
         None,
         Vec::new(),
     ));
+    // Records are published with the disjoint paths too.
+    net.set_paths(3);
     let published = publish_claims(&mut net, p.publishers.max(1), p.seed);
     for paths in [3, 1] {
         let t = clock();
