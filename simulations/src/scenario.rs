@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use vx6_core::dht::{DhtConfig, LookupConfig, Purpose};
+use vx6_core::dht::{DhtConfig, LookupConfig, LookupId, LookupResult, Purpose};
 use vx6_core::record::{NameClaim, name_key};
 use vx6_core::{Identity, Record, SignedRecord};
 
@@ -224,6 +224,19 @@ pub fn node_lookups(net: &mut Net, count: usize, mean_rtt_us: f64) -> LookupStat
         let t = net.now_us() + 5_000;
         net.run_until(t);
     }
+    measure(net, started, mean_rtt_us, |net, from, r, target| {
+        net.true_closest(target, from)
+            .is_some_and(|t| r.closest.iter().any(|c| c.id == t))
+    })
+}
+
+/// Waits for the lookups in `started` and summarises them; `success` judges each result.
+fn measure<T>(
+    net: &mut Net,
+    started: Vec<(u32, LookupId, T)>,
+    mean_rtt_us: f64,
+    success: impl Fn(&Net, u32, &LookupResult, &T) -> bool,
+) -> LookupStats {
     net.run_to_idle();
     let finished = net.take_finished();
     let mut stats = LookupStats {
@@ -231,7 +244,7 @@ pub fn node_lookups(net: &mut Net, count: usize, mean_rtt_us: f64) -> LookupStat
         ..LookupStats::default()
     };
     let (mut hops, mut msgs, mut lat) = (Vec::new(), Vec::new(), Vec::new());
-    for (from, id, target) in started {
+    for (from, id, wanted) in started {
         let Some(f) = finished
             .iter()
             .find(|f| f.node == from && f.result.id == id)
@@ -239,10 +252,7 @@ pub fn node_lookups(net: &mut Net, count: usize, mean_rtt_us: f64) -> LookupStat
             continue;
         };
         let r = &f.result;
-        if net
-            .true_closest(&target, from)
-            .is_some_and(|t| r.closest.iter().any(|c| c.id == t))
-        {
+        if success(net, from, r, &wanted) {
             stats.succeeded += 1;
         }
         hops.push(f64::from(r.hops));
@@ -313,35 +323,14 @@ pub fn resolve_claims(
         let t = net.now_us() + 5_000;
         net.run_until(t);
     }
-    net.run_to_idle();
-    let finished = net.take_finished();
-    let mut stats = LookupStats {
-        total: started.len(),
-        ..LookupStats::default()
-    };
-    let (mut hops, mut msgs, mut lat) = (Vec::new(), Vec::new(), Vec::new());
-    for (from, id, record) in started {
-        let Some(f) = finished
-            .iter()
-            .find(|f| f.node == from && f.result.id == id)
-        else {
-            continue;
-        };
-        let r = &f.result;
-        if r.records.iter().any(|x| x.as_bytes() == record.as_bytes()) {
-            stats.succeeded += 1;
-        }
-        hops.push(f64::from(r.hops));
-        stats.hop_samples.push(r.hops);
-        msgs.push(f64::from(r.queries));
-        let l = r.finished.duration_since(r.started).as_micros() as f64 / mean_rtt_us;
-        lat.push(l);
-        stats.latency_samples.push(l);
-    }
-    stats.hops = summarize(hops);
-    stats.messages = summarize(msgs);
-    stats.latency_rtt = summarize(lat);
-    stats
+    measure(
+        net,
+        started,
+        mean_rtt_us,
+        |_, _, r, record: &SignedRecord| {
+            r.records.iter().any(|x| x.as_bytes() == record.as_bytes())
+        },
+    )
 }
 
 /// Runs `steps` churn steps on `net`: nodes leave silently, as many return with fresh state, the

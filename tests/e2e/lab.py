@@ -714,6 +714,9 @@ def expect_closed(ns, port, timeout=10.0):
         raise AssertionError(
             f"nothing listens on the forward's local port 127.0.0.1:{port} in {ns.name}"
         ) from None
+    except ConnectionResetError:
+        # The daemon accepted and reset the connection before connect() returned: closed.
+        return "reset"
     try:
         s.settimeout(timeout)
         try:

@@ -88,7 +88,16 @@ struct PeerVerifier {
 }
 
 impl PeerVerifier {
-    fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    fn check(
+        &self,
+        cert: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        if !intermediates.is_empty() {
+            return Err(rustls::Error::General(
+                "peer sent a certificate chain".into(),
+            ));
+        }
         let node = peer_key(cert)?.node_id();
         match self.expected {
             Some(expected) if expected != node => Err(rustls::Error::General(format!(
@@ -97,6 +106,10 @@ impl PeerVerifier {
             _ => Ok(()),
         }
     }
+}
+
+fn tls12_refused() -> rustls::Error {
+    rustls::Error::General("TLS 1.2 is not used by VX6".into())
 }
 
 impl ServerCertVerifier for PeerVerifier {
@@ -108,12 +121,7 @@ impl ServerCertVerifier for PeerVerifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if !intermediates.is_empty() {
-            return Err(rustls::Error::General(
-                "peer sent a certificate chain".into(),
-            ));
-        }
-        self.check(end_entity)?;
+        self.check(end_entity, intermediates)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -123,7 +131,7 @@ impl ServerCertVerifier for PeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used by VX6".into()))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -151,12 +159,7 @@ impl ClientCertVerifier for PeerVerifier {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if !intermediates.is_empty() {
-            return Err(rustls::Error::General(
-                "peer sent a certificate chain".into(),
-            ));
-        }
-        self.check(end_entity)?;
+        self.check(end_entity, intermediates)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -166,7 +169,7 @@ impl ClientCertVerifier for PeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used by VX6".into()))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(

@@ -604,58 +604,50 @@ impl Daemon {
         }
     }
 
-    fn connect_peer(&mut self, now: Instant, session: SessionId, addr: SocketAddr) {
-        let mut socket = match TcpStream::connect(addr) {
-            Ok(s) => s,
-            Err(e) => {
-                self.node
-                    .handle_tcp_closed(now, session, &format!("cannot connect: {e}"));
-                return;
-            }
-        };
+    /// Starts a non-blocking connect and registers the socket for both directions.
+    fn dial(&mut self, addr: SocketAddr) -> std::io::Result<(TcpStream, Token)> {
+        let mut socket = TcpStream::connect(addr)?;
         let token = self.token();
-        if let Err(e) = self.poll.registry().register(
+        self.poll.registry().register(
             &mut socket,
             token,
             Interest::READABLE | Interest::WRITABLE,
-        ) {
-            self.node.handle_tcp_closed(now, session, &e.to_string());
-            return;
+        )?;
+        Ok((socket, token))
+    }
+
+    fn connect_peer(&mut self, now: Instant, session: SessionId, addr: SocketAddr) {
+        match self.dial(addr) {
+            Ok((socket, token)) => {
+                self.by_session.insert(session, token);
+                self.conns.insert(
+                    token,
+                    Conn::Peer(Peer {
+                        socket,
+                        session,
+                        connecting: true,
+                        out: Vec::new(),
+                        out_off: 0,
+                    }),
+                );
+            }
+            Err(e) => self
+                .node
+                .handle_tcp_closed(now, session, &format!("cannot connect: {e}")),
         }
-        self.by_session.insert(session, token);
-        self.conns.insert(
-            token,
-            Conn::Peer(Peer {
-                socket,
-                session,
-                connecting: true,
-                out: Vec::new(),
-                out_off: 0,
-            }),
-        );
     }
 
     fn connect_target(&mut self, now: Instant, stream: StreamHandle, target: SocketAddr) {
-        let mut socket = match TcpStream::connect(target) {
-            Ok(s) => s,
-            Err(e) => {
-                self.node
-                    .target_failed(now, stream, &format!("{target}: {e}"));
-                return;
+        match self.dial(target) {
+            Ok((socket, token)) => {
+                self.by_stream.insert(stream, token);
+                self.conns
+                    .insert(token, Conn::Local(Local::new(socket, stream, Role::Target)));
             }
-        };
-        let token = self.token();
-        if let Err(e) = self.poll.registry().register(
-            &mut socket,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            self.node.target_failed(now, stream, &e.to_string());
-            return;
+            Err(e) => self
+                .node
+                .target_failed(now, stream, &format!("{target}: {e}")),
         }
-        self.by_stream.insert(stream, token);
-        self.conns
-            .insert(token, Conn::Local(Local::new(socket, stream, Role::Target)));
     }
 
     fn control_context(&self) -> control::Context<'_> {
