@@ -19,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = text.parse::<Target>();
     }
+    // The same bytes as a datagram on the node's UDP port.
+    let _ = vx6_core::dht::datagram::decode(data, &NodeId::from_bytes([1; 32]));
     let Ok(msg) = Message::decode(data) else {
         return;
     };

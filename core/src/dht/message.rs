@@ -138,6 +138,20 @@ impl Message {
         Ok(bytes)
     }
 
+    /// Decodes a message from the front of `bytes` and returns what follows it.
+    pub fn decode_prefix(bytes: &[u8]) -> Result<(Self, &[u8]), MessageError> {
+        if bytes.len() > MAX_MESSAGE {
+            return Err(MessageError::TooLong(bytes.len()));
+        }
+        let (msg, rest): (Message, _) =
+            postcard::take_from_bytes(bytes).map_err(|_| MessageError::Malformed)?;
+        if msg.version != DHT_VERSION {
+            return Err(MessageError::Version(msg.version));
+        }
+        msg.check()?;
+        Ok((msg, rest))
+    }
+
     /// Decodes and checks bounds.
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
         if bytes.len() > MAX_MESSAGE {

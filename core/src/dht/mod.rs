@@ -9,6 +9,7 @@
 //! kept or returned.
 
 pub mod contact;
+pub mod datagram;
 pub mod distance;
 pub mod lookup;
 pub mod message;

@@ -106,6 +106,9 @@ impl QuicConfigs {
         let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secrets.reset);
         let mut endpoint = EndpointConfig::new(Arc::new(reset_key));
         endpoint.rng_seed(Some(rng_seed));
+        // QUIC packets keep their fixed bit, so a first byte without it marks a VX6 datagram
+        // (DHT, later relay) on the same socket.
+        endpoint.grease_quic_bit(false);
         // Accept datagrams as large as path MTU discovery may probe for.
         endpoint
             .max_udp_payload_size(tuning.mtu_upper_bound)
