@@ -26,6 +26,7 @@ fn node(now: Instant) -> Node {
             quic: QuicTuning::default(),
             mux: MuxConfig::default(),
             max_sessions: 8,
+            dht: vx6_core::dht::DhtConfig::default(),
         },
     )
     .expect("node starts")

@@ -24,6 +24,9 @@ pub const MIN_REQUEST: usize = 1200;
 /// Largest datagram sent or accepted: fits a 1500-byte path with IPv6 and UDP headers.
 pub const MAX_DATAGRAM: usize = 1452;
 const HEADER: usize = 1 + 32 + 64 + 32;
+/// The receiver id of a `Ping` sent to an address whose node is not known yet (bootstrap from a
+/// bare address): the only message accepted with it.
+pub const ANYONE: NodeId = NodeId::from_bytes([0; 32]);
 const DOMAIN: &[u8] = b"vx6/dht-datagram/v1\0";
 
 /// Why bytes are not a valid DHT datagram for this node.
@@ -123,7 +126,8 @@ pub fn decode(bytes: &[u8], local: &NodeId) -> Result<(NodeId, Message), Datagra
     let mut to = [0u8; 32];
     to.copy_from_slice(&bytes[97..129]);
     let to = NodeId::from_bytes(to);
-    if to != *local {
+    let wildcard = to == ANYONE;
+    if to != *local && !wildcard {
         return Err(DatagramError::NotForUs);
     }
     let body = &bytes[HEADER..];
@@ -138,6 +142,9 @@ pub fn decode(bytes: &[u8], local: &NodeId) -> Result<(NodeId, Message), Datagra
     }
     if matches!(message.body, Body::Request(_)) && bytes.len() < MIN_REQUEST {
         return Err(DatagramError::ShortRequest(bytes.len()));
+    }
+    if wildcard && !matches!(message.body, Body::Request(super::message::Request::Ping)) {
+        return Err(DatagramError::NotForUs);
     }
     Ok((signer.node_id(), message))
 }

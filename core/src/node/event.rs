@@ -93,6 +93,22 @@ pub enum Event {
         /// Why, for people.
         reason: String,
     },
+    /// A name resolution finished (see `Node::resolve`).
+    Resolved {
+        /// Which resolution.
+        id: u64,
+        /// The name as asked.
+        name: String,
+        /// The node and its addresses, or why not.
+        result: Result<(NodeId, Vec<crate::record::NodeAddress>), String>,
+    },
+    /// A name was resolved on first use; persist the pin.
+    NamePinned {
+        /// The username.
+        username: String,
+        /// The node now pinned for it.
+        node: NodeId,
+    },
     /// This node refused a peer's stream (owner side; for logs and counters).
     Refused {
         /// Who asked.

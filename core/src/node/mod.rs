@@ -8,6 +8,7 @@
 //! `poll_transmit` (UDP datagrams), `poll_tcp_transmit` per TCP session (bytes for its socket),
 //! then `poll_timeout` (when to call `handle_timeout`).
 
+mod discovery;
 mod event;
 mod session;
 mod status;
@@ -78,6 +79,8 @@ pub struct NodeConfig {
     pub mux: MuxConfig,
     /// Sessions held at most; further incoming ones are refused.
     pub max_sessions: usize,
+    /// DHT settings.
+    pub dht: crate::dht::DhtConfig,
 }
 
 /// Why a node could not start.
@@ -110,6 +113,9 @@ pub struct Node {
     responses: VecDeque<(Transmit, Vec<u8>)>,
     transmit_cursor: u64,
     counters: Counters,
+    identity: Identity,
+    dht: crate::dht::Dht,
+    discovery: discovery::State,
 }
 
 impl Node {
@@ -145,6 +151,9 @@ impl Node {
             responses: VecDeque::new(),
             transmit_cursor: 0,
             counters: Counters::default(),
+            dht: crate::dht::Dht::new(config.identity.node_id(), config.dht),
+            identity: config.identity,
+            discovery: discovery::State::default(),
         })
     }
 
@@ -187,19 +196,30 @@ impl Node {
         let handle = StreamHandle(self.next_stream);
         self.next_stream += 1;
         self.counters.streams_opened += 1;
+        self.streams
+            .insert(handle, ServiceStream::client(SessionId(0), service));
+        self.attach(now, handle, dial);
+        handle
+    }
+
+    /// Puts a client stream on a session to `dial` (dialing one if needed); on failure the
+    /// stream is forgotten and reported failed, so the runtime sees one uniform path.
+    fn attach(&mut self, now: Instant, handle: StreamHandle, dial: &Dial) {
         let session = match self.session_for(now, dial) {
             Ok(sid) => sid,
             Err(reason) => {
-                // Register and fail at once so the runtime sees one uniform path.
+                self.forget(handle);
                 self.events.push_back(Event::StreamFailed {
                     stream: handle,
                     reason,
                 });
-                return handle;
+                return;
             }
         };
-        self.streams
-            .insert(handle, ServiceStream::client(session, service));
+        if let Some(st) = self.streams.get_mut(&handle) {
+            st.session = session;
+            st.phase = Phase::AwaitSession;
+        }
         let s = self
             .sessions
             .get_mut(&session)
@@ -210,7 +230,6 @@ impl Node {
             self.open_pending(now, session);
         }
         self.drive(now, session);
-        handle
     }
 
     /// An up (or handshaking) session to `dial`, or a new one.
@@ -571,6 +590,10 @@ impl Node {
         ecn: Option<EcnCodepoint>,
         data: BytesMut,
     ) {
+        if data.first().is_some_and(|b| b & 0x40 == 0) {
+            self.handle_dht_datagram(now, remote, &data);
+            return;
+        }
         let mut buf = Vec::new();
         match self
             .endpoint
@@ -810,6 +833,10 @@ impl Node {
 
     /// Timers fired.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.dht.poll_timeout().is_some_and(|t| t <= now) {
+            self.dht.handle_timeout(now);
+            self.drain_dht(now);
+        }
         let due: Vec<SessionId> = self
             .sessions
             .iter_mut()
@@ -830,6 +857,7 @@ impl Node {
         self.sessions
             .values_mut()
             .filter_map(Session::poll_timeout)
+            .chain(self.dht.poll_timeout())
             .min()
     }
 

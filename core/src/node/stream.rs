@@ -9,6 +9,8 @@ use crate::names::ServiceName;
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
+    /// Client, by name: waiting for the name to resolve.
+    AwaitResolve,
     /// Client: waiting for the session (or stream credit) to open the transport stream.
     AwaitSession,
     /// Client: request sent, waiting for the owner's answer.

@@ -21,6 +21,9 @@ use vx6_core::session::mux::MuxConfig;
 use vx6_core::session::quic::QuicTuning;
 use vx6_core::{Identity, NodeId, ServiceName};
 
+/// Unix time at the harness's epoch.
+pub const UNIX_START: u64 = 1_800_000_000;
+
 /// Port of the in-memory echo target on every host.
 pub const ECHO_PORT: u16 = 7;
 /// A port where no target listens.
@@ -68,6 +71,7 @@ enum PacketKind {
 
 pub struct Net {
     pub now: Instant,
+    start: Instant,
     pub hosts: Vec<Host>,
     packets: Vec<Packet>,
     seq: u64,
@@ -91,6 +95,7 @@ impl Net {
         let now = Instant::now();
         Self {
             now,
+            start: now,
             hosts: Vec::new(),
             packets: Vec::new(),
             seq: 0,
@@ -120,9 +125,12 @@ impl Net {
                 quic: QuicTuning::default(),
                 mux: MuxConfig::default(),
                 max_sessions: 64,
+                dht: vx6_core::dht::DhtConfig::default(),
             },
         )
         .unwrap();
+        let mut node = node;
+        node.set_unix_time(UNIX_START + (self.now - self.start).as_secs());
         self.hosts.push(Host {
             node,
             addr,
@@ -150,6 +158,7 @@ impl Net {
                 quic: QuicTuning::default(),
                 mux: MuxConfig::default(),
                 max_sessions: 64,
+                dht: vx6_core::dht::DhtConfig::default(),
             },
         )
         .unwrap();
@@ -451,7 +460,9 @@ impl Net {
                     }
                 }
             }
+            let unix = UNIX_START + (now - self.start).as_secs();
             for h in &mut self.hosts {
+                h.node.set_unix_time(unix);
                 if h.node.poll_timeout().is_some_and(|t| t <= now) {
                     h.node.handle_timeout(now);
                 }

@@ -109,6 +109,7 @@ impl Daemon {
                 quic: QuicTuning::default(),
                 mux: MuxConfig::default(),
                 max_sessions: 4096,
+                dht: vx6_core::dht::DhtConfig::default(),
             },
         )
         .context("starting the node")?;
@@ -601,6 +602,15 @@ impl Daemon {
                 service,
                 reason,
             } => tracing::warn!("refused stream for {service:?} from node {peer}: {reason}"),
+            Event::Resolved { name, result, .. } => match result {
+                Ok((node, addrs)) => {
+                    tracing::info!("resolved {name} to node {node} ({} addresses)", addrs.len())
+                }
+                Err(reason) => tracing::warn!("resolving {name}: {reason}"),
+            },
+            Event::NamePinned { username, node } => {
+                tracing::info!("pinned node {node} for name {username} (trust on first use)")
+            }
         }
     }
 

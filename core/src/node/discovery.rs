@@ -1,0 +1,332 @@
+//! The node's side of discovery: DHT datagrams on the shared UDP port, bootstrap, publishing
+//! its own records, resolving `username.service`, and streams that wait for a name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use quinn_proto::Transmit;
+
+use super::stream::{Phase, ServiceStream};
+use super::{Dial, Event, Node, SessionId, StreamHandle};
+use crate::dht::datagram::{self, ANYONE};
+use crate::dht::message::{Body, DHT_VERSION, Message, Request, Response};
+use crate::dht::{Contact, LookupId, LookupResult, Purpose};
+use crate::identity::NodeId;
+use crate::names::{ServiceName, Username};
+use crate::record::{NodeAddress, Record, SignedRecord, Transport, name_key};
+use crate::resolve::{Resolved, Target, choose};
+
+/// Records per `Store` datagram, so a store fits one datagram.
+const STORE_BATCH: usize = 4;
+
+enum Step {
+    /// Looking up the claims to the name.
+    Claims,
+    /// The claim chose this node; looking up its node record.
+    Node(NodeId, bool),
+}
+
+struct Resolution {
+    id: u64,
+    target: Target,
+    step: Step,
+}
+
+/// Discovery state of a node.
+#[derive(Default)]
+pub(super) struct State {
+    /// Bootstrap pings sent to bare addresses, by transaction id.
+    pings: HashMap<u64, SocketAddr>,
+    next_ping: u64,
+    resolutions: BTreeMap<LookupId, Resolution>,
+    next_resolve: u64,
+    /// Streams waiting for a resolution, with their transport.
+    waiting: BTreeMap<u64, Vec<(StreamHandle, Transport)>>,
+    /// Usernames pinned on first use.
+    name_pins: BTreeMap<Username, NodeId>,
+    /// DHT datagrams dropped as invalid.
+    pub dropped: u64,
+    /// Wall clock, unix seconds (record validity).
+    pub unix: u64,
+}
+
+impl Node {
+    /// Sets the wall clock (unix seconds) used for record validity; call it as time passes.
+    pub fn set_unix_time(&mut self, unix_now: u64) {
+        self.discovery.unix = unix_now;
+    }
+
+    /// The DHT, for status and tests.
+    pub fn dht(&self) -> &crate::dht::Dht {
+        &self.dht
+    }
+
+    fn send_dht(&mut self, to: Contact, txid: u64, body: Body) -> bool {
+        let message = Message {
+            version: DHT_VERSION,
+            txid,
+            listen: None,
+            body,
+        };
+        let Ok(bytes) = datagram::encode(&self.identity, &to.id, &message) else {
+            return false;
+        };
+        let transmit = Transmit {
+            destination: to.addr,
+            ecn: None,
+            size: bytes.len(),
+            segment_size: None,
+            src_ip: None,
+        };
+        self.responses.push_back((transmit, bytes));
+        true
+    }
+
+    pub(super) fn handle_dht_datagram(&mut self, now: Instant, remote: SocketAddr, data: &[u8]) {
+        let Ok((sender, message)) = datagram::decode(data, &self.node_id) else {
+            self.discovery.dropped += 1;
+            return;
+        };
+        let contact = Contact {
+            id: sender,
+            addr: remote,
+        };
+        let unix = self.discovery.unix;
+        match message.body {
+            Body::Request(request) => {
+                let response = self.dht.handle_request(now, unix, contact, request);
+                self.send_dht(contact, message.txid, Body::Response(response));
+            }
+            Body::Response(response) => {
+                if let Some(addr) = self.discovery.pings.remove(&message.txid) {
+                    if addr == remote && matches!(response, Response::Pong) {
+                        self.dht.add_contact(contact, now);
+                        let local = self.node_id;
+                        let _ = self.dht.start(now, local, Purpose::FindNode);
+                    }
+                } else {
+                    self.dht
+                        .handle_response(now, unix, contact, message.txid, response);
+                }
+            }
+        }
+        self.drain_dht(now);
+    }
+
+    /// Sends what the DHT wants sent and acts on finished lookups.
+    pub(super) fn drain_dht(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(out) = self.dht.poll_outgoing() {
+                progressed = true;
+                if !self.send_dht(out.to, out.txid, Body::Request(out.request)) {
+                    self.dht.handle_failure(now, out.txid);
+                }
+            }
+            while let Some(result) = self.dht.poll_result() {
+                progressed = true;
+                self.on_lookup(now, result);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Enters the network through peers known only by address: each is pinged, and whoever
+    /// answers becomes the first contact of a lookup for this node's own id.
+    pub fn bootstrap(&mut self, peers: &[SocketAddr]) {
+        for addr in peers {
+            self.discovery.next_ping += 1;
+            // High transaction ids for pings, so they never collide with the DHT's own.
+            let txid = u64::MAX - self.discovery.next_ping;
+            self.discovery.pings.insert(txid, *addr);
+            self.send_dht(
+                Contact {
+                    id: ANYONE,
+                    addr: *addr,
+                },
+                txid,
+                Body::Request(Request::Ping),
+            );
+        }
+    }
+
+    /// Enters the network through peers known with their ids (from the registry).
+    pub fn bootstrap_contacts(&mut self, now: Instant, peers: &[Contact]) {
+        for c in peers {
+            self.dht.add_contact(*c, now);
+        }
+        let local = self.node_id;
+        let _ = self.dht.start(now, local, Purpose::FindNode);
+        self.drain_dht(now);
+    }
+
+    /// Stores signed records (this node's own) at the nodes closest to their keys.
+    pub fn publish(&mut self, now: Instant, records: &[SignedRecord]) {
+        let mut by_key: BTreeMap<NodeId, Vec<SignedRecord>> = BTreeMap::new();
+        for r in records {
+            by_key.entry(r.dht_key()).or_default().push(r.clone());
+        }
+        let unix = self.discovery.unix;
+        for batch in by_key.values().flat_map(|v| v.chunks(STORE_BATCH)) {
+            let _ = self.dht.publish(now, unix, batch);
+        }
+        self.drain_dht(now);
+    }
+
+    /// Resolves `target`; the answer arrives as [`Event::Resolved`] with the returned id.
+    pub fn resolve(&mut self, now: Instant, target: Target) -> u64 {
+        self.discovery.next_resolve += 1;
+        let id = self.discovery.next_resolve;
+        let key = name_key(&target.name.username);
+        match self.dht.start(now, key, Purpose::FindValue) {
+            Ok(lookup) => {
+                self.discovery.resolutions.insert(
+                    lookup,
+                    Resolution {
+                        id,
+                        target,
+                        step: Step::Claims,
+                    },
+                );
+            }
+            Err(e) => self.resolved(now, id, &target, Err(e.to_string())),
+        }
+        self.drain_dht(now);
+        id
+    }
+
+    /// Opens a stream to `target`'s service once its name resolves.
+    pub fn open_stream_by_name(
+        &mut self,
+        now: Instant,
+        target: Target,
+        transport: Transport,
+    ) -> StreamHandle {
+        let handle = StreamHandle(self.next_stream);
+        self.next_stream += 1;
+        self.counters.streams_opened += 1;
+        let service: ServiceName = target.name.service.clone();
+        let mut st = ServiceStream::client(SessionId(0), service);
+        st.phase = Phase::AwaitResolve;
+        self.streams.insert(handle, st);
+        let id = self.resolve(now, target);
+        self.discovery
+            .waiting
+            .entry(id)
+            .or_default()
+            .push((handle, transport));
+        handle
+    }
+
+    fn resolved(
+        &mut self,
+        now: Instant,
+        id: u64,
+        target: &Target,
+        result: Result<(NodeId, Vec<NodeAddress>), String>,
+    ) {
+        self.events.push_back(Event::Resolved {
+            id,
+            name: target.to_string(),
+            result: result.clone(),
+        });
+        let Some(waiting) = self.discovery.waiting.remove(&id) else {
+            return;
+        };
+        for (handle, transport) in waiting {
+            let found = match &result {
+                Ok((node, addrs)) => addrs
+                    .iter()
+                    .find(|a| a.transport == transport)
+                    .map(|a| (*node, a.addr))
+                    .ok_or_else(|| format!("{target} has no {transport:?} address")),
+                Err(reason) => Err(reason.clone()),
+            };
+            match found {
+                Ok((node, addr)) => {
+                    let dial = Dial {
+                        addr,
+                        transport,
+                        expected: Some(node),
+                    };
+                    self.attach(now, handle, &dial);
+                }
+                Err(reason) => {
+                    self.forget(handle);
+                    self.events.push_back(Event::StreamFailed {
+                        stream: handle,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_lookup(&mut self, now: Instant, result: LookupResult) {
+        let Some(res) = self.discovery.resolutions.remove(&result.id) else {
+            return;
+        };
+        match res.step {
+            Step::Claims => {
+                let pinned = self
+                    .discovery
+                    .name_pins
+                    .get(&res.target.name.username)
+                    .copied();
+                match choose(&res.target, &result.records, pinned) {
+                    Ok(resolved) => {
+                        let first_use = matches!(resolved, Resolved::FirstUse(_));
+                        let node = resolved.node();
+                        match self.dht.start(now, node, Purpose::FindValue) {
+                            Ok(lookup) => {
+                                self.discovery.resolutions.insert(
+                                    lookup,
+                                    Resolution {
+                                        id: res.id,
+                                        target: res.target,
+                                        step: Step::Node(node, first_use),
+                                    },
+                                );
+                            }
+                            Err(e) => self.resolved(now, res.id, &res.target, Err(e.to_string())),
+                        }
+                    }
+                    Err(e) => self.resolved(now, res.id, &res.target, Err(e.to_string())),
+                }
+            }
+            Step::Node(node, first_use) => {
+                let addrs: Vec<NodeAddress> = result
+                    .records
+                    .iter()
+                    .filter(|r| r.owner() == node)
+                    .filter_map(|r| match r.record() {
+                        Record::Node(n) => Some(n.addresses.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                if addrs.is_empty() {
+                    let reason = format!(
+                        "{} resolved to node {node}, but its address was not found",
+                        res.target
+                    );
+                    self.resolved(now, res.id, &res.target, Err(reason));
+                    return;
+                }
+                if first_use {
+                    self.discovery
+                        .name_pins
+                        .insert(res.target.name.username.clone(), node);
+                    self.events.push_back(Event::NamePinned {
+                        username: res.target.name.username.to_string(),
+                        node,
+                    });
+                }
+                self.resolved(now, res.id, &res.target, Ok((node, addrs)));
+            }
+        }
+    }
+}
