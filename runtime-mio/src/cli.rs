@@ -47,6 +47,13 @@ enum Command {
     },
     /// Run the daemon in the foreground (Ctrl-C or SIGTERM stops it).
     Node(NodeArgs),
+    /// Resolve username.service through the running daemon: node id, then its addresses.
+    Resolve {
+        #[command(flatten)]
+        home: HomeArg,
+        /// username.service, or username.service.<node id prefix>.
+        name: String,
+    },
     /// Show a running daemon's sessions, services and forwards.
     Status {
         #[command(flatten)]
@@ -79,8 +86,11 @@ struct NodeArgs {
     /// Allow service targets that are not loopback addresses.
     #[arg(long)]
     allow_remote_targets: bool,
-    /// Listen on LOCALADDR and carry each connection to TARGET ([NODEID@][IPv6]:PORT/SERVICE)
-    /// (repeatable).
+    /// Enter the network through this peer (repeatable) [config: bootstrap].
+    #[arg(long, value_name = "ADDR")]
+    bootstrap: Vec<String>,
+    /// Listen on LOCALADDR and carry each connection to TARGET: username.service, or
+    /// [NODEID@][IPv6]:PORT/SERVICE (repeatable).
     #[arg(long, value_name = "TARGET=LOCALADDR")]
     forward: Vec<ForwardSpec>,
 }
@@ -126,6 +136,7 @@ pub fn run() -> Result<()> {
         Command::Records { home } => records(&home.locate()?),
         Command::Node(args) => node(args),
         Command::Status { home, json } => status(&home.locate()?, json),
+        Command::Resolve { home, name } => resolve(&home.locate()?, &name),
     }
 }
 
@@ -278,6 +289,14 @@ fn node(args: NodeArgs) -> Result<()> {
     }
     forwards.extend(args.forward);
 
+    let mut bootstrap = Vec::new();
+    for b in config.bootstrap.iter() {
+        bootstrap.push(parse_addr(b).map_err(|e| cfg("bootstrap", e))?);
+    }
+    for b in &args.bootstrap {
+        bootstrap.push(parse_addr(b).map_err(|e| anyhow::anyhow!("--bootstrap: {e}"))?);
+    }
+
     let pins_path = home.dir().join("known_peers");
     let pins = match std::fs::read_to_string(&pins_path) {
         Ok(text) => {
@@ -297,6 +316,8 @@ fn node(args: NodeArgs) -> Result<()> {
         pins,
         pins_path,
         control_path: cfg!(unix).then(|| home.dir().join("control.sock")),
+        bootstrap,
+        name: config.name.clone(),
     })?;
     let node_id = daemon.node_id();
     tracing::info!(
@@ -313,6 +334,16 @@ fn node(args: NodeArgs) -> Result<()> {
         out.flush()?;
     }
     daemon.run()
+}
+
+fn resolve(home: &Home, name: &str) -> Result<()> {
+    name.parse::<vx6_core::resolve::Target>()
+        .map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+    let reply = daemon::request(&home.dir().join("control.sock"), &format!("resolve {name}"))?;
+    if let Some(err) = reply.strip_prefix("error: ") {
+        bail!("{}", err.trim());
+    }
+    print_stdout(&reply)
 }
 
 fn status(home: &Home, json: bool) -> Result<()> {

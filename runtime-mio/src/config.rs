@@ -26,6 +26,9 @@ pub struct Config {
     /// `--public`.
     #[serde(default)]
     pub public: bool,
+    /// `--bootstrap`, peer addresses.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
     /// `--forward`, each `TARGET=LOCALADDR`.
     #[serde(default)]
     pub forward: Vec<String>,
@@ -50,7 +53,8 @@ pub fn template(name: &Username) -> String {
          # serve = [\"ssh=127.0.0.1:22\"]       # offer local services by name\n\
          # allow = [\"<node id>\"]              # who may use them ...\n\
          # public = false                      # ... or everyone (an explicit choice)\n\
-         # forward = [\"[fd6a::2]:4433/ssh=127.0.0.1:2222\"]\n"
+         # bootstrap = [\"[fd6a::2]:4433\"]        # any live peer, to enter the network\n\
+         # forward = [\"alice.ssh=127.0.0.1:2222\"] # or \"[fd6a::2]:4433/ssh=127.0.0.1:2222\"\n"
     )
 }
 

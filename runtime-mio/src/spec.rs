@@ -3,7 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
-use vx6_core::{NodeId, QualifiedName, ServiceName};
+use vx6_core::resolve::Target;
+use vx6_core::{NodeId, ServiceName};
 
 /// `NAME=HOST:PORT`: offer local `HOST:PORT` as service `NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,15 +15,41 @@ pub struct ServeSpec {
     pub target: SocketAddr,
 }
 
+/// Where a forward leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardTarget {
+    /// Direct mode: `[NODEID@]ADDR/SERVICE`.
+    Direct {
+        /// Node that must answer, if given (`NODEID@`).
+        expected: Option<NodeId>,
+        /// Where the owner listens.
+        addr: SocketAddr,
+        /// Which of its services.
+        service: ServiceName,
+    },
+    /// By name: `username.service` (or its self-authenticating form), resolved per connection.
+    Named(Target),
+}
+
+impl std::fmt::Display for ForwardTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Direct {
+                expected: Some(id),
+                addr,
+                service,
+            } => write!(f, "{id}@{addr}/{service}"),
+            Self::Direct { addr, service, .. } => write!(f, "{addr}/{service}"),
+            Self::Named(t) => write!(f, "{t}"),
+        }
+    }
+}
+
 /// `TARGET=LOCALADDR`: listen on `LOCALADDR`, carry each connection to `TARGET`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardSpec {
-    /// Node that must answer, if given (`NODEID@`).
-    pub expected: Option<NodeId>,
-    /// Where the owner listens.
-    pub addr: SocketAddr,
-    /// Which of its services.
-    pub service: ServiceName,
+    /// Where connections go.
+    pub target: ForwardTarget,
     /// Local listening address.
     pub local: SocketAddr,
 }
@@ -61,6 +88,14 @@ impl FromStr for ForwardSpec {
             .rsplit_once('=')
             .ok_or_else(|| format!("{s:?} is not of the form TARGET=LOCALADDR"))?;
         let local = parse_addr(local)?;
+        if !target.contains('/')
+            && let Ok(name) = target.parse::<Target>()
+        {
+            return Ok(Self {
+                target: ForwardTarget::Named(name),
+                local,
+            });
+        }
         let (expected, rest) = match target.split_once('@') {
             Some((id, rest)) => (
                 Some(
@@ -72,20 +107,16 @@ impl FromStr for ForwardSpec {
             None => (None, target),
         };
         let Some((addr, service)) = rest.rsplit_once('/') else {
-            if rest.parse::<QualifiedName>().is_ok() {
-                return Err(format!(
-                    "{s:?}: forwarding by name (username.service) needs discovery, which this \
-                     build does not have yet; use [IPv6]:PORT/SERVICE"
-                ));
-            }
             return Err(format!(
-                "{s:?}: target must be [IPv6]:PORT/SERVICE, optionally with NODEID@ in front"
+                "{s:?}: target must be username.service or [IPv6]:PORT/SERVICE (optionally with NODEID@ in front)"
             ));
         };
         Ok(Self {
-            expected,
-            addr: parse_addr(addr)?,
-            service: service.parse().map_err(|e| format!("{s:?}: {e}"))?,
+            target: ForwardTarget::Direct {
+                expected,
+                addr: parse_addr(addr)?,
+                service: service.parse().map_err(|e| format!("{s:?}: {e}"))?,
+            },
             local,
         })
     }
@@ -115,19 +146,23 @@ mod tests {
     #[test]
     fn forward_specs() {
         let f: ForwardSpec = "[fd6a::2]:4433/ssh=127.0.0.1:2222".parse().unwrap();
-        assert_eq!(f.expected, None);
-        assert_eq!(f.addr, "[fd6a::2]:4433".parse().unwrap());
-        assert_eq!(f.service.as_str(), "ssh");
+        assert_eq!(
+            f.target,
+            ForwardTarget::Direct {
+                expected: None,
+                addr: "[fd6a::2]:4433".parse().unwrap(),
+                service: "ssh".parse().unwrap(),
+            }
+        );
         assert_eq!(f.local, "127.0.0.1:2222".parse().unwrap());
         let id = NodeId::from_bytes([3; 32]);
         let f: ForwardSpec = format!("{id}@[fd6a::2]:4433/ssh=127.0.0.1:2222")
             .parse()
             .unwrap();
-        assert_eq!(f.expected, Some(id));
-        let e = "alice.ssh=127.0.0.1:2222"
-            .parse::<ForwardSpec>()
-            .unwrap_err();
-        assert!(e.contains("needs discovery"), "{e}");
+        assert!(matches!(f.target, ForwardTarget::Direct { expected: Some(x), .. } if x == id));
+        let f: ForwardSpec = "alice.ssh=127.0.0.1:2222".parse().unwrap();
+        assert_eq!(f.target, ForwardTarget::Named("alice.ssh".parse().unwrap()));
+        assert!("Alice.ssh=127.0.0.1:2222".parse::<ForwardSpec>().is_err());
         assert!(
             "bad@[::1]:1/ssh=127.0.0.1:1"
                 .parse::<ForwardSpec>()

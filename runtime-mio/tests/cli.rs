@@ -343,9 +343,21 @@ fn node_argument_errors_are_one_line_and_name_the_problem() {
                 "--listen",
                 "[::1]:0",
                 "--forward",
-                "alice.ssh=127.0.0.1:2222",
+                "Alice.ssh=127.0.0.1:2222",
             ],
-            "needs discovery",
+            "target must be",
+        ),
+        (
+            &[
+                "node",
+                "--home",
+                &home,
+                "--listen",
+                "[::1]:0",
+                "--bootstrap",
+                "nowhere",
+            ],
+            "--bootstrap",
         ),
         (
             &["node", "--home", &home, "--listen", "nowhere"],

@@ -76,10 +76,7 @@ fn transport_name(t: vx6_core::record::Transport) -> &'static str {
 }
 
 fn forward_target(f: &ForwardSpec) -> String {
-    match f.expected {
-        Some(id) => format!("{id}@{}/{}", f.addr, f.service),
-        None => format!("{}/{}", f.addr, f.service),
-    }
+    f.target.to_string()
 }
 
 fn access_text(a: &Access) -> String {

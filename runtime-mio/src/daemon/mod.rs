@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mio::net::{TcpListener, TcpStream};
@@ -19,14 +19,15 @@ use mio::{Events, Interest, Poll, Token};
 use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
+use vx6_core::record::{NameClaim, NodeAddress, NodeRecord, ServiceRecord};
 use vx6_core::service::ServiceTable;
 use vx6_core::session::mux::MuxConfig;
 use vx6_core::session::quic::QuicTuning;
-use vx6_core::{Identity, NodeId};
+use vx6_core::{Identity, NodeId, Record, SignedRecord, Username};
 
 use self::local::{Local, Pumped, Role};
 use self::udp::Udp;
-use crate::spec::ForwardSpec;
+use crate::spec::{ForwardSpec, ForwardTarget};
 
 const UDP: Token = Token(0);
 const TCP_LISTENER: Token = Token(1);
@@ -34,6 +35,10 @@ const CONTROL: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const FORWARD_BASE: usize = 16;
 const DYNAMIC_BASE: usize = 1 << 20;
+/// How often this node's records are signed and stored again.
+const REPUBLISH: Duration = Duration::from_secs(30 * 60);
+/// Lifetime of the records it publishes.
+const RECORD_LIFETIME_SECS: u64 = 2 * 3600;
 /// Bytes read from a peer TCP session socket per call.
 const PEER_READ: usize = 256 * 1024;
 
@@ -47,6 +52,10 @@ pub struct Options {
     pub pins: Pins,
     pub pins_path: PathBuf,
     pub control_path: Option<PathBuf>,
+    /// Peers to enter the network through, by address.
+    pub bootstrap: Vec<SocketAddr>,
+    /// The username this node claims (published with its records).
+    pub name: Username,
 }
 
 struct Peer {
@@ -63,6 +72,8 @@ struct ControlConn {
     request: Vec<u8>,
     reply: Vec<u8>,
     off: usize,
+    /// Waiting for a resolution to finish before replying.
+    waiting: bool,
 }
 
 enum Conn {
@@ -89,6 +100,12 @@ pub struct Daemon {
     pins_path: PathBuf,
     signals: signal_hook_mio::v1_0::Signals,
     scratch: Vec<u8>,
+    /// A copy of the node key, to sign the records this node republishes.
+    identity: Identity,
+    name: Username,
+    next_publish: Instant,
+    /// Control connections waiting for a resolution, by resolution id.
+    resolving: HashMap<u64, Token>,
 }
 
 impl Daemon {
@@ -98,7 +115,8 @@ impl Daemon {
         let mut seed = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
         let now = Instant::now();
-        let node = Node::new(
+        let identity = Identity::from_secret_bytes(&opts.identity.secret_bytes());
+        let mut node = Node::new(
             now,
             NodeConfig {
                 identity: opts.identity,
@@ -113,26 +131,27 @@ impl Daemon {
             },
         )
         .context("starting the node")?;
-        // The UDP socket exists in both modes: QUIC listens on it, and TCP mode keeps it so the
-        // node's one port is stable for later datagram protocols. Only the chosen transport's
-        // socket is bound to the listen address.
-        let (udp, tcp_listener) = match opts.transport {
-            Transport::Quic => {
-                let mut udp = Udp::bind(opts.listen)
-                    .with_context(|| format!("binding UDP {}", opts.listen))?;
-                poll.registry().register(
-                    &mut udp.socket,
-                    UDP,
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                (Some(udp), None)
-            }
+        node.set_unix_time(crate::clock::unix_now());
+        node.bootstrap(&opts.bootstrap);
+        // The UDP socket exists in both modes: it carries QUIC, and the DHT's datagrams (so a
+        // node in TCP mode is still discoverable). TCP mode adds a TCP listener on the same
+        // address.
+        let mut udp =
+            Udp::bind(opts.listen).with_context(|| format!("binding UDP {}", opts.listen))?;
+        poll.registry().register(
+            &mut udp.socket,
+            UDP,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let udp = Some(udp);
+        let tcp_listener = match opts.transport {
+            Transport::Quic => None,
             Transport::Tcp => {
                 let mut l = TcpListener::bind(opts.listen)
                     .with_context(|| format!("binding TCP {}", opts.listen))?;
                 poll.registry()
                     .register(&mut l, TCP_LISTENER, Interest::READABLE)?;
-                (None, Some(l))
+                Some(l)
             }
         };
         let mut forwards = Vec::new();
@@ -172,6 +191,10 @@ impl Daemon {
             pins_path: opts.pins_path,
             signals,
             scratch: vec![0; PEER_READ],
+            identity,
+            name: opts.name,
+            next_publish: now,
+            resolving: HashMap::new(),
         })
     }
 
@@ -196,6 +219,9 @@ impl Daemon {
             let timeout = self
                 .node
                 .poll_timeout()
+                .into_iter()
+                .chain([self.next_publish])
+                .min()
                 .map(|t| t.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -211,6 +237,10 @@ impl Daemon {
                 }
             }
             let now = Instant::now();
+            self.node.set_unix_time(crate::clock::unix_now());
+            if now >= self.next_publish {
+                self.publish(now);
+            }
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
             }
@@ -220,6 +250,47 @@ impl Daemon {
                 return Ok(());
             }
         }
+    }
+
+    /// Signs and stores this node's records in the DHT: its address, its services, its name.
+    /// Records live two hours and are republished every half hour with a new `seq`.
+    fn publish(&mut self, now: Instant) {
+        self.next_publish = now + REPUBLISH;
+        let unix = crate::clock::unix_now();
+        let expires_at = unix + RECORD_LIFETIME_SECS;
+        let mut records = Vec::new();
+        match self.listen_addr() {
+            Some(addr) if !addr.ip().is_unspecified() => records.push(Record::Node(NodeRecord {
+                seq: unix,
+                expires_at,
+                addresses: vec![NodeAddress {
+                    transport: self.transport,
+                    addr,
+                }],
+                relay: None,
+            })),
+            _ => tracing::warn!(
+                "listening on an unspecified address: no node record is published, so others \
+                 cannot reach this node by name (listen on a concrete address)"
+            ),
+        }
+        for (service, _) in self.node.services().iter() {
+            records.push(Record::Service(ServiceRecord {
+                seq: unix,
+                expires_at,
+                service: service.clone(),
+            }));
+        }
+        records.push(Record::NameClaim(NameClaim {
+            seq: unix,
+            expires_at,
+            username: self.name.clone(),
+        }));
+        let signed: Vec<SignedRecord> = records
+            .into_iter()
+            .filter_map(|r| SignedRecord::sign(&self.identity, r).ok())
+            .collect();
+        self.node.publish(now, &signed);
     }
 
     fn shutdown(&mut self) {
@@ -313,12 +384,25 @@ impl Daemon {
                 }
             };
             let spec = &self.forwards[i].0;
-            let dial = Dial {
-                addr: spec.addr,
-                transport: self.transport,
-                expected: spec.expected,
+            let stream = match &spec.target {
+                ForwardTarget::Direct {
+                    expected,
+                    addr,
+                    service,
+                } => {
+                    let dial = Dial {
+                        addr: *addr,
+                        transport: self.transport,
+                        expected: *expected,
+                    };
+                    self.node.open_stream(now, &dial, service.clone())
+                }
+                ForwardTarget::Named(target) => {
+                    self.node
+                        .open_stream_by_name(now, target.clone(), self.transport)
+                }
             };
-            let stream = self.node.open_stream(now, &dial, spec.service.clone());
+            let spec = &self.forwards[i].0;
             tracing::debug!("forward {} accepted {from} as stream {stream}", spec.local);
             let token = self.token();
             if self
@@ -588,10 +672,9 @@ impl Daemon {
                     {
                         let f = &self.forwards[i].0;
                         tracing::warn!(
-                            "connection on {} to {}/{} closed: {reason}",
+                            "connection on {} to {} closed: {reason}",
                             f.local,
-                            f.addr,
-                            f.service
+                            f.target
                         );
                     }
                     self.drop_conn(token, true);
@@ -602,12 +685,37 @@ impl Daemon {
                 service,
                 reason,
             } => tracing::warn!("refused stream for {service:?} from node {peer}: {reason}"),
-            Event::Resolved { name, result, .. } => match result {
-                Ok((node, addrs)) => {
-                    tracing::info!("resolved {name} to node {node} ({} addresses)", addrs.len())
+            Event::Resolved { id, name, result } => {
+                let reply = match &result {
+                    Ok((node, addrs)) => {
+                        tracing::info!(
+                            "resolved {name} to node {node} ({} addresses)",
+                            addrs.len()
+                        );
+                        let mut text = format!("{node}\n");
+                        for a in addrs {
+                            text.push_str(
+                                &format!("{} {:?}\n", a.addr, a.transport).to_lowercase(),
+                            );
+                        }
+                        text
+                    }
+                    Err(reason) => {
+                        tracing::warn!("resolving {name}: {reason}");
+                        format!("error: {reason}\n")
+                    }
+                };
+                #[cfg(unix)]
+                if let Some(token) = self.resolving.remove(&id)
+                    && let Some(Conn::Control(c)) = self.conns.get_mut(&token)
+                {
+                    c.waiting = false;
+                    c.reply = reply.into_bytes();
+                    self.serve_control(token);
                 }
-                Err(reason) => tracing::warn!("resolving {name}: {reason}"),
-            },
+                #[cfg(not(unix))]
+                let _ = (id, reply);
+            }
             Event::NamePinned { username, node } => {
                 tracing::info!("pinned node {node} for name {username} (trust on first use)")
             }
@@ -705,6 +813,7 @@ impl Daemon {
                         request: Vec::new(),
                         reply: Vec::new(),
                         off: 0,
+                        waiting: false,
                     }),
                 );
                 self.serve_control(token);
@@ -720,6 +829,9 @@ impl Daemon {
         let Some(Conn::Control(c)) = self.conns.get_mut(&token) else {
             return;
         };
+        if c.waiting {
+            return;
+        }
         if c.reply.is_empty() {
             let mut buf = [0u8; control::MAX_REQUEST];
             let mut failed = false;
@@ -746,7 +858,22 @@ impl Daemon {
                 return;
             };
             let request = String::from_utf8_lossy(&c.request[..end]).into_owned();
-            let reply = control::answer(&request, &self.control_context());
+            if let Some(name) = request.trim().strip_prefix("resolve ") {
+                match name.trim().parse::<vx6_core::resolve::Target>() {
+                    Ok(target) => {
+                        c.waiting = true;
+                        let id = self.node.resolve(Instant::now(), target);
+                        self.resolving.insert(id, token);
+                        return;
+                    }
+                    Err(e) => c.reply = format!("error: {e}\n").into_bytes(),
+                }
+            }
+            let reply = if c.reply.is_empty() {
+                control::answer(&request, &self.control_context())
+            } else {
+                String::from_utf8_lossy(&c.reply).into_owned()
+            };
             if let Some(Conn::Control(c)) = self.conns.get_mut(&token) {
                 c.reply = reply.into_bytes();
             }

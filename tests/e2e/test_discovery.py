@@ -1,0 +1,54 @@
+"""Named direct mode across six daemons: the owner and the client enter the network through
+different peers, never meet before, and the client reaches `alice.ssh` with OpenSSH through the
+forward. Killing the client's bootstrap peer afterwards does not stop resolution."""
+
+import pytest
+
+import lab as labmod
+from lab import VX6_BIN, retry
+
+
+@pytest.mark.timeout_s(240)
+def test_six_daemons_resolve_and_ssh_by_name(lab, transport, figure):
+    ns = [lab.node(f"n{i}") for i in range(6)]
+    homes = [lab.home(n) for n in ("alice", "bob", "carol", "dave", "erin", "frank")]
+    sshd = labmod.Sshd(lab, ns[0], port=22)
+
+    def at(i):
+        return f"[{ns[i].addr}]:4433"
+
+    # A chain of relays-to-be: 1 first, then 2..4 each entering through the previous one.
+    daemons = {1: lab.start_node(ns[1], homes[1], transport=transport)}
+    for i in (2, 3, 4):
+        daemons[i] = lab.start_node(ns[i], homes[i], transport=transport, extra=["--bootstrap", at(i - 1)])
+    # The owner enters through node 2, the client through node 4.
+    lab.start_node(
+        ns[0], homes[0], transport=transport, serve=["ssh=127.0.0.1:22"], allow=[homes[5].id],
+        extra=["--bootstrap", at(2)],
+    )
+    client = lab.start_node(
+        ns[5], homes[5], transport=transport, forward=["alice.ssh=127.0.0.1:2222"],
+        extra=["--bootstrap", at(4)],
+    )
+
+    def resolves():
+        cp = ns[5].run([VX6_BIN, "resolve", "--home", homes[5].path, "alice.ssh"], timeout=30, check=False)
+        assert cp.returncode == 0, f"resolve failed: {cp.stderr.strip()}"
+        lines = cp.stdout.split()
+        assert lines[0] == homes[0].id, f"resolved to {lines[0]}, expected {homes[0].id}"
+        assert at(0) in cp.stdout, cp.stdout
+
+    _, attempts = retry(resolves, timeout=30)
+    figure(f"name resolution across 6 daemons ({transport})", f"succeeded after {attempts} attempt(s)")
+
+    def ssh_works():
+        cp = ns[5].run(sshd.ssh_argv(2222, "echo hello"), timeout=30, check=False)
+        assert cp.stdout.strip() == "hello", f"ssh printed {cp.stdout!r}, stderr {cp.stderr!r}"
+
+    retry(ssh_works, timeout=30)
+    client.wait_log("pinned node")
+
+    # The client's entry point goes away; the client knows other peers by now.
+    daemons[4].stop(timeout=10)
+    retry(resolves, timeout=30)
+    retry(ssh_works, timeout=30)
