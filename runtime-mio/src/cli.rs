@@ -318,6 +318,7 @@ fn node(args: NodeArgs) -> Result<()> {
         control_path: cfg!(unix).then(|| home.dir().join("control.sock")),
         bootstrap,
         name: config.name.clone(),
+        registry_path: home.registry(),
     })?;
     let node_id = daemon.node_id();
     tracing::info!(

@@ -52,3 +52,10 @@ def test_six_daemons_resolve_and_ssh_by_name(lab, transport, figure):
     daemons[4].stop(timeout=10)
     retry(resolves, timeout=30)
     retry(ssh_works, timeout=30)
+
+    # Restarted with no --bootstrap, the client re-enters through peers its registry remembers.
+    client.stop(timeout=10)
+    client = lab.start_node(ns[5], homes[5], transport=transport, forward=["alice.ssh=127.0.0.1:2222"])
+    client.wait_log("re-entering through")
+    retry(resolves, timeout=30)
+    retry(ssh_works, timeout=30)

@@ -541,6 +541,13 @@ impl Dht {
                     if !valid.is_empty() {
                         active.with_value += 1;
                     }
+                    // Found records are kept too (Kademlia's caching): the node can answer for
+                    // them, and remembers the peers they describe across restarts.
+                    let found = valid.clone();
+                    for r in found {
+                        self.keep(r, unix_now);
+                    }
+                    let active = self.lookups.get_mut(&id).expect("checked above");
                     for r in valid {
                         if !active.records.iter().any(|x| x.as_bytes() == r.as_bytes()) {
                             active.records.push(r);

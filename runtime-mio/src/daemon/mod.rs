@@ -56,6 +56,8 @@ pub struct Options {
     pub bootstrap: Vec<SocketAddr>,
     /// The username this node claims (published with its records).
     pub name: Username,
+    /// The registry file: peers remembered from the last run, and where this run's go.
+    pub registry_path: PathBuf,
 }
 
 struct Peer {
@@ -106,6 +108,8 @@ pub struct Daemon {
     next_publish: Instant,
     /// Control connections waiting for a resolution, by resolution id.
     resolving: HashMap<u64, Token>,
+    registry: vx6_core::Registry,
+    registry_path: PathBuf,
 }
 
 impl Daemon {
@@ -131,8 +135,34 @@ impl Daemon {
             },
         )
         .context("starting the node")?;
-        node.set_unix_time(crate::clock::unix_now());
+        let unix = crate::clock::unix_now();
+        node.set_unix_time(unix);
         node.bootstrap(&opts.bootstrap);
+        // Re-enter through the peers remembered in the registry from the last run.
+        let registry = crate::registry_file::load(
+            &opts.registry_path,
+            vx6_core::registry::RegistryLimits::default(),
+            unix,
+        )?;
+        let own = node.node_id();
+        let remembered: Vec<vx6_core::dht::Contact> = registry
+            .iter()
+            .filter(|r| r.owner() != own)
+            .filter_map(|r| match r.record() {
+                Record::Node(n) => n.addresses.first().map(|a| vx6_core::dht::Contact {
+                    id: r.owner(),
+                    addr: a.addr,
+                }),
+                _ => None,
+            })
+            .collect();
+        if !remembered.is_empty() {
+            tracing::info!(
+                "re-entering through {} peers remembered in the registry",
+                remembered.len()
+            );
+            node.bootstrap_contacts(now, &remembered);
+        }
         // The UDP socket exists in both modes: it carries QUIC, and the DHT's datagrams (so a
         // node in TCP mode is still discoverable). TCP mode adds a TCP listener on the same
         // address.
@@ -195,6 +225,8 @@ impl Daemon {
             name: opts.name,
             next_publish: now,
             resolving: HashMap::new(),
+            registry,
+            registry_path: opts.registry_path,
         })
     }
 
@@ -256,6 +288,7 @@ impl Daemon {
     /// Records live two hours and are republished every half hour with a new `seq`.
     fn publish(&mut self, now: Instant) {
         self.next_publish = now + REPUBLISH;
+        self.save_registry();
         let unix = crate::clock::unix_now();
         let expires_at = unix + RECORD_LIFETIME_SECS;
         let mut records = Vec::new();
@@ -293,8 +326,22 @@ impl Daemon {
         self.node.publish(now, &signed);
     }
 
+    /// Keeps the records the DHT holds (peers' node records among them) in the registry file,
+    /// so the next run can re-enter through those peers without `--bootstrap`.
+    fn save_registry(&mut self) {
+        let unix = crate::clock::unix_now();
+        self.registry.remove_expired(unix);
+        for r in self.node.dht().store().iter() {
+            let _ = self.registry.insert(r.clone(), unix);
+        }
+        if let Err(e) = crate::registry_file::save(&self.registry_path, &self.registry) {
+            tracing::warn!("{e:#}");
+        }
+    }
+
     fn shutdown(&mut self) {
         tracing::info!("shutting down");
+        self.save_registry();
         let now = Instant::now();
         self.node.close_all(now);
         self.settle(now);
