@@ -108,13 +108,11 @@ impl Net {
         }
     }
 
-    /// Adds a host at `[fd6a::<n>]:4433` running `identity` with `services`; returns its index.
-    pub fn add_host(&mut self, identity: Identity, services: ServiceTable, pins: Pins) -> usize {
-        let n = self.hosts.len() + 1;
-        let addr: SocketAddr = format!("[fd6a::{n}]:4433").parse().unwrap();
+    /// A node with a fresh seed from the harness RNG, on the harness's wall clock.
+    fn make_node(&mut self, identity: Identity, services: ServiceTable, pins: Pins) -> Node {
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
-        let node = Node::new(
+        let mut node = Node::new(
             self.now,
             NodeConfig {
                 identity,
@@ -129,8 +127,15 @@ impl Net {
             },
         )
         .unwrap();
-        let mut node = node;
         node.set_unix_time(UNIX_START + (self.now - self.start).as_secs());
+        node
+    }
+
+    /// Adds a host at `[fd6a::<n>]:4433` running `identity` with `services`; returns its index.
+    pub fn add_host(&mut self, identity: Identity, services: ServiceTable, pins: Pins) -> usize {
+        let n = self.hosts.len() + 1;
+        let addr: SocketAddr = format!("[fd6a::{n}]:4433").parse().unwrap();
+        let node = self.make_node(identity, services, pins);
         self.hosts.push(Host {
             node,
             addr,
@@ -144,28 +149,10 @@ impl Net {
 
     /// Replaces host `i`'s node (a restart, possibly with another key), keeping its address.
     pub fn restart_host(&mut self, i: usize, identity: Identity, services: ServiceTable) {
-        let addr = self.hosts[i].addr;
-        let mut seed = [0u8; 32];
-        self.rng.fill_bytes(&mut seed);
-        self.hosts[i].node = Node::new(
-            self.now,
-            NodeConfig {
-                identity,
-                crypto: Arc::new(rustls::crypto::ring::default_provider()),
-                seed,
-                services,
-                pins: Pins::default(),
-                quic: QuicTuning::default(),
-                mux: MuxConfig::default(),
-                max_sessions: 64,
-                dht: vx6_core::dht::DhtConfig::default(),
-            },
-        )
-        .unwrap();
+        self.hosts[i].node = self.make_node(identity, services, Pins::default());
         self.hosts[i].echoes.clear();
         self.hosts[i].target_connects = 0;
         self.hosts[i].log.clear();
-        self.hosts[i].addr = addr;
         // The old process's TCP connections die with it: their peers see the close.
         let dead: Vec<_> = self
             .tcp_links

@@ -394,17 +394,11 @@ impl Daemon {
                 continue;
             };
             let _ = socket.set_nodelay(true);
-            let token = self.token();
-            if self
-                .poll
-                .registry()
-                .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
-                .is_err()
-            {
+            let Ok(token) = self.register(&mut socket) else {
                 self.node
                     .handle_tcp_closed(now, session, "could not register socket");
                 continue;
-            }
+            };
             self.by_session.insert(session, token);
             self.conns.insert(
                 token,
@@ -451,16 +445,10 @@ impl Daemon {
             };
             let spec = &self.forwards[i].0;
             tracing::debug!("forward {} accepted {from} as stream {stream}", spec.local);
-            let token = self.token();
-            if self
-                .poll
-                .registry()
-                .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
-                .is_err()
-            {
+            let Ok(token) = self.register(&mut socket) else {
                 self.node.stream_reset(now, stream);
                 continue;
-            }
+            };
             self.by_stream.insert(stream, token);
             self.conns.insert(
                 token,
@@ -772,13 +760,17 @@ impl Daemon {
     /// Starts a non-blocking connect and registers the socket for both directions.
     fn dial(&mut self, addr: SocketAddr) -> std::io::Result<(TcpStream, Token)> {
         let mut socket = TcpStream::connect(addr)?;
-        let token = self.token();
-        self.poll.registry().register(
-            &mut socket,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let token = self.register(&mut socket)?;
         Ok((socket, token))
+    }
+
+    /// Registers a connection for both directions under a new token.
+    fn register(&mut self, socket: &mut TcpStream) -> std::io::Result<Token> {
+        let token = self.token();
+        self.poll
+            .registry()
+            .register(socket, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(token)
     }
 
     fn connect_peer(&mut self, now: Instant, session: SessionId, addr: SocketAddr) {
