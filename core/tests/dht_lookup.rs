@@ -130,3 +130,28 @@ fn failures_and_blame_keep_nodes_out_of_the_result() {
     }
     assert!(l.closest().iter().all(|c| !failed.contains(&c.id)));
 }
+
+#[test]
+fn a_lookup_with_one_seed_still_uses_every_path() {
+    // A joining node knows one peer: its answer is shared out, so the paths are disjoint from
+    // the first hop rather than one path doing all the work.
+    let contact = |b: u8| Contact {
+        id: NodeId::from_bytes([b; 32]),
+        addr: SocketAddr::from(([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b], 4433)),
+    };
+    let local = NodeId::from_bytes([0; 32]);
+    let target = NodeId::from_bytes([255; 32]);
+    let answer: Vec<Contact> = (10..19).map(contact).collect();
+    let in_flight = |paths: usize| {
+        let config = LookupConfig {
+            paths,
+            ..LookupConfig::default()
+        };
+        let mut l = Lookup::new(local, target, &[contact(1)], config);
+        assert_eq!(l.next_query().map(|c| c.id), Some(contact(1).id));
+        l.on_answer(&contact(1).id, &answer);
+        std::iter::from_fn(|| l.next_query()).count()
+    };
+    assert_eq!(in_flight(1), 3);
+    assert_eq!(in_flight(3), 9);
+}

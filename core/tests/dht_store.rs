@@ -235,3 +235,34 @@ fn sync_exchanges_what_each_side_lacks_and_rejects_forgeries() {
     assert!(c.store().is_empty());
     assert_eq!(c.stats().rejected, 1);
 }
+
+#[test]
+fn a_value_lookup_that_finds_nothing_tries_again_over_disjoint_paths() {
+    let mut dht = Dht::new(NodeId::from_bytes([1; 32]), DhtConfig::default());
+    let now = epoch();
+    for b in 2..8 {
+        dht.add_contact(peer(b), now);
+    }
+    let key = vx6_core::record::name_key(&"alice".parse().unwrap());
+    let id = dht.start(now, key, Purpose::FindValue).unwrap();
+    let mut asked = 0;
+    while let Some(out) = dht.poll_outgoing() {
+        asked += 1;
+        dht.handle_response(
+            now,
+            UNIX,
+            out.to,
+            out.txid,
+            Response::Value {
+                records: vec![],
+                closer: vec![],
+            },
+        );
+    }
+    let result = dht.poll_result().unwrap();
+    assert_eq!(result.id, id);
+    assert!(result.records.is_empty());
+    // Every peer was asked on the first, one-path attempt and again on the second.
+    assert_eq!(asked, 12);
+    assert_eq!(result.queries, 12);
+}

@@ -153,3 +153,46 @@ fn a_contested_name_is_refused_with_the_candidates() {
     });
     assert_eq!(ok, Some(identity(42).node_id()));
 }
+
+fn holds_all(net: &Net, host: usize, records: &[SignedRecord]) -> bool {
+    let store = net.hosts[host].node.dht().store();
+    records
+        .iter()
+        .all(|r| store.iter().any(|x| x.as_bytes() == r.as_bytes()))
+}
+
+#[test]
+fn first_contact_exchanges_record_digests() {
+    let mut net = Net::new(33);
+    net.add_host(identity(50), echo_service(), Pins::default());
+    net.add_host(identity(51), ServiceTable::new(false), Pins::default());
+    // Alone, the owner can only keep its records.
+    let now = net.now;
+    let records = owner_records(&identity(50), net.hosts[0].addr, "alice");
+    net.hosts[0].node.publish(now, &records);
+    net.run_until(Duration::from_secs(1), |_| false);
+    assert!(!holds_all(&net, 1, &records));
+    // The newcomer gets them by syncing with its first contact, without looking anything up.
+    let via = net.hosts[0].addr;
+    net.hosts[1].node.bootstrap(&[via]);
+    assert!(net.run_until(Duration::from_secs(5), |n| holds_all(n, 1, &records)));
+}
+
+#[test]
+fn periodic_sync_repairs_a_store_that_was_lost() {
+    let mut net = Net::new(34);
+    network(&mut net, 3);
+    // Every datagram of the publish is lost: only the owner holds its records.
+    net.loss = 1.0;
+    let now = net.now;
+    let records = owner_records(&identity(41), net.hosts[1].addr, "alice");
+    net.hosts[1].node.publish(now, &records);
+    net.run_until(Duration::from_secs(10), |_| false);
+    net.loss = 0.0;
+    assert!(!holds_all(&net, 0, &records) && !holds_all(&net, 2, &records));
+    // Maintenance rounds sync with neighbours: the records reach both.
+    let repaired = net.run_until(2 * vx6_core::node::MAINTENANCE_INTERVAL, |n| {
+        holds_all(n, 0, &records) && holds_all(n, 2, &records)
+    });
+    assert!(repaired);
+}

@@ -59,3 +59,20 @@ def test_six_daemons_resolve_and_ssh_by_name(lab, transport, figure):
     client.wait_log("re-entering through")
     retry(resolves, timeout=30)
     retry(ssh_works, timeout=30)
+
+    # The client's pin of `alice` survived the restart: once a second key claims `alice`, a
+    # node without a pin sees two candidates, the client still goes to the key it met first.
+    known = (homes[5].path / "known_peers").read_text()
+    assert f"alice {homes[0].id}" in known, known
+    impostor_home = lab.home("alice")
+    lab.start_node(
+        ns[4], impostor_home, transport=transport, serve=["ssh=127.0.0.1:22"], public=True,
+        extra=["--bootstrap", at(3)], name="vx6-impostor",
+    )
+
+    def contested():
+        cp = ns[1].run([VX6_BIN, "resolve", "--home", homes[1].path, "alice.ssh"], timeout=30, check=False)
+        assert cp.returncode != 0 and "claimed by 2 nodes" in cp.stderr, (cp.stdout, cp.stderr)
+
+    retry(contested, timeout=60)
+    retry(resolves, timeout=30)

@@ -66,6 +66,7 @@ pub struct Lookup {
     /// Every id some path has queried (for disjointness), and that path.
     owner: BTreeMap<NodeId, usize>,
     queried: u32,
+    /// Deepest hop answered.
     max_hop: u32,
     bad: HashSet<NodeId>,
 }
@@ -152,7 +153,6 @@ impl Lookup {
                 c.state = State::InFlight;
                 path.in_flight += 1;
                 self.queried += 1;
-                self.max_hop = self.max_hop.max(c.hop);
                 return Some(c.contact);
             }
         }
@@ -174,10 +174,21 @@ impl Lookup {
             return;
         }
         c.state = State::Answered;
-        let hop = c.hop + 1;
+        let answered = c.hop;
+        let hop = answered + 1;
+        self.max_hop = self.max_hop.max(answered);
         self.paths[path].in_flight -= 1;
-        for contact in closer {
-            self.offer(path, *contact, hop);
+        // Paths that got no seed (a joining node knows one peer) take their share of the
+        // first answer, so that they are disjoint from the start rather than never used.
+        let idle: Vec<usize> = (0..self.paths.len())
+            .filter(|p| *p != path && self.paths[*p].candidates.is_empty())
+            .collect();
+        for (i, contact) in closer.iter().enumerate() {
+            let to = match i % (idle.len() + 1) {
+                0 => path,
+                n => idle[n - 1],
+            };
+            self.offer(to, *contact, hop);
         }
     }
 
@@ -231,7 +242,8 @@ impl Lookup {
         self.queried
     }
 
-    /// Deepest hop queried so far (rounds of the lookup).
+    /// Deepest hop that answered so far: the rounds the lookup waited for (queries still in
+    /// flight when it ends cost no time).
     pub fn hops(&self) -> u32 {
         self.max_hop
     }

@@ -25,6 +25,13 @@ pub use message::{DigestEntry, Message, Request, Response};
 pub use routing_table::{RoutingConfig, RoutingTable};
 
 use self::message::{MAX_CONTACTS, MAX_DIGEST, MAX_RECORDS};
+
+/// Digest entries a sync sends at once: the most that fit one datagram even with the longest
+/// sequence numbers (the wire allows up to [`MAX_DIGEST`]).
+pub const SYNC_DIGEST: usize = 48;
+
+/// Records per `Store` that answers a sync's wants, so that one fits a datagram.
+const SYNC_STORE_BATCH: usize = 4;
 use crate::identity::NodeId;
 use crate::names::Username;
 use crate::record::{Record, SignedRecord};
@@ -35,8 +42,12 @@ use crate::registry::{Registry, RegistryLimits};
 pub struct DhtConfig {
     /// Routing table bounds.
     pub routing: RoutingConfig,
-    /// Lookup parameters.
+    /// Lookup parameters of ordinary lookups.
     pub lookup: LookupConfig,
+    /// Disjoint paths of the lookups an adversary gains most by capturing: for the node's own
+    /// id (joining and refreshing its neighbourhood, which decides whom its neighbours know),
+    /// for publishing, and for a value lookup tried again after one path found nothing.
+    pub disjoint_paths: usize,
     /// The longest an RPC may take before it counts as failed; the actual timeout adapts to
     /// the round trips observed (`srtt + 4 × rttvar`, at least 250 ms).
     pub rpc_timeout: Duration,
@@ -53,6 +64,7 @@ impl Default for DhtConfig {
         Self {
             routing: RoutingConfig::default(),
             lookup: LookupConfig::default(),
+            disjoint_paths: 3,
             rpc_timeout: Duration::from_secs(2),
             value_quorum: 2,
             store: RegistryLimits::default(),
@@ -134,6 +146,8 @@ struct Active {
     stored_at: u32,
     storing: bool,
     started: Instant,
+    /// Queries and rounds of an earlier attempt (a value lookup tried again).
+    earlier: Option<(u32, u32)>,
 }
 
 struct Pending {
@@ -257,6 +271,11 @@ impl Dht {
         self.config.lookup = lookup;
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &DhtConfig {
+        &self.config
+    }
+
     /// Lookups running.
     pub fn running(&self) -> usize {
         self.lookups.len()
@@ -285,8 +304,8 @@ impl Dht {
         }
         let id = LookupId(self.next_lookup);
         self.next_lookup += 1;
-        let seeds = self.table.closest(&target, self.config.lookup.k);
-        let lookup = Lookup::new(self.local, target, &seeds, self.config.lookup);
+        let secure = target == self.local || matches!(purpose, Purpose::Store(_));
+        let lookup = self.new_lookup(target, secure);
         self.lookups.insert(
             id,
             Active {
@@ -298,10 +317,20 @@ impl Dht {
                 stored_at: 0,
                 storing: false,
                 started: now,
+                earlier: None,
             },
         );
         self.advance(now, id);
         Ok(id)
+    }
+
+    fn new_lookup(&self, target: NodeId, secure: bool) -> Lookup {
+        let mut config = self.config.lookup;
+        if secure {
+            config.paths = config.paths.max(self.config.disjoint_paths);
+        }
+        let seeds = self.table.closest(&target, config.k);
+        Lookup::new(self.local, target, &seeds, config)
     }
 
     /// Stores `records` (all under the same key) at the k closest nodes to their key.
@@ -366,6 +395,20 @@ impl Dht {
             if !finished {
                 return;
             }
+            let active = self.lookups.get(&id).expect("checked above");
+            let retry = active.purpose == Purpose::FindValue
+                && active.records.is_empty()
+                && active.earlier.is_none()
+                && self.config.disjoint_paths > self.config.lookup.paths;
+            if retry {
+                // Nothing found on one path may mean the path was led astray: ask again over
+                // disjoint paths, which an adversary must all sit on to hide a record.
+                let lookup = self.new_lookup(active.lookup.target(), true);
+                let active = self.lookups.get_mut(&id).expect("checked above");
+                active.earlier = Some((active.lookup.queries(), active.lookup.hops()));
+                active.lookup = lookup;
+                return self.advance(now, id);
+            }
             let active = self.lookups.get_mut(&id).expect("checked above");
             if let Purpose::Store(records) = &active.purpose {
                 active.storing = true;
@@ -398,6 +441,7 @@ impl Dht {
         let Some(active) = self.lookups.remove(&id) else {
             return;
         };
+        let (earlier_queries, earlier_hops) = active.earlier.unwrap_or_default();
         // Answers still in flight for this lookup are dropped when they arrive.
         self.done.push_back(LookupResult {
             id,
@@ -405,8 +449,8 @@ impl Dht {
             closest: active.lookup.closest(),
             records: active.records,
             stored_at: active.stored_at,
-            queries: active.lookup.queries(),
-            hops: active.lookup.hops(),
+            queries: earlier_queries + active.lookup.queries(),
+            hops: earlier_hops + active.lookup.hops(),
             started: active.started,
             finished: now,
         });
@@ -498,13 +542,15 @@ impl Dht {
         let Some(id) = p.lookup else {
             if let Response::Synced { records, want } = response {
                 let theirs = self.finish_sync(unix_now, &records, &want);
-                if !theirs.is_empty() {
+                for batch in theirs.chunks(SYNC_STORE_BATCH) {
                     let txid = self.txid();
                     self.pending.insert(txid, self.rpc(None, p.to, now));
                     self.out.push_back(Outgoing {
                         to: p.to,
                         txid,
-                        request: Request::Store { records: theirs },
+                        request: Request::Store {
+                            records: batch.to_vec(),
+                        },
                     });
                 }
             }
@@ -534,9 +580,11 @@ impl Dht {
                 }
                 let active = self.lookups.get_mut(&id).expect("checked above");
                 if lied {
-                    // Forged, stale or misfiled records: this peer's answers are not used.
+                    // Forged, stale or misfiled records: this peer's answers are not used, and
+                    // it is not handed to anyone else as a contact.
                     self.stats.bad_answers += 1;
                     active.lookup.blame(&from.id);
+                    self.table.remove(&from.id);
                 } else {
                     if !valid.is_empty() {
                         active.with_value += 1;
@@ -624,7 +672,7 @@ impl Dht {
 
     // ---- peer sync ---------------------------------------------------------------------------
 
-    /// A digest of up to [`MAX_DIGEST`] held records, starting after `cursor` (rotate it to
+    /// A digest of up to [`SYNC_DIGEST`] held records, starting after `cursor` (rotate it to
     /// cover a large registry over several rounds).
     pub fn sync_digest(&self, cursor: usize) -> Vec<DigestEntry> {
         let n = self.store.len();
@@ -636,7 +684,7 @@ impl Dht {
             .iter()
             .skip(start)
             .chain(self.store.iter().take(start))
-            .take(MAX_DIGEST)
+            .take(SYNC_DIGEST)
             .map(|r| DigestEntry {
                 slot: r.slot(),
                 seq: r.record().seq(),

@@ -3,22 +3,26 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_proto::Transmit;
 
 use super::stream::{Phase, ServiceStream};
 use super::{Dial, Event, Node, SessionId, StreamHandle};
 use crate::dht::datagram::{self, ANYONE};
-use crate::dht::message::{Body, DHT_VERSION, Message, Request, Response};
+use crate::dht::message::{Body, DHT_VERSION, MAX_DIGEST, Message, Request, Response};
 use crate::dht::{Contact, LookupId, LookupResult, Purpose};
 use crate::identity::NodeId;
-use crate::names::{ServiceName, Username};
+use crate::names::ServiceName;
 use crate::record::{NodeAddress, Record, SignedRecord, Transport, name_key};
 use crate::resolve::{Resolved, Target, choose};
 
 /// Records per `Store` datagram, so a store fits one datagram.
 const STORE_BATCH: usize = 4;
+
+/// How often a node looks up its own id (so new neighbours learn of it and it of them),
+/// refreshes one far region of its table, and syncs records with one of its neighbours.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
 
 enum Step {
     /// Looking up the claims to the name.
@@ -43,8 +47,9 @@ pub(super) struct State {
     next_resolve: u64,
     /// Streams waiting for a resolution, with their transport.
     waiting: BTreeMap<u64, Vec<(StreamHandle, Transport)>>,
-    /// Usernames pinned on first use.
-    name_pins: BTreeMap<Username, NodeId>,
+    /// When the next maintenance round is due (set once the node has a first contact).
+    next_maintenance: Option<Instant>,
+    maintenance_rounds: u64,
     /// DHT datagrams dropped as invalid.
     pub dropped: u64,
     /// Wall clock, unix seconds (record validity).
@@ -104,6 +109,10 @@ impl Node {
                         self.dht.add_contact(contact, now);
                         let local = self.node_id;
                         let _ = self.dht.start(now, local, Purpose::FindNode);
+                        // First contact: exchange digests, so records it holds that this node
+                        // lacks (and the reverse) move without waiting for a lookup.
+                        self.dht.start_sync(now, contact, 0);
+                        self.arm_maintenance(now);
                     }
                 } else {
                     self.dht
@@ -160,6 +169,56 @@ impl Node {
         }
         let local = self.node_id;
         let _ = self.dht.start(now, local, Purpose::FindNode);
+        self.arm_maintenance(now);
+        self.drain_dht(now);
+    }
+
+    fn arm_maintenance(&mut self, now: Instant) {
+        self.discovery
+            .next_maintenance
+            .get_or_insert(now + MAINTENANCE_INTERVAL);
+    }
+
+    /// When the next maintenance round is due.
+    pub(super) fn maintenance_timeout(&self) -> Option<Instant> {
+        self.discovery.next_maintenance
+    }
+
+    /// One maintenance round, if due: a lookup for our own id, one for an id in a region that
+    /// rotates round by round (bucket refresh without a random source), and a digest sync with
+    /// the next of our closest neighbours, over a window of our records that rotates too.
+    pub(super) fn maintain(&mut self, now: Instant) {
+        if self.discovery.next_maintenance.is_none_or(|t| t > now) {
+            return;
+        }
+        self.discovery.next_maintenance = Some(now + MAINTENANCE_INTERVAL);
+        let round = self.discovery.maintenance_rounds;
+        self.discovery.maintenance_rounds += 1;
+        let local = self.node_id;
+        let _ = self.dht.start(now, local, Purpose::FindNode);
+        let mut h = blake3::Hasher::new();
+        h.update(b"vx6/refresh\0");
+        h.update(local.as_bytes());
+        h.update(&round.to_le_bytes());
+        let far = NodeId::from_bytes(*h.finalize().as_bytes());
+        let _ = self.dht.start(now, far, Purpose::FindNode);
+        let neighbours = self.dht.table().closest(&local, self.dht.config().lookup.k);
+        if !neighbours.is_empty() {
+            let peer = neighbours[round as usize % neighbours.len()];
+            let cursor = (round as usize).wrapping_mul(MAX_DIGEST);
+            self.dht.start_sync(now, peer, cursor);
+        }
+        self.drain_dht(now);
+    }
+
+    /// A session came up with `peer`: if its DHT address is known from the session (QUIC
+    /// shares the UDP port; a TCP session this node dialed went to the node's listen port),
+    /// exchange record digests with it.
+    pub(super) fn sync_on_session(&mut self, now: Instant, peer: NodeId, addr: Option<SocketAddr>) {
+        let Some(addr) = addr else {
+            return;
+        };
+        self.dht.start_sync(now, Contact { id: peer, addr }, 0);
         self.drain_dht(now);
     }
 
@@ -271,11 +330,7 @@ impl Node {
         };
         match res.step {
             Step::Claims => {
-                let pinned = self
-                    .discovery
-                    .name_pins
-                    .get(&res.target.name.username)
-                    .copied();
+                let pinned = self.pins.get_name(&res.target.name.username);
                 match choose(&res.target, &result.records, pinned) {
                     Ok(resolved) => {
                         let first_use = matches!(resolved, Resolved::FirstUse(_));
@@ -316,10 +371,11 @@ impl Node {
                     self.resolved(now, res.id, &res.target, Err(reason));
                     return;
                 }
-                if first_use {
-                    self.discovery
-                        .name_pins
-                        .insert(res.target.name.username.clone(), node);
+                if first_use
+                    && self
+                        .pins
+                        .insert_name(res.target.name.username.clone(), node)
+                {
                     self.events.push_back(Event::NamePinned {
                         username: res.target.name.username.to_string(),
                         node,

@@ -23,6 +23,7 @@ use bytes::{Buf, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, Transmit};
 use rustls::crypto::CryptoProvider;
 
+pub use discovery::MAINTENANCE_INTERVAL;
 pub use event::{Event, SessionId, StreamHandle};
 pub use status::{Counters, NodeStatus, SessionStatus};
 
@@ -837,6 +838,7 @@ impl Node {
             self.dht.handle_timeout(now);
             self.drain_dht(now);
         }
+        self.maintain(now);
         let due: Vec<SessionId> = self
             .sessions
             .iter_mut()
@@ -854,10 +856,12 @@ impl Node {
 
     /// When [`Node::handle_timeout`] must next be called: as soon as this instant has passed.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let maintenance = self.maintenance_timeout();
         self.sessions
             .values_mut()
             .filter_map(Session::poll_timeout)
             .chain(self.dht.poll_timeout())
+            .chain(maintenance)
             .min()
     }
 
@@ -1008,6 +1012,7 @@ impl Node {
         s.peer = Some(peer);
         s.established = true;
         let (transport, remote) = (s.transport(), s.remote);
+        let dht_addr = (transport == Transport::Quic || s.dial.is_some()).then_some(remote);
         if let Some(Dial {
             expected: None,
             addr,
@@ -1025,6 +1030,7 @@ impl Node {
             remote,
         });
         self.open_pending(now, sid);
+        self.sync_on_session(now, peer, dht_addr);
     }
 
     fn on_stream_event(&mut self, now: Instant, sid: SessionId, ev: StreamEvent) {

@@ -673,11 +673,7 @@ impl Daemon {
             },
             Event::PinLearned { addr, node } => {
                 tracing::info!("pinned node {node} for {addr} (trust on first use)");
-                if let Err(e) =
-                    crate::atomic::write(&self.pins_path, self.node.pins().to_text().as_bytes())
-                {
-                    tracing::warn!("saving {}: {e}", self.pins_path.display());
-                }
+                self.save_pins();
             }
             Event::TcpConnect { session, addr } => self.connect_peer(now, session, addr),
             Event::TcpClose { session, flush } => {
@@ -752,8 +748,16 @@ impl Daemon {
                 let _ = (id, reply);
             }
             Event::NamePinned { username, node } => {
-                tracing::info!("pinned node {node} for name {username} (trust on first use)")
+                tracing::info!("pinned node {node} for name {username} (trust on first use)");
+                self.save_pins();
             }
+        }
+    }
+
+    fn save_pins(&self) {
+        if let Err(e) = crate::atomic::write(&self.pins_path, self.node.pins().to_text().as_bytes())
+        {
+            tracing::warn!("saving {}: {e}", self.pins_path.display());
         }
     }
 

@@ -29,6 +29,9 @@ struct Args {
     /// Disjoint paths for the adversarial scenario.
     #[arg(long, default_value_t = 3)]
     paths: usize,
+    /// Queries in flight per path (α).
+    #[arg(long, default_value_t = 3)]
+    alpha: usize,
     /// Leave the colluding-adversary part out of the suite (it costs more than the rest).
     #[arg(long)]
     no_adversaries: bool,
@@ -81,6 +84,7 @@ fn main() -> Result<()> {
             &Params {
                 adversaries: 0.2,
                 paths: a.paths,
+                alpha: a.alpha,
                 ..base
             },
         )],
