@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # VX6 tunnel benchmark (not a test): forwards the yardstick server of
-# shared/bench/tunnel_bench.py through VX6 over QUIC, VX6 over TCP, OpenSSH `ssh -L` and socat,
+# shared/bench/tunnel_bench.py through VX6 over QUIC and over TCP (the mio daemon), an embedded
+# smol node over QUIC (runtime-smol's expose/connect examples), OpenSSH `ssh -L` and socat,
 # all on loopback, measures every entry interleaved in one run, reports the idle RSS of the vx6
 # daemons, and prints a markdown table (figures + the exact commands) on stdout. Progress and
 # the yardstick's own table go to stderr.
 #
-#   bench/run.sh [--only vx6-quic,vx6-tcp,sshL,socat] [--out FILE.json] [--keep] [YARDSTICK ARGS...]
+#   bench/run.sh [--only vx6-quic,vx6-tcp,smol-quic,sshL,socat] [--out FILE.json] [--keep] [YARDSTICK ARGS...]
 #
 #   --only LIST   entries to run (default all; also $BENCH_ONLY). `--only sshL,socat` needs no vx6.
 #   --out FILE    keep the yardstick's JSON there (default: a temporary file)
 #   --keep        keep the work directory (keys, configs, daemon logs) and print its path
 #   anything else is passed to tunnel_bench.py, e.g. --mb 256 --rounds 3 --rr 2000 --connects 50
 #
-# Environment: VX6_BIN (default <repo>/target/release/vx6), TUNNEL_BENCH (the yardstick),
+# Environment: VX6_BIN (default <repo>/target/release/vx6), VX6_EXAMPLES (default
+# <repo>/target/release/examples), TUNNEL_BENCH (the yardstick),
 # BENCH_PORT_BASE (default 4700: vx6 uses BASE+1..+12 and 7301/7302 local entries; see below).
 # Installs openssh-server, openssh-client and socat with apt-get when they are missing (root).
 set -euo pipefail
@@ -25,8 +27,9 @@ root=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." &&
 yard=${TUNNEL_BENCH:-$root/../shared/bench/tunnel_bench.py}
 [ -f "$yard" ] && yard=$(realpath "$yard")
 vx6=${VX6_BIN:-$root/target/release/vx6}
+examples=${VX6_EXAMPLES:-$root/target/release/examples}
 
-only=${BENCH_ONLY:-vx6-quic,vx6-tcp,sshL,socat}
+only=${BENCH_ONLY:-vx6-quic,vx6-tcp,smol-quic,sshL,socat}
 out=""
 keep=0
 pass=()
@@ -38,7 +41,7 @@ while [ $# -gt 0 ]; do
     --out=*) out=${1#*=}; shift ;;
     --keep) keep=1; shift ;;
     --json|--json=*) die "use --out FILE instead of --json" ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) pass+=("$1"); shift ;;
   esac
 done
@@ -51,7 +54,7 @@ qcmd() { local out="" w; for w in "$@"; do out+="${out:+ }$(q "$w")"; done; prin
 invocation="bench/run.sh $(qcmd --only "$only" ${out:+--out "$out"} "${pass[@]}")"
 want() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 for e in ${only//,/ }; do
-  case "$e" in vx6-quic|vx6-tcp|sshL|socat) ;; *) die "unknown entry '$e' (known: vx6-quic,vx6-tcp,sshL,socat)" ;; esac
+  case "$e" in vx6-quic|vx6-tcp|smol-quic|sshL|socat) ;; *) die "unknown entry '$e' (known: vx6-quic,vx6-tcp,smol-quic,sshL,socat)" ;; esac
 done
 
 # ---- ports (all on loopback)
@@ -59,6 +62,7 @@ base=${BENCH_PORT_BASE:-4700}
 server_port=5301                      # the yardstick's sink/echo server (fixed by the brief)
 q_owner=$((base + 1)); q_client=$((base + 2)); q_local=7301
 t_owner=$((base + 11)); t_client=$((base + 12)); t_local=7302
+s_owner=$((base + 31)); s_client=$((base + 32)); s_local=7303
 sshd_port=$((base + 22)); sshl_port=6301
 socat_port=6401
 
@@ -69,6 +73,9 @@ if want vx6-quic || want vx6-tcp; then
   [ -x "$vx6" ] || die "vx6 binary not found at $vx6: run \`cargo build --release\` (or set VX6_BIN, or use --only sshL,socat)"
 fi
 need_pkgs=()
+if want smol-quic; then
+  [ -x "$examples/expose" ] && [ -x "$examples/connect" ] || die "runtime-smol examples not found in $examples: run \`cargo build --release -p vx6-runtime-smol --examples\`"
+fi
 if want sshL; then
   command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
   [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
@@ -92,6 +99,7 @@ check_free() {
 check_free t "$server_port"
 want vx6-quic && { check_free u "$q_owner" "$q_client"; check_free t "$q_local"; }
 want vx6-tcp && check_free t "$t_owner" "$t_client" "$t_local"
+want smol-quic && { check_free u "$s_owner" "$s_client"; check_free t "$s_local"; }
 want sshL && check_free t "$sshd_port" "$sshl_port"
 want socat && check_free t "$socat_port"
 
@@ -147,6 +155,25 @@ start_vx6() { # tag transport owner_port client_port local_port
   daemon_cmds+=("$(qcmd "${ocmd[@]}")" "$(qcmd "${ccmd[@]}")")
 }
 
+start_smol() { # tag owner_port client_port local_port
+  local tag=$1 op=$2 cp=$3 lp=$4 oid=""
+  local ocmd=("$examples/expose" --name owner --listen "[::1]:$op" --service "bench=127.0.0.1:$server_port" --public)
+  "${ocmd[@]}" >"$work/$tag-owner.out" 2>"$work/$tag-owner.err" &
+  pids+=($!); rss_pid[$tag-owner]=$!
+  for _ in $(seq 300); do
+    oid=$(sed -n 's/^node \([a-z2-7]*\) listening on .*/\1/p' "$work/$tag-owner.err" 2>/dev/null | head -1)
+    [ -n "$oid" ] && break
+    kill -0 "${rss_pid[$tag-owner]}" 2>/dev/null || die "$tag-owner exited; stderr: $(tail -20 "$work/$tag-owner.err")"
+    sleep 0.1
+  done
+  [ -n "$oid" ] || die "$tag-owner printed no node id in 30 s"
+  local ccmd=("$examples/connect" --name client --listen "[::1]:$cp" --forward "$oid@[::1]:$op/bench=127.0.0.1:$lp")
+  "${ccmd[@]}" >"$work/$tag-client.out" 2>"$work/$tag-client.err" &
+  pids+=($!); rss_pid[$tag-client]=$!
+  wait_listen t "$lp" "$tag-client" $!
+  daemon_cmds+=("$(qcmd "${ocmd[@]}")" "$(qcmd "${ccmd[@]}")")
+}
+
 wait_ready() { # name pid
   for _ in $(seq 300); do
     grep -q '^ready ' "$work/$1.out" 2>/dev/null && return 0
@@ -170,6 +197,11 @@ if want vx6-tcp; then
   say "starting vx6 over TCP"
   start_vx6 vx6-tcp tcp "$t_owner" "$t_client" "$t_local"
   entries+=(--entry "vx6-tcp=$t_local")
+fi
+if want smol-quic; then
+  say "starting embedded smol nodes over QUIC"
+  start_smol smol-quic "$s_owner" "$s_client" "$s_local"
+  entries+=(--entry "smol-quic=$s_local")
 fi
 if want sshL; then
   say "starting sshd on 127.0.0.1:$sshd_port and ssh -L $sshl_port"
@@ -260,11 +292,15 @@ print("| --- | ---: | ---: | ---: | ---: | ---: |")
 for n in names:
     r = res[n]
     print(f"| {n} | {r['throughput']:.0f} | {r['throughput'] / base:.3f} | {r['rr_p50']:.0f} | {r['rr_p99']:.0f} | {r['connect_ms']:.2f} |")
+if "smol-quic" in res and "vx6-quic" in res:
+    s, m = res["smol-quic"], res["vx6-quic"]
+    print()
+    print(f"Embedded smol node against the mio daemon, both over QUIC: throughput {s['throughput'] / m['throughput']:.2f}x, rr p50 {s['rr_p50'] / m['rr_p50']:.2f}x, connect {s['connect_ms'] / m['connect_ms']:.2f}x.")
 start = dict(x.split("=") for x in os.environ["RSS_START"].split())
 end = dict(x.split("=") for x in os.environ["RSS_END"].split())
 if start:
     print()
-    print("Idle RSS of the vx6 daemons (VmRSS from /proc/PID/status, 2 s after start / 2 s after the run):")
+    print("Idle RSS of the vx6 daemons and embedded nodes (VmRSS from /proc/PID/status, 2 s after start / 2 s after the run):")
     print()
     print("| daemon | idle after start (MiB) | idle after the run (MiB) |")
     print("| --- | ---: | ---: |")

@@ -25,6 +25,14 @@ if [ "${E2E:-1}" != 0 ]; then
   python3 -c 'import pytest' 2>/dev/null || python3 -m pip install --quiet pytest
 fi
 
+# (Host platform: on wasm32 only, async-std's wasm-bindgen-futures would bring tokio in.)
+step "no tokio in the dependency tree (all features, normal, dev and build dependencies)"
+if cargo tree --workspace --all-features --locked -e normal,dev,build -i tokio 2>/dev/null | grep -q tokio; then
+  cargo tree --workspace --all-features --locked -e normal,dev,build -i tokio
+  echo "tokio is in the dependency tree" >&2
+  exit 1
+fi
+
 step "format"
 cargo fmt --all -- --check
 
@@ -36,8 +44,9 @@ cargo test --workspace --locked --doc
 cargo nextest run --workspace --locked --no-fail-fast
 
 if [ "${E2E:-1}" != 0 ]; then
-  step "end-to-end: real daemons in network namespaces with OpenSSH, iperf3 and 200 connections"
+  step "end-to-end: real daemons and embedded nodes in network namespaces with OpenSSH, iperf3 and 200 connections"
   cargo build --release --locked --bin vx6
+  cargo build --release --locked -p vx6-runtime-smol --examples
   python3 -m pytest tests/e2e -q
 fi
 

@@ -41,6 +41,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod destination;
 pub mod dht;
 pub mod identity;
 pub mod names;

@@ -57,6 +57,39 @@ proptest! {
         want.truncate(20);
         prop_assert_eq!(got, want);
     }
+
+    #[test]
+    fn closest_matches_a_full_scan_for_targets_near_and_far(
+        ids in proptest::collection::vec(any::<[u8; 32]>(), 1..300),
+        shared_bits in 0usize..24,
+        noise in any::<[u8; 32]>(),
+        n in 1usize..40,
+    ) {
+        let now = epoch();
+        let local = [0x5a; 32];
+        // Contacts spread over many buckets: each id keeps a random prefix of the local id.
+        let mut t = RoutingTable::new(NodeId::from_bytes(local), RoutingConfig { k: 8, max_per_subnet: 1000, replacements: 0 });
+        for (i, id) in ids.iter().enumerate() {
+            let keep = (id[0] as usize) % 20;
+            t.insert(contact(near(&local, id, keep), 0, i as u8), now);
+        }
+        let target = NodeId::from_bytes(near(&local, &noise, shared_bits));
+        let got = t.closest(&target, n);
+        let mut want: Vec<_> = t.contacts().copied().collect();
+        want.sort_by_key(|c| Distance::between(&c.id, &target));
+        want.truncate(n);
+        prop_assert_eq!(got, want);
+    }
+}
+
+/// `other` with its first `bits` bits taken from `base`.
+fn near(base: &[u8; 32], other: &[u8; 32], bits: usize) -> [u8; 32] {
+    let mut out = *other;
+    for i in 0..bits {
+        let mask = 0x80u8 >> (i % 8);
+        out[i / 8] = (out[i / 8] & !mask) | (base[i / 8] & mask);
+    }
+    out
 }
 
 #[test]

@@ -11,7 +11,7 @@ use vx6_core::node::Event;
 use vx6_core::pins::Pins;
 use vx6_core::record::{NameClaim, NodeAddress, NodeRecord, ServiceRecord, Transport};
 use vx6_core::resolve::Target;
-use vx6_core::service::{Access, Service, ServiceTable};
+use vx6_core::service::{Access, Backend, Service, ServiceTable};
 use vx6_core::{Identity, Record, SignedRecord};
 
 fn owner_records(id: &Identity, addr: std::net::SocketAddr, name: &str) -> Vec<SignedRecord> {
@@ -47,7 +47,7 @@ fn echo_service() -> ServiceTable {
     t.add(
         "echo".parse().unwrap(),
         Service {
-            target: format!("127.0.0.1:{ECHO_PORT}").parse().unwrap(),
+            target: Backend::Tcp(format!("127.0.0.1:{ECHO_PORT}").parse().unwrap()),
             access: Access::Public,
         },
     )

@@ -10,14 +10,14 @@ use vx6_core::NodeId;
 use vx6_core::node::Event;
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
-use vx6_core::service::{Access, Service, ServiceTable};
+use vx6_core::service::{Access, Backend, Service, ServiceTable};
 
 fn services(access: Access) -> ServiceTable {
     let mut t = ServiceTable::new(false);
     t.add(
         "echo".parse().unwrap(),
         Service {
-            target: format!("127.0.0.1:{ECHO_PORT}").parse().unwrap(),
+            target: Backend::Tcp(format!("127.0.0.1:{ECHO_PORT}").parse().unwrap()),
             access: access.clone(),
         },
     )
@@ -25,7 +25,7 @@ fn services(access: Access) -> ServiceTable {
     t.add(
         "down".parse().unwrap(),
         Service {
-            target: format!("127.0.0.1:{DOWN_PORT}").parse().unwrap(),
+            target: Backend::Tcp(format!("127.0.0.1:{DOWN_PORT}").parse().unwrap()),
             access,
         },
     )

@@ -8,7 +8,7 @@ use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
 use vx6_core::record::{Freshness, NameClaim};
 use vx6_core::registry::RegistryLimits;
-use vx6_core::service::{Access, Service, ServiceTable};
+use vx6_core::service::{Access, Backend, Service, ServiceTable};
 use vx6_core::{Identity, NodeId, Record, SignedRecord, Username};
 
 use crate::clock::{human_until, unix_now};
@@ -277,7 +277,7 @@ fn node(args: NodeArgs) -> Result<()> {
             .add(
                 s.name.clone(),
                 Service {
-                    target: s.target,
+                    target: Backend::Tcp(s.target),
                     access: access.clone(),
                 },
             )

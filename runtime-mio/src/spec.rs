@@ -1,10 +1,10 @@
 //! Parsing of `--serve`, `--forward` and `--listen` values (shared by flags and config file).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 
-use vx6_core::resolve::Target;
-use vx6_core::{NodeId, ServiceName};
+use vx6_core::ServiceName;
+pub use vx6_core::destination::{Destination as ForwardTarget, parse_addr};
 
 /// `NAME=HOST:PORT`: offer local `HOST:PORT` as service `NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,36 +15,6 @@ pub struct ServeSpec {
     pub target: SocketAddr,
 }
 
-/// Where a forward leads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ForwardTarget {
-    /// Direct mode: `[NODEID@]ADDR/SERVICE`.
-    Direct {
-        /// Node that must answer, if given (`NODEID@`).
-        expected: Option<NodeId>,
-        /// Where the owner listens.
-        addr: SocketAddr,
-        /// Which of its services.
-        service: ServiceName,
-    },
-    /// By name: `username.service` (or its self-authenticating form), resolved per connection.
-    Named(Target),
-}
-
-impl std::fmt::Display for ForwardTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Direct {
-                expected: Some(id),
-                addr,
-                service,
-            } => write!(f, "{id}@{addr}/{service}"),
-            Self::Direct { addr, service, .. } => write!(f, "{addr}/{service}"),
-            Self::Named(t) => write!(f, "{t}"),
-        }
-    }
-}
-
 /// `TARGET=LOCALADDR`: listen on `LOCALADDR`, carry each connection to `TARGET`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardSpec {
@@ -52,18 +22,6 @@ pub struct ForwardSpec {
     pub target: ForwardTarget,
     /// Local listening address.
     pub local: SocketAddr,
-}
-
-/// Parses `HOST:PORT` where HOST may be an IP, `[IPv6]` or `localhost`.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Some(port) = s.strip_prefix("localhost:") {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
-        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
-    }
-    s.parse()
-        .map_err(|_| format!("{s:?} is not an address of the form IP:PORT or [IPv6]:PORT"))
 }
 
 impl FromStr for ServeSpec {
@@ -87,37 +45,9 @@ impl FromStr for ForwardSpec {
         let (target, local) = s
             .rsplit_once('=')
             .ok_or_else(|| format!("{s:?} is not of the form TARGET=LOCALADDR"))?;
-        let local = parse_addr(local)?;
-        if !target.contains('/')
-            && let Ok(name) = target.parse::<Target>()
-        {
-            return Ok(Self {
-                target: ForwardTarget::Named(name),
-                local,
-            });
-        }
-        let (expected, rest) = match target.split_once('@') {
-            Some((id, rest)) => (
-                Some(
-                    id.parse::<NodeId>()
-                        .map_err(|e| format!("{s:?}: bad node id before '@': {e}"))?,
-                ),
-                rest,
-            ),
-            None => (None, target),
-        };
-        let Some((addr, service)) = rest.rsplit_once('/') else {
-            return Err(format!(
-                "{s:?}: target must be username.service or [IPv6]:PORT/SERVICE (optionally with NODEID@ in front)"
-            ));
-        };
         Ok(Self {
-            target: ForwardTarget::Direct {
-                expected,
-                addr: parse_addr(addr)?,
-                service: service.parse().map_err(|e| format!("{s:?}: {e}"))?,
-            },
-            local,
+            target: target.parse().map_err(|e| format!("{s:?}: {e}"))?,
+            local: parse_addr(local)?,
         })
     }
 }
@@ -125,6 +55,7 @@ impl FromStr for ForwardSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vx6_core::NodeId;
 
     #[test]
     fn serve_specs() {

@@ -211,18 +211,27 @@ impl RoutingTable {
 
     /// The `n` live contacts closest to `target`, closest first. Stale contacts come last.
     pub fn closest(&self, target: &NodeId, n: usize) -> Vec<Contact> {
-        let mut all: Vec<(bool, Distance, Contact)> = self
-            .buckets
-            .iter()
-            .flat_map(|b| b.entries.iter())
-            .map(|e| {
-                (
-                    e.failures >= STALE_AFTER,
-                    Distance::between(&e.contact.id, target),
-                    e.contact,
-                )
-            })
-            .collect();
+        // Buckets in order of distance to the target: with p the bits the target shares with
+        // the local id, bucket p shares more than p with it, every deeper bucket exactly p,
+        // and each shallower bucket j exactly j. So only the nearest groups need scanning,
+        // not the whole table (it answers every request).
+        let len = self.buckets.len();
+        let p = (Distance::between(&self.local, target).leading_zeros() as usize).min(len);
+        let groups = [p..(p + 1).min(len), (p + 1).min(len)..len]
+            .into_iter()
+            .chain((0..p).rev().map(|j| j..j + 1));
+        let mut all: Vec<(bool, Distance, Contact)> = Vec::new();
+        let mut live = 0;
+        for group in groups {
+            if live >= n {
+                break;
+            }
+            for e in self.buckets[group].iter().flat_map(|b| b.entries.iter()) {
+                let stale = e.failures >= STALE_AFTER;
+                live += usize::from(!stale);
+                all.push((stale, Distance::between(&e.contact.id, target), e.contact));
+            }
+        }
         if all.len() > n {
             all.select_nth_unstable_by_key(n, |a| (a.0, a.1));
             all.truncate(n);

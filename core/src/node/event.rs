@@ -78,8 +78,11 @@ pub enum Event {
     ConnectTarget {
         /// The stream.
         stream: StreamHandle,
-        /// The service's local target.
-        target: SocketAddr,
+        /// The service it is for.
+        service: crate::names::ServiceName,
+        /// Where it goes: for [`Backend::InProcess`](crate::service::Backend::InProcess), the
+        /// application takes the stream (and calls `target_connected` once it does).
+        target: crate::service::Backend,
     },
     /// Read from the stream.
     StreamReadable(StreamHandle),

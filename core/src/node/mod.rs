@@ -1116,6 +1116,7 @@ impl Node {
                             st.phase = Phase::Connecting;
                             self.events.push_back(Event::ConnectTarget {
                                 stream: handle,
+                                service: req.service.clone(),
                                 target,
                             });
                         }

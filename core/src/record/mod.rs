@@ -8,6 +8,7 @@
 mod body;
 mod envelope;
 mod freshness;
+mod own;
 
 pub use body::{NameClaim, NodeAddress, NodeRecord, RelayCapability, ServiceRecord, Transport};
 #[cfg(fuzzing)]
@@ -16,6 +17,7 @@ pub use envelope::{
     DecodeError, EncodeError, MAX_RECORD_LEN, RECORD_VERSION, SignedRecord, name_key,
 };
 pub use freshness::{Freshness, FreshnessError};
+pub use own::OwnRecords;
 
 /// The kinds of record, with their wire byte. The byte is also part of the signed domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

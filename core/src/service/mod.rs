@@ -19,11 +19,30 @@ pub enum Access {
     Allow(BTreeSet<NodeId>),
 }
 
+/// Where a service's accepted streams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A TCP connection to this address (a loopback one unless non-loopback targets are
+    /// enabled).
+    Tcp(SocketAddr),
+    /// The embedding application, which takes the streams itself.
+    InProcess,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Tcp(addr) => addr.fmt(f),
+            Backend::InProcess => f.write_str("in-process"),
+        }
+    }
+}
+
 /// One offered service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
-    /// Where accepted streams are connected to on this machine.
-    pub target: SocketAddr,
+    /// Where accepted streams go.
+    pub target: Backend,
     /// Who may use it.
     pub access: Access,
 }
@@ -49,8 +68,8 @@ pub struct ServiceTable {
 /// Outcome of an access check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Authorization {
-    /// Connect to this target.
-    Granted(SocketAddr),
+    /// Hand the stream to this backend.
+    Granted(Backend),
     /// Refuse with this code.
     Refused(RefusalCode),
 }
@@ -66,8 +85,11 @@ impl ServiceTable {
 
     /// Offers `name`.
     pub fn add(&mut self, name: ServiceName, service: Service) -> Result<(), ServiceError> {
-        if !self.allow_non_loopback && !service.target.ip().is_loopback() {
-            return Err(ServiceError::NotLoopback(service.target));
+        if let Backend::Tcp(addr) = service.target
+            && !self.allow_non_loopback
+            && !addr.ip().is_loopback()
+        {
+            return Err(ServiceError::NotLoopback(addr));
         }
         if self.services.contains_key(&name) {
             return Err(ServiceError::Duplicate(name));
@@ -118,7 +140,7 @@ mod tests {
         t.add(
             ssh.clone(),
             Service {
-                target,
+                target: Backend::Tcp(target),
                 access: Access::Allow([node(1)].into()),
             },
         )
@@ -126,12 +148,15 @@ mod tests {
         t.add(
             web.clone(),
             Service {
-                target: "[::1]:8080".parse().unwrap(),
+                target: Backend::Tcp("[::1]:8080".parse().unwrap()),
                 access: Access::Public,
             },
         )
         .unwrap();
-        assert_eq!(t.authorize(&node(1), &ssh), Authorization::Granted(target));
+        assert_eq!(
+            t.authorize(&node(1), &ssh),
+            Authorization::Granted(Backend::Tcp(target))
+        );
         assert_eq!(
             t.authorize(&node(2), &ssh),
             Authorization::Refused(RefusalCode::AccessDenied)
@@ -150,7 +175,7 @@ mod tests {
     fn non_loopback_targets_need_opt_in() {
         let remote: SocketAddr = "192.0.2.1:22".parse().unwrap();
         let svc = Service {
-            target: remote,
+            target: Backend::Tcp(remote),
             access: Access::Public,
         };
         let mut strict = ServiceTable::new(false);

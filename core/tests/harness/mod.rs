@@ -15,7 +15,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
-use vx6_core::service::ServiceTable;
+use vx6_core::service::{Backend, ServiceTable};
 use vx6_core::session::StreamRead;
 use vx6_core::session::mux::MuxConfig;
 use vx6_core::session::quic::QuicTuning;
@@ -355,9 +355,9 @@ impl Net {
     fn on_event(&mut self, i: usize, ev: Event) {
         let now = self.now;
         match ev {
-            Event::ConnectTarget { stream, target } => {
+            Event::ConnectTarget { stream, target, .. } => {
                 self.hosts[i].target_connects += 1;
-                if target.port() == ECHO_PORT {
+                if matches!(target, Backend::Tcp(addr) if addr.port() == ECHO_PORT) {
                     self.hosts[i].echoes.insert(stream, Echo::default());
                     self.hosts[i].node.target_connected(now, stream);
                 } else {

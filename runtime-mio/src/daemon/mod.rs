@@ -19,11 +19,11 @@ use mio::{Events, Interest, Poll, Token};
 use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
-use vx6_core::record::{NameClaim, NodeAddress, NodeRecord, ServiceRecord};
-use vx6_core::service::ServiceTable;
+use vx6_core::record::{NodeAddress, OwnRecords};
+use vx6_core::service::{Backend, ServiceTable};
 use vx6_core::session::mux::MuxConfig;
 use vx6_core::session::quic::QuicTuning;
-use vx6_core::{Identity, NodeId, Record, SignedRecord, Username};
+use vx6_core::{Identity, NodeId, Record, Username};
 
 use self::local::{Local, Pumped, Role};
 use self::udp::Udp;
@@ -290,39 +290,31 @@ impl Daemon {
         self.next_publish = now + REPUBLISH;
         self.save_registry();
         let unix = crate::clock::unix_now();
-        let expires_at = unix + RECORD_LIFETIME_SECS;
-        let mut records = Vec::new();
-        match self.listen_addr() {
-            Some(addr) if !addr.ip().is_unspecified() => records.push(Record::Node(NodeRecord {
-                seq: unix,
-                expires_at,
-                addresses: vec![NodeAddress {
-                    transport: self.transport,
-                    addr,
-                }],
-                relay: None,
-            })),
-            _ => tracing::warn!(
-                "listening on an unspecified address: no node record is published, so others \
-                 cannot reach this node by name (listen on a concrete address)"
-            ),
+        let addresses = match self.listen_addr() {
+            Some(addr) if !addr.ip().is_unspecified() => vec![NodeAddress {
+                transport: self.transport,
+                addr,
+            }],
+            _ => {
+                tracing::warn!(
+                    "listening on an unspecified address: no node record is published, so \
+                     others cannot reach this node by name (listen on a concrete address)"
+                );
+                Vec::new()
+            }
+        };
+        let signed = OwnRecords {
+            identity: &self.identity,
+            username: &self.name,
+            addresses,
+            services: self
+                .node
+                .services()
+                .iter()
+                .map(|(s, _)| s.clone())
+                .collect(),
         }
-        for (service, _) in self.node.services().iter() {
-            records.push(Record::Service(ServiceRecord {
-                seq: unix,
-                expires_at,
-                service: service.clone(),
-            }));
-        }
-        records.push(Record::NameClaim(NameClaim {
-            seq: unix,
-            expires_at,
-            username: self.name.clone(),
-        }));
-        let signed: Vec<SignedRecord> = records
-            .into_iter()
-            .filter_map(|r| SignedRecord::sign(&self.identity, r).ok())
-            .collect();
+        .sign(unix, RECORD_LIFETIME_SECS);
         self.node.publish(now, &signed);
     }
 
@@ -685,7 +677,13 @@ impl Daemon {
                     self.drop_conn(token, false);
                 }
             }
-            Event::ConnectTarget { stream, target } => self.connect_target(now, stream, target),
+            Event::ConnectTarget { stream, target, .. } => match target {
+                Backend::Tcp(addr) => self.connect_target(now, stream, addr),
+                // The daemon offers only TCP targets; the core never grants anything else here.
+                Backend::InProcess => self
+                    .node
+                    .target_failed(now, stream, "no in-process handler"),
+            },
             Event::StreamReadable(stream) => {
                 if let Some(&token) = self.by_stream.get(&stream) {
                     self.pump(now, token, false, true);

@@ -1,0 +1,51 @@
+//! The records a node publishes about itself, signed in one place for every runtime.
+
+use super::{NameClaim, NodeAddress, NodeRecord, Record, ServiceRecord, SignedRecord};
+use crate::identity::Identity;
+use crate::names::{ServiceName, Username};
+
+/// What a node says about itself at one moment.
+#[derive(Debug, Clone)]
+pub struct OwnRecords<'a> {
+    /// The node's key.
+    pub identity: &'a Identity,
+    /// The username it claims.
+    pub username: &'a Username,
+    /// Where it accepts sessions (empty: no node record, so nobody can reach it by name).
+    pub addresses: Vec<NodeAddress>,
+    /// The services it offers, by name only.
+    pub services: Vec<ServiceName>,
+}
+
+impl OwnRecords<'_> {
+    /// Signs the node record, one record per service and the name claim, all with `seq` =
+    /// `unix_now` (so a later publication replaces them) and living `lifetime_secs`.
+    pub fn sign(&self, unix_now: u64, lifetime_secs: u64) -> Vec<SignedRecord> {
+        let expires_at = unix_now + lifetime_secs;
+        let node = (!self.addresses.is_empty()).then(|| {
+            Record::Node(NodeRecord {
+                seq: unix_now,
+                expires_at,
+                addresses: self.addresses.clone(),
+                relay: None,
+            })
+        });
+        let services = self.services.iter().map(|service| {
+            Record::Service(ServiceRecord {
+                seq: unix_now,
+                expires_at,
+                service: service.clone(),
+            })
+        });
+        let claim = Record::NameClaim(NameClaim {
+            seq: unix_now,
+            expires_at,
+            username: self.username.clone(),
+        });
+        node.into_iter()
+            .chain(services)
+            .chain([claim])
+            .filter_map(|r| SignedRecord::sign(self.identity, r).ok())
+            .collect()
+    }
+}

@@ -1,0 +1,51 @@
+//! Publishes a local TCP port as a service, e.g. a web app on 127.0.0.1:8080 as `alice.web`.
+//!
+//!   cargo run --release -p vx6-runtime-smol --example expose -- \
+//!       --name alice --listen '[2001:db8::1]:4433' --service web=127.0.0.1:8080 --public
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use clap::Parser;
+use vx6_runtime_smol::Access;
+use vx6_runtime_smol::smol;
+use vx6_runtime_smol::vx6_core::NodeId;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    node: common::NodeArgs,
+    /// `NAME=HOST:PORT`: the local service to publish.
+    #[arg(long)]
+    service: String,
+    /// A node allowed to use it (repeatable).
+    #[arg(long)]
+    allow: Vec<NodeId>,
+    /// Let every authenticated node use it.
+    #[arg(long)]
+    public: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (name, target) = cli
+        .service
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--service: expected NAME=HOST:PORT"))?;
+    let target: SocketAddr = target
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--service: {target:?} is not HOST:PORT"))?;
+    let access = match (cli.public, cli.allow.is_empty()) {
+        (true, _) => Access::Public,
+        (false, false) => Access::Allow(cli.allow.iter().copied().collect::<BTreeSet<_>>()),
+        (false, true) => anyhow::bail!("say who may use the service: --allow NODEID or --public"),
+    };
+    smol::block_on(async {
+        let node = cli.node.start()?;
+        node.publish(name.parse()?, target, access)?;
+        eprintln!("publishing {}.{name} -> {target}", cli.node.name);
+        std::future::pending::<anyhow::Result<()>>().await
+    })
+}

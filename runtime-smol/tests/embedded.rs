@@ -1,0 +1,160 @@
+//! Embedded nodes, under smol and under async-std: an owner serves an in-process echo service,
+//! a client that only knows the owner's address connects to `alice.echo` by name and moves
+//! 50 MB through it; the bytes come back intact.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smol::future;
+use smol::io::split;
+use smol::prelude::*;
+use vx6_core::Identity;
+use vx6_core::service::Access;
+use vx6_runtime_smol::{Node, NodeConfig, Runtime, SmolRuntime, VxStream};
+use vx6_runtime_tokio_free::AsyncStdRuntime;
+
+const SIZE: usize = 50 * 1024 * 1024;
+
+fn config(seed: u8, name: &str) -> NodeConfig {
+    NodeConfig::new(
+        Identity::from_secret_bytes(&[seed; 32]),
+        name.parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+}
+
+/// Echoes every accepted stream back to its sender.
+async fn echo(stream: VxStream) {
+    let (mut r, mut w) = split(stream);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n]).await.unwrap();
+    }
+    w.close().await.unwrap();
+}
+
+/// Deterministic pseudo-random bytes.
+fn payload(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+async fn connect_retrying(node: &Node, to: &str) -> VxStream {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match node.connect(to).await {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connect {to}: {e}; retrying");
+                async_io_sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("connect {to}: {e}"),
+        }
+    }
+}
+
+async fn async_io_sleep(d: Duration) {
+    smol::Timer::after(d).await;
+}
+
+async fn scenario(runtime: Arc<dyn Runtime>) {
+    let owner = Node::start(runtime.clone(), config(1, "alice")).unwrap();
+    let incoming = owner
+        .serve("echo".parse().unwrap(), Access::Public)
+        .unwrap();
+    let rt = runtime.clone();
+    runtime.spawn(Box::pin(async move {
+        while let Some(stream) = incoming.accept().await {
+            rt.spawn(Box::pin(echo(stream)));
+        }
+    }));
+    let mut client_config = config(2, "bob");
+    client_config.bootstrap.push(owner.local_addr());
+    let client = Node::start(runtime.clone(), client_config).unwrap();
+
+    let resolved = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match client.resolve("alice.echo").await {
+                Ok(r) => break r,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("{e}; retrying");
+                    async_io_sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(resolved.node, owner.id());
+    assert_eq!(resolved.addresses[0].addr, owner.local_addr());
+
+    let stream = connect_retrying(&client, "alice.echo").await;
+    let data = payload(SIZE);
+    let want = blake3::hash(&data);
+    let (mut r, mut w) = split(stream);
+    let send = async {
+        for chunk in data.chunks(256 * 1024) {
+            w.write_all(chunk).await.unwrap();
+        }
+        w.close().await.unwrap();
+    };
+    let receive = async {
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0;
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n;
+        }
+        (total, hasher.finalize())
+    };
+    let ((), (total, got)) = future::zip(send, receive).await;
+    assert_eq!(total, SIZE);
+    assert_eq!(got, want);
+
+    // The owner pinned nobody; the client pinned alice on first use and says so.
+    let mut events = client.events();
+    let mut pinned = false;
+    while let Some(Some(e)) = future::or(async { Some(events.next().await) }, async {
+        async_io_sleep(Duration::from_millis(100)).await;
+        None
+    })
+    .await
+    {
+        if let vx6_runtime_smol::NodeEvent::NamePinned { username, node } = e {
+            pinned |= username == "alice" && node == owner.id();
+        }
+    }
+    assert!(pinned, "no NamePinned event");
+    assert!(client.pins().get_name(&"alice".parse().unwrap()) == Some(owner.id()));
+
+    client.shutdown().await;
+    owner.shutdown().await;
+    assert!(client.connect("alice.echo").await.is_err());
+}
+
+#[test]
+fn fifty_megabytes_by_name_under_smol() {
+    smol::block_on(scenario(Arc::new(SmolRuntime)));
+}
+
+#[test]
+fn fifty_megabytes_by_name_under_async_std() {
+    async_std::task::block_on(scenario(Arc::new(AsyncStdRuntime)));
+}

@@ -1,0 +1,145 @@
+//! Sockets and timers on async-io's reactor, which smol and async-std both run on: the shared
+//! half of their `Runtime` implementations.
+
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use async_io::{Async, Timer};
+use futures_lite::FutureExt;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+
+use crate::runtime::{AsyncListener, AsyncStream, AsyncTimer, AsyncUdpSocket, BoxFuture};
+
+/// Socket buffers asked for; fast links drop packets with the default 208 KiB.
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+/// A UDP socket driven by async-io, with quinn-udp's batched system calls.
+pub struct UdpIo {
+    io: Async<UdpSocket>,
+    state: UdpSocketState,
+}
+
+impl fmt::Debug for UdpIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpIo").field("io", &self.io).finish()
+    }
+}
+
+impl UdpIo {
+    /// Binds `addr`.
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let socket = UdpSocket::bind(addr)?;
+        let state = UdpSocketState::new((&socket).into())?;
+        // Best effort: the kernel caps these at net.core.[rw]mem_max.
+        let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+        Ok(Self {
+            io: Async::new(socket)?,
+            state,
+        })
+    }
+}
+
+impl AsyncUdpSocket for UdpIo {
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.io.poll_writable(cx))?;
+            match self.state.send(self.io.get_ref().into(), transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.io.poll_readable(cx))?;
+            match self.state.recv(self.io.get_ref().into(), bufs, meta) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+}
+
+/// async-io's timer behind [`AsyncTimer`].
+#[derive(Debug)]
+pub struct TimerIo(Timer);
+
+impl TimerIo {
+    /// A timer for `at`.
+    pub fn at(at: Instant) -> Self {
+        Self(Timer::at(at))
+    }
+}
+
+impl AsyncTimer for TimerIo {
+    fn reset(mut self: Pin<&mut Self>, at: Instant) {
+        self.0.set_at(at);
+    }
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll(cx).map(|_| ())
+    }
+}
+
+/// Connects to `addr` on async-io's reactor.
+pub fn tcp_connect(addr: SocketAddr) -> BoxFuture<io::Result<Box<dyn AsyncStream>>> {
+    Box::pin(async move {
+        let stream = Async::<TcpStream>::connect(addr).await?;
+        stream.get_ref().set_nodelay(true)?;
+        Ok(Box::new(stream) as Box<dyn AsyncStream>)
+    })
+}
+
+/// A TCP listener on async-io's reactor.
+#[derive(Debug)]
+pub struct ListenerIo(Async<TcpListener>);
+
+impl ListenerIo {
+    /// Binds `addr`.
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Ok(Self(Async::<TcpListener>::bind(addr)?))
+    }
+}
+
+impl AsyncListener for ListenerIo {
+    fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Box<dyn AsyncStream>, SocketAddr)>> {
+        loop {
+            ready!(self.0.poll_readable(cx))?;
+            match self.0.get_ref().accept() {
+                Ok((stream, addr)) => {
+                    stream.set_nodelay(true)?;
+                    let stream = Async::new(stream)?;
+                    return Poll::Ready(Ok((Box::new(stream), addr)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+}

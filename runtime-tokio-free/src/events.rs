@@ -1,0 +1,93 @@
+//! What the node reports to the application: peers, sessions, pins, refusals.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_lite::Stream;
+use vx6_core::NodeId;
+use vx6_core::record::Transport;
+
+use crate::shared::Shared;
+
+/// Something that happened in the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A session finished its handshake with an authenticated peer.
+    SessionUp {
+        /// The peer.
+        peer: NodeId,
+        /// Over what.
+        transport: Transport,
+        /// Its address.
+        remote: SocketAddr,
+    },
+    /// A session ended.
+    SessionDown {
+        /// The peer, if the handshake got that far.
+        peer: Option<NodeId>,
+        /// Its address.
+        remote: SocketAddr,
+        /// Why, for people.
+        reason: String,
+    },
+    /// A peer dialed by address without a NodeId was pinned (trust on first use).
+    PinLearned {
+        /// The address.
+        addr: SocketAddr,
+        /// The node that answered there.
+        node: NodeId,
+    },
+    /// A username resolved for the first time was pinned to its node.
+    NamePinned {
+        /// The username.
+        username: String,
+        /// The node.
+        node: NodeId,
+    },
+    /// A peer was refused a stream to one of this node's services.
+    Refused {
+        /// Who asked.
+        peer: NodeId,
+        /// For what.
+        service: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The node's events, in order. Only the most recent 1024 are kept for a reader that falls
+/// behind; [`Events::dropped`] counts the rest.
+#[derive(Debug, Clone)]
+pub struct Events {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Events {
+    /// The next event, or `None` once the node has shut down.
+    pub async fn next(&mut self) -> Option<NodeEvent> {
+        futures_lite::StreamExt::next(self).await
+    }
+
+    /// Events dropped because nobody read them in time.
+    pub fn dropped(&self) -> u64 {
+        self.shared.lock().events_dropped
+    }
+}
+
+impl Stream for Events {
+    type Item = NodeEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<NodeEvent>> {
+        let mut st = self.shared.lock();
+        if let Some(e) = st.events.pop_front() {
+            return Poll::Ready(Some(e));
+        }
+        if st.stopped {
+            return Poll::Ready(None);
+        }
+        st.events_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}

@@ -1,0 +1,377 @@
+//! The embedding API: start a node, offer services, resolve names, open streams.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+use vx6_core::destination::Destination;
+use vx6_core::node::{Dial, Node as CoreNode, NodeConfig as CoreConfig, NodeStatus};
+use vx6_core::pins::Pins;
+use vx6_core::record::{NodeAddress, Transport};
+use vx6_core::resolve::Target;
+use vx6_core::service::{Access, Backend, Service, ServiceTable};
+use vx6_core::session::mux::MuxConfig;
+use vx6_core::session::quic::QuicTuning;
+use vx6_core::{Identity, NodeId, ServiceName, Username};
+
+use crate::driver::{Driver, unix_now};
+use crate::error::Error;
+use crate::events::Events;
+use crate::runtime::Runtime;
+use crate::shared::{AcceptQueue, Shared};
+use crate::stream::VxStream;
+
+/// How a node starts.
+#[derive(Debug)]
+pub struct NodeConfig {
+    /// The node's key.
+    pub identity: Identity,
+    /// The username it claims (`alice` of `alice.echo`).
+    pub username: Username,
+    /// Where it accepts sessions (UDP for QUIC and the DHT; plus TCP in TCP mode). Use a
+    /// concrete address: a node on an unspecified one cannot publish where it is.
+    pub listen: SocketAddr,
+    /// Sessions it dials and accepts.
+    pub transport: Transport,
+    /// Peers to enter the network through.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Keys pinned on first use (from an earlier run); new pins arrive as events.
+    pub pins: Pins,
+    /// Let TCP-backed services point beyond loopback.
+    pub allow_non_loopback_targets: bool,
+    /// Sessions held at once.
+    pub max_sessions: usize,
+}
+
+impl NodeConfig {
+    /// QUIC, no bootstrap peers, no pins, loopback targets only.
+    pub fn new(identity: Identity, username: Username, listen: SocketAddr) -> Self {
+        Self {
+            identity,
+            username,
+            listen,
+            transport: Transport::Quic,
+            bootstrap: Vec::new(),
+            pins: Pins::default(),
+            allow_non_loopback_targets: false,
+            max_sessions: 1024,
+        }
+    }
+}
+
+/// Where a name led.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The owner.
+    pub node: NodeId,
+    /// Where it accepts sessions.
+    pub addresses: Vec<NodeAddress>,
+}
+
+/// A running node. Cheap to clone; every clone drives the same node. It keeps running until
+/// [`Node::shutdown`], even when every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+    id: NodeId,
+    local_addr: SocketAddr,
+    transport: Transport,
+}
+
+impl Node {
+    /// Binds the node's sockets and starts its driver task on `runtime`.
+    pub fn start(runtime: Arc<dyn Runtime>, config: NodeConfig) -> Result<Node, Error> {
+        let now = runtime.now();
+        let mut seed = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+        let id = config.identity.node_id();
+        let signing = Identity::from_secret_bytes(&config.identity.secret_bytes());
+        let mut node = CoreNode::new(
+            now,
+            CoreConfig {
+                identity: config.identity,
+                crypto: Arc::new(rustls::crypto::ring::default_provider()),
+                seed,
+                services: ServiceTable::new(config.allow_non_loopback_targets),
+                pins: config.pins,
+                quic: QuicTuning::default(),
+                mux: MuxConfig::default(),
+                max_sessions: config.max_sessions,
+                dht: vx6_core::dht::DhtConfig::default(),
+            },
+        )?;
+        node.set_unix_time(unix_now());
+        let udp = runtime
+            .bind_udp(config.listen)
+            .map_err(|e| Error::io(format!("binding UDP {}", config.listen), e))?;
+        let local_addr = udp
+            .local_addr()
+            .map_err(|e| Error::io("reading the UDP address", e))?;
+        let listener = match config.transport {
+            Transport::Quic => None,
+            Transport::Tcp => Some(
+                runtime
+                    .tcp_listen(local_addr)
+                    .map_err(|e| Error::io(format!("binding TCP {local_addr}"), e))?,
+            ),
+        };
+        node.bootstrap(&config.bootstrap);
+        let shared = Arc::new(Shared::new(runtime.clone(), node));
+        let driver = Driver::new(
+            shared.clone(),
+            udp,
+            listener,
+            signing,
+            config.username,
+            config.transport,
+            local_addr,
+        );
+        runtime.spawn(Box::pin(driver));
+        Ok(Node {
+            shared,
+            id,
+            local_addr,
+            transport: config.transport,
+        })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Where it accepts sessions.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sessions, streams and counters, as `vx6 status` shows them.
+    pub fn status(&self) -> NodeStatus {
+        self.shared.lock().node.status()
+    }
+
+    /// Keys pinned so far (to keep for the next run's [`NodeConfig::pins`]).
+    pub fn pins(&self) -> Pins {
+        self.shared.lock().node.pins().clone()
+    }
+
+    /// Enters the network through more peers.
+    pub fn bootstrap(&self, peers: &[SocketAddr]) {
+        let mut st = self.shared.lock();
+        st.node.bootstrap(peers);
+        st.wake_driver();
+    }
+
+    fn add_service(&self, name: ServiceName, service: Service) -> Result<(), Error> {
+        let mut st = self.shared.lock();
+        if st.stopped {
+            return Err(Error::Shutdown);
+        }
+        st.node.services_mut().add(name, service)?;
+        st.republish = true;
+        st.wake_driver();
+        Ok(())
+    }
+
+    /// Offers the TCP service at `target` (on this machine) as `name`, to whom `access` lets
+    /// in, and publishes it.
+    pub fn publish(
+        &self,
+        name: ServiceName,
+        target: SocketAddr,
+        access: Access,
+    ) -> Result<(), Error> {
+        self.add_service(
+            name,
+            Service {
+                target: Backend::Tcp(target),
+                access,
+            },
+        )
+    }
+
+    /// Offers `name` as a service this application handles itself: accepted streams come out
+    /// of the returned [`Incoming`].
+    pub fn serve(&self, name: ServiceName, access: Access) -> Result<Incoming, Error> {
+        self.add_service(
+            name.clone(),
+            Service {
+                target: Backend::InProcess,
+                access,
+            },
+        )?;
+        self.shared
+            .lock()
+            .accept
+            .insert(name.clone(), AcceptQueue::default());
+        Ok(Incoming {
+            shared: self.shared.clone(),
+            service: name,
+        })
+    }
+
+    /// Stops offering `name`.
+    pub fn unpublish(&self, name: &ServiceName) {
+        let mut st = self.shared.lock();
+        st.node.services_mut().remove(name);
+        st.accept.remove(name);
+        st.republish = true;
+        st.wake_driver();
+    }
+
+    /// Resolves `username.service` (or `username.service.<node id prefix>`) to its owner and
+    /// addresses.
+    pub async fn resolve(&self, name: &str) -> Result<Resolved, Error> {
+        let target: Target = name
+            .parse()
+            .map_err(|e| Error::BadDestination(format!("{name:?}: {e}")))?;
+        let id = {
+            let mut st = self.shared.lock();
+            if st.stopped {
+                return Err(Error::Shutdown);
+            }
+            let now = self.shared.runtime.now();
+            let id = st.node.resolve(now, target);
+            st.resolutions.entry(id).or_default();
+            st.wake_driver();
+            id
+        };
+        let result = poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            let stopped = st.stopped;
+            let Some(slot) = st.resolutions.get_mut(&id) else {
+                return Poll::Ready(Err("lost".to_owned()));
+            };
+            if let Some(r) = slot.result.take() {
+                st.resolutions.remove(&id);
+                return Poll::Ready(r);
+            }
+            if stopped {
+                return Poll::Ready(Err("the node has shut down".to_owned()));
+            }
+            slot.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        result.map_err(|reason| Error::Resolve {
+            name: name.to_owned(),
+            reason,
+        })
+    }
+
+    /// Opens a stream to `destination`: `username.service` (resolved through the DHT), or
+    /// `[NODEID@]ADDR/SERVICE` (direct mode; without the NodeId, the key is pinned on first
+    /// use). Returns once the owner accepted it.
+    pub async fn connect(&self, destination: &str) -> Result<VxStream, Error> {
+        let dest: Destination = destination
+            .parse()
+            .map_err(|e| Error::BadDestination(format!("{destination:?}: {e}")))?;
+        let handle = {
+            let mut st = self.shared.lock();
+            if st.stopped {
+                return Err(Error::Shutdown);
+            }
+            let now = self.shared.runtime.now();
+            let handle = match dest {
+                Destination::Direct {
+                    expected,
+                    addr,
+                    service,
+                } => {
+                    let dial = Dial {
+                        addr,
+                        transport: self.transport,
+                        expected,
+                    };
+                    st.node.open_stream(now, &dial, service)
+                }
+                Destination::Named(target) => {
+                    st.node.open_stream_by_name(now, target, self.transport)
+                }
+            };
+            st.slot(handle);
+            st.wake_driver();
+            handle
+        };
+        // Owned from here: if this future is dropped, so is the stream (and it is aborted).
+        let stream = VxStream::new(self.shared.clone(), handle);
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(reason) = st.failure(handle) {
+                return Poll::Ready(Err(Error::Stream(format!("{destination}: {reason}"))));
+            }
+            let slot = st.slot(handle);
+            if slot.open {
+                return Poll::Ready(Ok(()));
+            }
+            slot.reader = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    /// The node's events (sessions, pins, refusals).
+    pub fn events(&self) -> Events {
+        Events {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Closes every session and stops the driver; returns once it has stopped.
+    pub async fn shutdown(&self) {
+        {
+            let mut st = self.shared.lock();
+            st.shutdown = true;
+            st.wake_driver();
+        }
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.stopped {
+                return Poll::Ready(());
+            }
+            st.stopped_waker.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Streams arriving for an in-process service.
+#[derive(Debug)]
+pub struct Incoming {
+    shared: Arc<Shared>,
+    service: ServiceName,
+}
+
+impl Incoming {
+    /// The next stream a peer opened to this service, or `None` once the node stopped or the
+    /// service was withdrawn.
+    pub async fn accept(&self) -> Option<VxStream> {
+        let handle = poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.stopped {
+                return Poll::Ready(None);
+            }
+            let Some(q) = st.accept.get_mut(&self.service) else {
+                return Poll::Ready(None);
+            };
+            match q.waiting.pop_front() {
+                Some((handle, _)) => Poll::Ready(Some(handle)),
+                None => {
+                    q.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await?;
+        let mut st = self.shared.lock();
+        let now = self.shared.runtime.now();
+        st.slot(handle).open = true;
+        st.node.target_connected(now, handle);
+        st.wake_driver();
+        drop(st);
+        Some(VxStream::new(self.shared.clone(), handle))
+    }
+}

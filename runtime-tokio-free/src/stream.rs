@@ -1,0 +1,140 @@
+//! A VX6 stream as an `AsyncRead + AsyncWrite` byte stream.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncWrite};
+use vx6_core::node::StreamHandle;
+use vx6_core::session::StreamRead;
+
+use crate::shared::Shared;
+
+/// Reads bigger than this are served in several calls: it bounds what one call copies.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// One stream to or from a service. Dropping it before closing it aborts the stream.
+#[derive(Debug)]
+pub struct VxStream {
+    shared: Arc<Shared>,
+    handle: StreamHandle,
+    buffered: Bytes,
+    read_done: bool,
+    write_done: bool,
+}
+
+impl VxStream {
+    pub(crate) fn new(shared: Arc<Shared>, handle: StreamHandle) -> Self {
+        Self {
+            shared,
+            handle,
+            buffered: Bytes::new(),
+            read_done: false,
+            write_done: false,
+        }
+    }
+}
+
+fn failed(reason: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, reason.to_owned())
+}
+
+impl AsyncRead for VxStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() || self.read_done {
+            return Poll::Ready(Ok(0));
+        }
+        if self.buffered.is_empty() {
+            let this = &mut *self;
+            let mut st = this.shared.lock();
+            let now = this.shared.runtime.now();
+            if let Some(reason) = st.failure(this.handle) {
+                return Poll::Ready(Err(failed(&reason)));
+            }
+            let read = st.node.stream_read(now, this.handle, READ_CHUNK);
+            match read {
+                StreamRead::Data(bytes) => this.buffered = bytes,
+                StreamRead::Blocked => {
+                    st.slot(this.handle).reader = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                StreamRead::Finished => {
+                    // An unknown handle also reads as finished: a failure may explain it.
+                    if let Some(reason) = st.failure(this.handle) {
+                        return Poll::Ready(Err(failed(&reason)));
+                    }
+                    this.read_done = true;
+                    return Poll::Ready(Ok(0));
+                }
+                StreamRead::Reset(code) => {
+                    return Poll::Ready(Err(failed(&format!("stream reset by peer ({code})"))));
+                }
+            }
+            st.wake_driver();
+        }
+        let n = self.buffered.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.buffered.split_to(n));
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for VxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = self.shared.lock();
+        if let Some(reason) = st.failure(self.handle) {
+            return Poll::Ready(Err(failed(&reason)));
+        }
+        let now = self.shared.runtime.now();
+        match st.node.stream_write(now, self.handle, buf) {
+            Ok(0) if !buf.is_empty() => {
+                st.slot(self.handle).writer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Ok(n) => {
+                st.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already with the session, within its flow-control window.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.write_done {
+            self.write_done = true;
+            let mut st = self.shared.lock();
+            let now = self.shared.runtime.now();
+            st.node.stream_finish(now, self.handle);
+            st.wake_driver();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for VxStream {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        let now = self.shared.runtime.now();
+        // A finished direction is left to end cleanly (a reset would drop unacknowledged
+        // data); otherwise the stream is aborted.
+        if !self.write_done {
+            st.node.stream_reset(now, self.handle);
+        }
+        st.streams.remove(&self.handle);
+        st.wake_driver();
+    }
+}
