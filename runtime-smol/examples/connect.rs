@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     let destination = destination.to_owned();
     smol::block_on(async {
         let node = cli.node.start()?;
-        let listener = SmolRuntime.tcp_listen(local)?;
+        let listener = SmolRuntime::default().tcp_listen(local)?;
         eprintln!("forwarding {local} -> {destination}");
         loop {
             let (tcp, from) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await?;

@@ -30,48 +30,27 @@
 //! }
 //! ```
 
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub use smol;
 pub use vx6_core;
-use vx6_runtime_tokio_free::async_io::{ListenerIo, TimerIo, UdpIo, tcp_connect};
+use vx6_runtime_tokio_free::async_io::{AsyncIoRuntime, Spawn};
 pub use vx6_runtime_tokio_free::*;
 
-/// Runs nodes on smol's global executor.
+/// smol's global executor.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SmolRuntime;
+pub struct SmolExecutor;
 
-impl Runtime for SmolRuntime {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-
-    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
-        Box::pin(TimerIo::at(at))
-    }
-
+impl Spawn for SmolExecutor {
     fn spawn(&self, future: BoxFuture<()>) {
         smol::spawn(future).detach();
     }
-
-    fn bind_udp(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncUdpSocket>> {
-        Ok(Box::new(UdpIo::bind(addr)?))
-    }
-
-    fn tcp_connect(&self, addr: SocketAddr) -> BoxFuture<io::Result<Box<dyn AsyncStream>>> {
-        tcp_connect(addr)
-    }
-
-    fn tcp_listen(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncListener>> {
-        Ok(Box::new(ListenerIo::bind(addr)?))
-    }
 }
+
+/// Runs nodes on smol: async-io sockets and timers, tasks on smol's global executor.
+pub type SmolRuntime = AsyncIoRuntime<SmolExecutor>;
 
 /// Starts a node on smol.
 pub fn start(config: NodeConfig) -> Result<Node, Error> {
-    Node::start(Arc::new(SmolRuntime), config)
+    Node::start(Arc::new(SmolRuntime::default()), config)
 }

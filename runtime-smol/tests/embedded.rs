@@ -151,10 +151,10 @@ async fn scenario(runtime: Arc<dyn Runtime>) {
 
 #[test]
 fn fifty_megabytes_by_name_under_smol() {
-    smol::block_on(scenario(Arc::new(SmolRuntime)));
+    smol::block_on(scenario(Arc::new(SmolRuntime::default())));
 }
 
 #[test]
 fn fifty_megabytes_by_name_under_async_std() {
-    async_std::task::block_on(scenario(Arc::new(AsyncStdRuntime)));
+    async_std::task::block_on(scenario(Arc::new(AsyncStdRuntime::default())));
 }

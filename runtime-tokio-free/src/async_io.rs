@@ -12,7 +12,43 @@ use async_io::{Async, Timer};
 use futures_lite::FutureExt;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 
-use crate::runtime::{AsyncListener, AsyncStream, AsyncTimer, AsyncUdpSocket, BoxFuture};
+use crate::runtime::{AsyncListener, AsyncStream, AsyncTimer, AsyncUdpSocket, BoxFuture, Runtime};
+
+/// Where an async-io based runtime runs its tasks: the one thing smol and async-std differ in.
+pub trait Spawn: Send + Sync + fmt::Debug + 'static {
+    /// Runs `future` to completion in the background.
+    fn spawn(&self, future: BoxFuture<()>);
+}
+
+/// A [`Runtime`] with async-io's sockets and timers, and tasks spawned by `S`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AsyncIoRuntime<S>(pub S);
+
+impl<S: Spawn> Runtime for AsyncIoRuntime<S> {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Box::pin(TimerIo::at(at))
+    }
+
+    fn spawn(&self, future: BoxFuture<()>) {
+        self.0.spawn(future);
+    }
+
+    fn bind_udp(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncUdpSocket>> {
+        Ok(Box::new(UdpIo::bind(addr)?))
+    }
+
+    fn tcp_connect(&self, addr: SocketAddr) -> BoxFuture<io::Result<Box<dyn AsyncStream>>> {
+        tcp_connect(addr)
+    }
+
+    fn tcp_listen(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncListener>> {
+        Ok(Box::new(ListenerIo::bind(addr)?))
+    }
+}
 
 /// Socket buffers asked for; fast links drop packets with the default 208 KiB.
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;

@@ -50,6 +50,16 @@ struct Peer {
     off: usize,
 }
 
+impl Peer {
+    fn new(io: Box<dyn AsyncStream>) -> Self {
+        Self {
+            io,
+            out: Vec::new(),
+            off: 0,
+        }
+    }
+}
+
 pub(crate) struct Driver {
     shared: Arc<Shared>,
     udp: Box<dyn AsyncUdpSocket>,
@@ -254,14 +264,7 @@ impl Driver {
             match r {
                 Ok((io, addr)) => match st.node.accept_tcp(now, addr) {
                     Some(session) => {
-                        self.peers.insert(
-                            session,
-                            Peer {
-                                io,
-                                out: Vec::new(),
-                                off: 0,
-                            },
-                        );
+                        self.peers.insert(session, Peer::new(io));
                     }
                     None => tracing::warn!("refusing session from {addr}: session limit reached"),
                 },
@@ -286,14 +289,7 @@ impl Driver {
             let (session, _) = self.connecting.swap_remove(i);
             match r {
                 Ok(io) => {
-                    self.peers.insert(
-                        session,
-                        Peer {
-                            io,
-                            out: Vec::new(),
-                            off: 0,
-                        },
-                    );
+                    self.peers.insert(session, Peer::new(io));
                     st.node.handle_tcp_connected(now, session);
                 }
                 Err(e) => st

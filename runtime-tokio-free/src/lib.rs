@@ -18,7 +18,7 @@
 //! async_std::task::block_on(async {
 //!     let identity = Identity::from_secret_bytes(&[7; 32]);
 //!     let config = NodeConfig::new(identity, "alice".parse()?, "[::1]:4433".parse()?);
-//!     let node = Node::start(Arc::new(AsyncStdRuntime), config)?;
+//!     let node = Node::start(Arc::new(AsyncStdRuntime::default()), config)?;
 //!     // Offer an in-process echo service to everyone.
 //!     let incoming = node.serve("echo".parse()?, Access::Public)?;
 //!     while let Some(mut stream) = incoming.accept().await {
@@ -48,7 +48,7 @@ mod shared;
 mod stream;
 
 #[cfg(feature = "async-std")]
-pub use async_std::AsyncStdRuntime;
+pub use async_std::{AsyncStdExecutor, AsyncStdRuntime};
 pub use bridge::bridge;
 pub use error::Error;
 pub use events::{Events, NodeEvent};
