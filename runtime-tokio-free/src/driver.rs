@@ -65,6 +65,9 @@ pub(crate) struct Driver {
     udp: Box<dyn AsyncUdpSocket>,
     listener: Option<Box<dyn AsyncListener>>,
     timer: Pin<Box<dyn AsyncTimer>>,
+    /// Where the timer is set. Moved only when the core wants an earlier wake-up (or the timer
+    /// has fired): resetting a reactor's timer on every poll costs a wake-up of the reactor.
+    timer_at: Instant,
     identity: Identity,
     username: Username,
     transport: Transport,
@@ -96,6 +99,7 @@ impl Driver {
             udp,
             listener,
             timer,
+            timer_at: now,
             identity,
             username,
             transport,
@@ -180,8 +184,13 @@ impl Future for Driver {
             .chain(this.closing)
             .min()
             .expect("the publish deadline is always there");
-        this.timer.as_mut().reset(next);
+        if next < this.timer_at || this.timer_at <= now {
+            this.timer_at = next;
+            this.timer.as_mut().reset(next);
+        }
         if this.timer.as_mut().poll(cx).is_ready() {
+            // Fired (perhaps early, for a deadline the core has since moved): poll again.
+            this.timer_at = now;
             cx.waker().wake_by_ref();
         }
         Poll::Pending

@@ -154,6 +154,14 @@ impl RoutingTable {
             failures: 0,
         };
         if bucket.entries.len() < config.k {
+            // Grow to at most k: doubling would leave a full bucket of 20 with room for 32,
+            // which across a simulator's 100 000 tables is gigabytes.
+            let len = bucket.entries.len();
+            if len == bucket.entries.capacity() {
+                bucket
+                    .entries
+                    .reserve_exact((len * 2).max(4).min(config.k) - len);
+            }
             bucket.entries.push(entry);
             self.len += 1;
             return Inserted::Added;
