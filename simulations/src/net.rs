@@ -1,5 +1,6 @@
 //! The simulated network: nodes, latency, loss, handshakes, adversaries, and the event loop.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
@@ -120,6 +121,9 @@ pub struct Net {
     phase_start_events: u64,
     finished: Vec<Finished>,
     adversaries: Vec<u32>,
+    /// Live honest nodes sorted by id (ground truth for success checks), rebuilt after any
+    /// node joins, dies or returns.
+    honest_index: RefCell<Option<Vec<(NodeId, u32)>>>,
 }
 
 impl Net {
@@ -144,6 +148,7 @@ impl Net {
             phase_start_events: 0,
             finished: Vec::new(),
             adversaries: Vec::new(),
+            honest_index: RefCell::new(None),
         }
     }
 
@@ -196,6 +201,7 @@ impl Net {
             timer_at: None,
         });
         self.index.insert(id, i);
+        self.honest_index.replace(None);
         if behavior == Behavior::Colluding {
             let pos = self
                 .adversaries
@@ -252,6 +258,7 @@ impl Net {
     /// Takes a node down silently (no goodbye); its state is kept for a later revival.
     pub fn kill(&mut self, i: u32) {
         self.nodes[i as usize].alive = false;
+        self.honest_index.replace(None);
     }
 
     /// Brings a node back with a fresh DHT state (a restart) that knows only `via`.
@@ -259,6 +266,7 @@ impl Net {
         let now = self.now();
         let n = &mut self.nodes[i as usize];
         n.alive = true;
+        self.honest_index.replace(None);
         n.dht = Dht::new(n.contact.id, self.config.dht);
         n.warm.clear();
         n.dht.add_contact(via, now);
@@ -550,12 +558,39 @@ impl Net {
     /// The live honest node closest to `target` other than `asker` (ground truth for success
     /// checks: a lookup never returns the node that runs it).
     pub fn true_closest(&self, target: &NodeId, asker: u32) -> Option<NodeId> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, n)| *i as u32 != asker && n.alive && n.behavior == Behavior::Honest)
-            .map(|(_, n)| n)
-            .min_by_key(|n| Distance::between(&n.contact.id, target))
-            .map(|n| n.contact.id)
+        let mut index = self.honest_index.borrow_mut();
+        let sorted = index.get_or_insert_with(|| {
+            let mut v: Vec<(NodeId, u32)> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.alive && n.behavior == Behavior::Honest)
+                .map(|(i, n)| (n.contact.id, i as u32))
+                .collect();
+            v.sort_unstable();
+            v
+        });
+        // The XOR-closest ids share the longest prefix with the target: a run of sorted order
+        // at the target's position. A window there holds that run unless its edges still share
+        // as long a prefix, in which case the whole list is scanned.
+        const WINDOW: usize = 64;
+        let pos = sorted.partition_point(|(id, _)| id < target);
+        let lo = pos.saturating_sub(WINDOW);
+        let hi = (pos + WINDOW).min(sorted.len());
+        let best = |range: &[(NodeId, u32)]| {
+            range
+                .iter()
+                .filter(|(_, i)| *i != asker)
+                .map(|(id, _)| (Distance::between(id, target), *id))
+                .min()
+        };
+        let found = best(&sorted[lo..hi])?;
+        let prefix = found.0.leading_zeros();
+        let edge_shares =
+            |k: usize| Distance::between(&sorted[k].0, target).leading_zeros() >= prefix;
+        if (lo > 0 && edge_shares(lo)) || (hi < sorted.len() && edge_shares(hi - 1)) {
+            return best(sorted).map(|(_, id)| id);
+        }
+        Some(found.1)
     }
 }
