@@ -39,12 +39,14 @@ pub fn markdown(o: &Outcome) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{} events in {:.1} s wall ({:.0} events/s), {:.0} s virtual; mean RTT {:.1} ms; trace {}\n",
+        "\n{} events in {:.1} s wall ({:.0} events/s), {:.0} s virtual; mean RTT {:.1} ms; routing table {:.0} contacts per live node (fewest {}); trace {}\n",
         o.events,
         o.wall_secs,
         o.events as f64 / o.wall_secs.max(1e-9),
         o.virtual_secs,
         o.mean_rtt_ms,
+        o.table_mean,
+        o.table_min,
         &o.trace[..16]
     );
     if !o.timeline.is_empty() {

@@ -138,6 +138,10 @@ pub struct Outcome {
     pub mean_rtt_ms: f64,
     /// Hash of every delivered message.
     pub trace: String,
+    /// Contacts in the routing tables of live nodes: mean, and the smallest.
+    pub table_mean: f64,
+    /// See `table_mean`.
+    pub table_min: usize,
 }
 
 fn net_for(p: &Params) -> Net {
@@ -421,6 +425,10 @@ fn finish(
     value_lookups: Option<LookupStats>,
     timeline: Vec<(f64, f64)>,
 ) -> Outcome {
+    let sizes: Vec<usize> = (0..net.len() as u32)
+        .filter(|i| net.alive(*i))
+        .map(|i| net.dht_ref(i).table().len())
+        .collect();
     Outcome {
         name: name.to_owned(),
         params: format!(
@@ -445,6 +453,8 @@ fn finish(
         virtual_secs: net.now_us() as f64 / 1e6,
         mean_rtt_ms: 0.0,
         trace: net.trace_hash(),
+        table_mean: sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64,
+        table_min: sizes.iter().copied().min().unwrap_or(0),
     }
 }
 

@@ -32,6 +32,9 @@ struct Args {
     /// Queries in flight per path (α).
     #[arg(long, default_value_t = 3)]
     alpha: usize,
+    /// Random-id lookups each node runs after joining (bucket refresh).
+    #[arg(long, default_value_t = 3)]
+    refreshes: usize,
     /// Leave the colluding-adversary part out of the suite (it costs more than the rest).
     #[arg(long)]
     no_adversaries: bool,
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         lookups: a.lookups,
         publishers: 200,
         churn: 0.05,
+        refreshes: a.refreshes,
         ..Params::new(a.nodes, a.seed)
     };
     let mut md = format!(
