@@ -219,22 +219,13 @@ impl RoutingTable {
 
     /// The `n` live contacts closest to `target`, closest first. Stale contacts come last.
     pub fn closest(&self, target: &NodeId, n: usize) -> Vec<Contact> {
-        // Buckets in order of distance to the target: with p the bits the target shares with
-        // the local id, bucket p shares more than p with it, every deeper bucket exactly p,
-        // and each shallower bucket j exactly j. So only the nearest groups need scanning,
-        // not the whole table (it answers every request).
-        let len = self.buckets.len();
-        let p = (Distance::between(&self.local, target).leading_zeros() as usize).min(len);
-        let groups = [p..(p + 1).min(len), (p + 1).min(len)..len]
-            .into_iter()
-            .chain((0..p).rev().map(|j| j..j + 1));
         let mut all: Vec<(bool, Distance, Contact)> = Vec::new();
         let mut live = 0;
-        for group in groups {
+        for b in self.buckets_by_distance(target) {
             if live >= n {
                 break;
             }
-            for e in self.buckets[group].iter().flat_map(|b| b.entries.iter()) {
+            for e in &self.buckets[b].entries {
                 let stale = e.failures >= STALE_AFTER;
                 live += usize::from(!stale);
                 all.push((stale, Distance::between(&e.contact.id, target), e.contact));
@@ -246,6 +237,30 @@ impl RoutingTable {
         }
         all.sort_by_key(|a| (a.0, a.1));
         all.into_iter().map(|(_, _, c)| c).collect()
+    }
+
+    /// Bucket indices, nearest to `target` first. Each bucket is one interval of distance
+    /// from the target, so visiting them in this order and stopping once enough contacts are
+    /// found gives the closest without scanning the whole table (it answers every request).
+    ///
+    /// With `t = local XOR target` and `p` its leading zeros: bucket `p` shares more than `p`
+    /// bits with the target and comes first. A deeper bucket `j` agrees with the target up to
+    /// bit `p`, then with `t` until bit `j`, where its distance bit is `!t[j]`: if `t[j]` is
+    /// set it is nearer than every bucket deeper than `j`, otherwise farther. Shallower
+    /// buckets `j < p` share exactly `j` bits with the target: `p - 1` down to 0.
+    fn buckets_by_distance(&self, target: &NodeId) -> impl Iterator<Item = usize> + use<> {
+        let len = self.buckets.len();
+        let t = Distance::between(&self.local, target).to_bytes();
+        let bit = |j: usize| t[j / 8] >> (7 - j % 8) & 1 == 1;
+        let p = (Distance::between(&self.local, target).leading_zeros() as usize).min(len);
+        let (mut near, mut far) = (Vec::new(), Vec::new());
+        for j in p + 1..len {
+            if bit(j) { &mut near } else { &mut far }.push(j);
+        }
+        (p..(p + 1).min(len))
+            .chain(near)
+            .chain(far.into_iter().rev())
+            .chain((0..p).rev())
     }
 
     /// Every contact, bucket by bucket.
