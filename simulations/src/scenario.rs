@@ -27,6 +27,8 @@ pub struct Params {
     pub dead: f64,
     /// Fraction of nodes that collude.
     pub adversaries: f64,
+    /// Fraction of nodes that join, run their own lookups, and drop every request.
+    pub droppers: f64,
     /// Message loss.
     pub loss: f64,
     /// Records published (value scenarios).
@@ -49,6 +51,7 @@ impl Params {
             alpha: 3,
             dead: 0.0,
             adversaries: 0.0,
+            droppers: 0.0,
             loss: 0.0,
             publishers: 0,
             churn: 0.0,
@@ -167,9 +170,17 @@ fn net_for(p: &Params) -> Net {
 pub fn bootstrap(p: &Params) -> Net {
     let mut net = net_for(p);
     for i in 0..p.nodes {
-        let adversary = (i > 0) && ((net.random() % 1_000_000) as f64) < p.adversaries * 1e6;
-        let behavior = if adversary {
+        // One draw per joining node: the first `adversaries` of the range collude, the next
+        // `droppers` drop.
+        let roll = if i > 0 {
+            (net.random() % 1_000_000) as f64
+        } else {
+            f64::INFINITY
+        };
+        let behavior = if roll < p.adversaries * 1e6 {
             Behavior::Colluding
+        } else if roll < (p.adversaries + p.droppers) * 1e6 {
+            Behavior::Silent
         } else {
             Behavior::Honest
         };
@@ -432,7 +443,7 @@ fn finish(
     Outcome {
         name: name.to_owned(),
         params: format!(
-            "nodes {}, seed {}, lookups {}, refresh lookups per node {}, warm pool {}, paths of ordinary lookups {} (own-id lookups, stores and value retries: {}), α {}, dead {:.0}%, colluding {:.0}%, loss {:.1}%",
+            "nodes {}, seed {}, lookups {}, refresh lookups per node {}, warm pool {}, paths of ordinary lookups {} (own-id lookups, stores and value retries: {}), α {}, dead {:.0}%, colluding {:.0}%, dropping {:.0}%, loss {:.1}%",
             p.nodes,
             p.seed,
             p.lookups,
@@ -443,6 +454,7 @@ fn finish(
             p.alpha,
             p.dead * 100.0,
             p.adversaries * 100.0,
+            p.droppers * 100.0,
             p.loss * 100.0
         ),
         node_lookups,

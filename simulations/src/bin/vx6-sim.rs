@@ -23,10 +23,11 @@ struct Args {
     /// Lookups measured per scenario.
     #[arg(long, default_value_t = 1000)]
     lookups: usize,
-    /// What to run: suite (everything, on two bootstraps), steady, dead, adversarial, churn.
+    /// What to run: suite (everything, on two bootstraps), steady, dead, adversarial (20%
+    /// colluding), hostile (10% adversarial: 5% drop every request, 5% collude), churn.
     #[arg(long)]
     scenario: Option<String>,
-    /// Disjoint paths for the adversarial scenario.
+    /// Disjoint paths of ordinary lookups in the adversarial and hostile scenarios.
     #[arg(long, default_value_t = 3)]
     paths: usize,
     /// Queries in flight per path (α).
@@ -60,21 +61,12 @@ fn main() -> Result<()> {
         refreshes: a.refreshes,
         ..Params::new(a.nodes, a.seed)
     };
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let mut md = format!(
-        "## DHT simulation, {} nodes, seed {}\n\nCommand: `cargo run --release -p vx6-simulations --bin vx6-sim -- --nodes {} --seed {} --lookups {}{}`\n\n",
+        "## DHT simulation, {} nodes, seed {}\n\nCommand: `cargo run --release -p vx6-simulations --bin vx6-sim -- {}`\n\n",
         a.nodes,
         a.seed,
-        a.nodes,
-        a.seed,
-        a.lookups,
-        a.scenario
-            .as_ref()
-            .map_or(String::new(), |s| format!(" --scenario {s}"))
-            + if a.no_adversaries {
-                " --no-adversaries"
-            } else {
-                ""
-            }
+        args.join(" ")
     );
     let outcomes: Vec<Outcome> = match a.scenario.as_deref() {
         None | Some("suite") => run_suite(&base, 10, !a.no_adversaries),
@@ -92,9 +84,24 @@ fn main() -> Result<()> {
                 ..base
             },
         )],
+        Some("hostile") => vec![run_lookups(
+            &format!(
+                "10% adversarial nodes (5% drop every request, 5% collude), {} disjoint path(s)",
+                a.paths
+            ),
+            &Params {
+                adversaries: 0.05,
+                droppers: 0.05,
+                paths: a.paths,
+                alpha: a.alpha,
+                ..base
+            },
+        )],
         Some("churn") => vec![run_churn("publish and resolve under churn", &base, 10)],
         Some(other) => {
-            anyhow::bail!("unknown scenario {other:?} (suite, steady, dead, adversarial, churn)")
+            anyhow::bail!(
+                "unknown scenario {other:?} (suite, steady, dead, adversarial, hostile, churn)"
+            )
         }
     };
     for o in &outcomes {
