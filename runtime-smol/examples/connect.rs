@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use std::net::SocketAddr;
 
 use clap::Parser;
@@ -33,14 +35,17 @@ fn main() -> anyhow::Result<()> {
         .parse()
         .map_err(|_| anyhow::anyhow!("--forward: {local:?} is not HOST:PORT"))?;
     let destination = destination.to_owned();
-    smol::block_on(async {
-        let node = cli.node.start()?;
+    // One executor on the main thread, which also polls the reactor: the node's driver and
+    // the example's tasks wake without a hop between threads.
+    let ex = Arc::new(smol::Executor::new());
+    smol::block_on(ex.run(async {
+        let node = cli.node.start(&ex)?;
         let listener = SmolRuntime::default().tcp_listen(local)?;
         eprintln!("forwarding {local} -> {destination}");
         loop {
             let (tcp, from) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await?;
             let (node, destination) = (node.clone(), destination.clone());
-            smol::spawn(async move {
+            ex.spawn(async move {
                 match node.connect(&destination).await {
                     Ok(stream) => bridge(tcp, stream).await,
                     Err(e) => eprintln!("{from}: {e}"),
@@ -48,5 +53,5 @@ fn main() -> anyhow::Result<()> {
             })
             .detach();
         }
-    })
+    }))
 }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use clap::Parser;
 use vx6_runtime_smol::smol;
 use vx6_runtime_smol::smol::prelude::*;
@@ -29,12 +31,15 @@ async fn echo(stream: VxStream) -> std::io::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    smol::block_on(async {
-        let node = cli.node.start()?;
+    // One executor on the main thread, which also polls the reactor: the node's driver and
+    // the example's tasks wake without a hop between threads.
+    let ex = Arc::new(smol::Executor::new());
+    smol::block_on(ex.run(async {
+        let node = cli.node.start(&ex)?;
         let incoming = node.serve("echo".parse()?, Access::Public)?;
         eprintln!("serving {}.echo", cli.node.name);
         while let Some(stream) = incoming.accept().await {
-            smol::spawn(async move {
+            ex.spawn(async move {
                 if let Err(e) = echo(stream).await {
                     eprintln!("echo: {e}");
                 }
@@ -42,5 +47,5 @@ fn main() -> anyhow::Result<()> {
             .detach();
         }
         Ok(())
-    })
+    }))
 }

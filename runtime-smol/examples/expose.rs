@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
@@ -42,10 +44,13 @@ fn main() -> anyhow::Result<()> {
         (false, false) => Access::Allow(cli.allow.iter().copied().collect::<BTreeSet<_>>()),
         (false, true) => anyhow::bail!("say who may use the service: --allow NODEID or --public"),
     };
-    smol::block_on(async {
-        let node = cli.node.start()?;
+    // One executor on the main thread, which also polls the reactor: the node's driver and
+    // the example's tasks wake without a hop between threads.
+    let ex = Arc::new(smol::Executor::new());
+    smol::block_on(ex.run(async {
+        let node = cli.node.start(&ex)?;
         node.publish(name.parse()?, target, access)?;
         eprintln!("publishing {}.{name} -> {target}", cli.node.name);
         std::future::pending::<anyhow::Result<()>>().await
-    })
+    }))
 }

@@ -37,20 +37,44 @@ pub use vx6_core;
 use vx6_runtime_tokio_free::async_io::{AsyncIoRuntime, Spawn};
 pub use vx6_runtime_tokio_free::*;
 
-/// smol's global executor.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SmolExecutor;
+/// Where the node's tasks run: smol's global executor, or an executor the application owns.
+///
+/// An application that drives one [`smol::Executor`] from its main thread with
+/// `smol::block_on(executor.run(…))` should start its node with [`start_on`]: that thread then
+/// also polls the reactor, so a socket event wakes the node's driver without a hop between the
+/// reactor thread and smol's executor threads.
+#[derive(Debug, Default, Clone)]
+pub struct SmolExecutor(Option<Arc<smol::Executor<'static>>>);
 
-impl Spawn for SmolExecutor {
-    fn spawn(&self, future: BoxFuture<()>) {
-        smol::spawn(future).detach();
+impl SmolExecutor {
+    /// Tasks go to `executor`, which the application runs.
+    pub fn owned(executor: Arc<smol::Executor<'static>>) -> Self {
+        Self(Some(executor))
     }
 }
 
-/// Runs nodes on smol: async-io sockets and timers, tasks on smol's global executor.
+impl Spawn for SmolExecutor {
+    fn spawn(&self, future: BoxFuture<()>) {
+        match &self.0 {
+            Some(executor) => executor.spawn(future).detach(),
+            None => smol::spawn(future).detach(),
+        }
+    }
+}
+
+/// Runs nodes on smol: async-io sockets and timers, tasks on a [`SmolExecutor`].
 pub type SmolRuntime = AsyncIoRuntime<SmolExecutor>;
 
-/// Starts a node on smol.
+/// Starts a node on smol's global executor.
 pub fn start(config: NodeConfig) -> Result<Node, Error> {
     Node::start(Arc::new(SmolRuntime::default()), config)
+}
+
+/// Starts a node whose tasks run on `executor`; the application must keep running it
+/// (`smol::block_on(executor.run(…))`) for as long as the node lives.
+pub fn start_on(executor: Arc<smol::Executor<'static>>, config: NodeConfig) -> Result<Node, Error> {
+    Node::start(
+        Arc::new(AsyncIoRuntime(SmolExecutor::owned(executor))),
+        config,
+    )
 }

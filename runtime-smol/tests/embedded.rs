@@ -1,6 +1,7 @@
 //! Embedded nodes, under smol and under async-std: an owner serves an in-process echo service,
 //! a client that only knows the owner's address connects to `alice.echo` by name and moves
-//! 50 MB through it; the bytes come back intact.
+//! 50 MB through it; the bytes come back intact. Under smol both on its global executor and on
+//! an executor the application runs on its own thread.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,8 +11,9 @@ use smol::io::split;
 use smol::prelude::*;
 use vx6_core::Identity;
 use vx6_core::service::Access;
-use vx6_runtime_smol::{Node, NodeConfig, Runtime, SmolRuntime, VxStream};
+use vx6_runtime_smol::{Node, NodeConfig, Runtime, SmolExecutor, SmolRuntime, VxStream};
 use vx6_runtime_tokio_free::AsyncStdRuntime;
+use vx6_runtime_tokio_free::async_io::AsyncIoRuntime;
 
 const SIZE: usize = 50 * 1024 * 1024;
 
@@ -152,6 +154,13 @@ async fn scenario(runtime: Arc<dyn Runtime>) {
 #[test]
 fn fifty_megabytes_by_name_under_smol() {
     smol::block_on(scenario(Arc::new(SmolRuntime::default())));
+}
+
+#[test]
+fn fifty_megabytes_by_name_on_an_executor_the_application_runs() {
+    let ex = Arc::new(smol::Executor::new());
+    let runtime = Arc::new(AsyncIoRuntime(SmolExecutor::owned(ex.clone())));
+    smol::block_on(ex.run(scenario(runtime)));
 }
 
 #[test]

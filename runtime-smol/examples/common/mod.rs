@@ -1,11 +1,12 @@
 //! What the examples share: their command line and how they start a node.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use clap::Args;
 use vx6_runtime_smol::vx6_core::Identity;
 use vx6_runtime_smol::vx6_core::record::Transport;
-use vx6_runtime_smol::{Node, NodeConfig};
+use vx6_runtime_smol::{Node, NodeConfig, smol};
 
 /// The node every example runs.
 #[derive(Args, Debug)]
@@ -28,8 +29,9 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    /// Starts the node on smol and says where it is on stderr.
-    pub fn start(&self) -> anyhow::Result<Node> {
+    /// Starts the node on `executor` (which the example runs on its main thread) and says
+    /// where it is on stderr.
+    pub fn start(&self, executor: &Arc<smol::Executor<'static>>) -> anyhow::Result<Node> {
         let identity = match &self.secret_hex {
             Some(hex) => {
                 let bytes: Vec<u8> = (0..hex.len())
@@ -51,7 +53,7 @@ impl NodeArgs {
             other => anyhow::bail!("--transport: {other:?} is neither quic nor tcp"),
         };
         config.bootstrap = self.bootstrap.clone();
-        let node = vx6_runtime_smol::start(config)?;
+        let node = vx6_runtime_smol::start_on(executor.clone(), config)?;
         eprintln!("node {} listening on {}", node.id(), node.local_addr());
         Ok(node)
     }
