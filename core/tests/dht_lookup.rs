@@ -155,3 +155,40 @@ fn a_lookup_with_one_seed_still_uses_every_path() {
     assert_eq!(in_flight(1), 3);
     assert_eq!(in_flight(3), 9);
 }
+
+/// Every answer names 20 new, closer, made-up nodes: the lookup stops at its query budget, per
+/// path, and ends with the nodes that answered.
+#[test]
+fn a_lookup_led_on_by_made_up_contacts_stops_at_its_budget() {
+    let target = NodeId::from_bytes([0; 32]);
+    let local = NodeId::from_bytes([0xff; 32]);
+    let mut next = 0u32;
+    // Each fake id is closer to the target than all before it.
+    let mut fake = || {
+        next += 1;
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&(u32::MAX - next).to_be_bytes());
+        Contact {
+            id: NodeId::from_bytes(id),
+            addr: SocketAddr::from(([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 4433)),
+        }
+    };
+    for paths in [1, 3] {
+        let config = LookupConfig {
+            paths,
+            ..LookupConfig::default()
+        };
+        let seeds: Vec<Contact> = (0..3).map(|_| fake()).collect();
+        let mut l = Lookup::new(local, target, &seeds, config);
+        let mut sent = 0;
+        while let Some(c) = l.next_query() {
+            sent += 1;
+            let answer: Vec<Contact> = (0..20).map(|_| fake()).collect();
+            l.on_answer(&c.id, &answer);
+            assert!(sent <= paths * config.max_queries, "{sent} queries");
+        }
+        assert!(l.is_done());
+        assert_eq!(sent, paths * config.max_queries);
+        assert_eq!(l.closest().len(), config.k);
+    }
+}

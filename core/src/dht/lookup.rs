@@ -5,7 +5,10 @@
 //! colluding nodes would also capture, and never query, the honest nodes other paths need.
 //!
 //! The caller asks [`Lookup::next_query`] whom to query, and reports each answer or failure.
-//! A path is done when its `k` closest known candidates that have not failed have all answered.
+//! A path is done when its `k` closest known candidates that have not failed have all answered,
+//! or when it has sent [`LookupConfig::max_queries`] queries: ids cost an attacker nothing, so
+//! answers full of ever-closer made-up contacts could otherwise keep a lookup going for ever.
+//! A path at its budget sends nothing more and ends with what has answered.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -22,6 +25,10 @@ pub struct LookupConfig {
     pub k: usize,
     /// Disjoint paths.
     pub paths: usize,
+    /// Queries one path may send. A lookup in a healthy network of 100 000 nodes sends about
+    /// 30 (p99; 45 with a fifth of the nodes dead), so the default of `4 × k` only ever stops
+    /// a lookup that is being led on.
+    pub max_queries: usize,
 }
 
 impl Default for LookupConfig {
@@ -30,6 +37,7 @@ impl Default for LookupConfig {
             alpha: 3,
             k: 20,
             paths: 1,
+            max_queries: 80,
         }
     }
 }
@@ -54,6 +62,7 @@ struct Candidate {
 struct Path {
     candidates: BTreeMap<Distance, Candidate>,
     in_flight: usize,
+    sent: usize,
 }
 
 /// One lookup.
@@ -118,8 +127,11 @@ impl Lookup {
     /// The next node to query, with its path, or `None` if every path has enough in flight or
     /// nothing useful is left to ask.
     pub fn next_query(&mut self) -> Option<Contact> {
-        let (alpha, k) = (self.config.alpha, self.config.k);
+        let (alpha, k, budget) = (self.config.alpha, self.config.k, self.config.max_queries);
         for (index, path) in self.paths.iter_mut().enumerate() {
+            if path.sent >= budget {
+                continue;
+            }
             // Once the α closest candidates have answered, the search has converged: the rest
             // of the k closest are asked all at once instead of α at a time (Kademlia's final
             // round), which saves round trips without sending more queries.
@@ -152,6 +164,7 @@ impl Lookup {
                 self.owner.insert(c.contact.id, index);
                 c.state = State::InFlight;
                 path.in_flight += 1;
+                path.sent += 1;
                 self.queried += 1;
                 return Some(c.contact);
             }
@@ -212,14 +225,15 @@ impl Lookup {
 
     /// Whether every path has finished.
     pub fn is_done(&self) -> bool {
-        let k = self.config.k;
+        let (k, budget) = (self.config.k, self.config.max_queries);
         self.paths.iter().all(|p| {
             p.in_flight == 0
-                && p.candidates
-                    .values()
-                    .filter(|c| c.state != State::Failed)
-                    .take(k)
-                    .all(|c| c.state == State::Answered)
+                && (p.sent >= budget
+                    || p.candidates
+                        .values()
+                        .filter(|c| c.state != State::Failed)
+                        .take(k)
+                        .all(|c| c.state == State::Answered))
         })
     }
 
