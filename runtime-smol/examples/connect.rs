@@ -35,8 +35,7 @@ fn main() -> anyhow::Result<()> {
         .parse()
         .map_err(|_| anyhow::anyhow!("--forward: {local:?} is not HOST:PORT"))?;
     let destination = destination.to_owned();
-    // One executor on the main thread, which also polls the reactor: the node's driver and
-    // the example's tasks wake without a hop between threads.
+    // One executor, run by the main thread, for the node's tasks and the example's.
     let ex = Arc::new(smol::Executor::new());
     smol::block_on(ex.run(async {
         let node = cli.node.start(&ex)?;

@@ -31,8 +31,7 @@ async fn echo(stream: VxStream) -> std::io::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // One executor on the main thread, which also polls the reactor: the node's driver and
-    // the example's tasks wake without a hop between threads.
+    // One executor, run by the main thread, for the node's tasks and the example's.
     let ex = Arc::new(smol::Executor::new());
     smol::block_on(ex.run(async {
         let node = cli.node.start(&ex)?;

@@ -44,8 +44,7 @@ fn main() -> anyhow::Result<()> {
         (false, false) => Access::Allow(cli.allow.iter().copied().collect::<BTreeSet<_>>()),
         (false, true) => anyhow::bail!("say who may use the service: --allow NODEID or --public"),
     };
-    // One executor on the main thread, which also polls the reactor: the node's driver and
-    // the example's tasks wake without a hop between threads.
+    // One executor, run by the main thread, for the node's tasks and the example's.
     let ex = Arc::new(smol::Executor::new());
     smol::block_on(ex.run(async {
         let node = cli.node.start(&ex)?;

@@ -39,10 +39,9 @@ pub use vx6_runtime_tokio_free::*;
 
 /// Where the node's tasks run: smol's global executor, or an executor the application owns.
 ///
-/// An application that drives one [`smol::Executor`] from its main thread with
-/// `smol::block_on(executor.run(…))` should start its node with [`start_on`]: that thread then
-/// also polls the reactor, so a socket event wakes the node's driver without a hop between the
-/// reactor thread and smol's executor threads.
+/// An application that drives its own [`smol::Executor`] (say from its main thread with
+/// `smol::block_on(executor.run(…))`) starts its node with [`start_on`], so that the node's
+/// tasks run where the application's do and smol starts no global executor threads.
 #[derive(Debug, Default, Clone)]
 pub struct SmolExecutor(Option<Arc<smol::Executor<'static>>>);
 

@@ -250,9 +250,10 @@ impl RoutingTable {
     /// buckets `j < p` share exactly `j` bits with the target: `p - 1` down to 0.
     fn buckets_by_distance(&self, target: &NodeId) -> impl Iterator<Item = usize> + use<> {
         let len = self.buckets.len();
-        let t = Distance::between(&self.local, target).to_bytes();
+        let d = Distance::between(&self.local, target);
+        let p = (d.leading_zeros() as usize).min(len);
+        let t = d.to_bytes();
         let bit = |j: usize| t[j / 8] >> (7 - j % 8) & 1 == 1;
-        let p = (Distance::between(&self.local, target).leading_zeros() as usize).min(len);
         let (mut near, mut far) = (Vec::new(), Vec::new());
         for j in p + 1..len {
             if bit(j) { &mut near } else { &mut far }.push(j);
