@@ -196,3 +196,37 @@ fn periodic_sync_repairs_a_store_that_was_lost() {
     });
     assert!(repaired);
 }
+
+/// A node publishes as it starts, usually before its bootstrap peer has answered: those records
+/// reach the nodes closest to their keys once the first peer answers, not only the bootstrap
+/// peer (by sync) and not half an hour later at the next republish.
+#[test]
+fn records_published_before_any_peer_answered_are_stored_once_one_does() {
+    let mut net = Net::new(33);
+    network(&mut net, 5);
+    let owner = net.add_host(identity(50), echo_service(), Pins::default());
+    let now = net.now;
+    let records = owner_records(&identity(50), net.hosts[owner].addr, "late");
+    net.hosts[owner].node.publish(now, &records);
+    let via = net.hosts[4].addr;
+    net.hosts[owner].node.bootstrap(&[via]);
+    net.run_until(Duration::from_secs(5), |_| false);
+    let claim = records
+        .iter()
+        .find(|r| matches!(r.record(), Record::NameClaim(_)))
+        .unwrap();
+    let holders = (0..5)
+        .filter(|i| {
+            net.hosts[*i]
+                .node
+                .dht()
+                .store()
+                .iter()
+                .any(|r| r.as_bytes() == claim.as_bytes())
+        })
+        .count();
+    assert_eq!(
+        holders, 5,
+        "the claim reached {holders} of the 5 other nodes"
+    );
+}

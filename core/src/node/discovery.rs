@@ -49,6 +49,12 @@ pub(super) struct State {
     waiting: BTreeMap<u64, Vec<(StreamHandle, Transport)>>,
     /// When the next maintenance round is due (set once the node has a first contact).
     next_maintenance: Option<Instant>,
+    /// This node's records as last published. A node publishes as it starts, often before any
+    /// bootstrap peer has answered, and such a publish reaches no one: they are stored again
+    /// when the first peer answers.
+    own: Vec<SignedRecord>,
+    /// Whether a bootstrap peer has answered yet.
+    bootstrapped: bool,
     maintenance_rounds: u64,
     /// DHT datagrams dropped as invalid.
     pub dropped: u64,
@@ -113,6 +119,10 @@ impl Node {
                         // lacks (and the reverse) move without waiting for a lookup.
                         self.dht.start_sync(now, contact, 0);
                         self.arm_maintenance(now);
+                        if !std::mem::replace(&mut self.discovery.bootstrapped, true) {
+                            let own = std::mem::take(&mut self.discovery.own);
+                            self.publish(now, &own);
+                        }
                     }
                 } else {
                     self.dht
@@ -224,6 +234,7 @@ impl Node {
 
     /// Stores signed records (this node's own) at the nodes closest to their keys.
     pub fn publish(&mut self, now: Instant, records: &[SignedRecord]) {
+        self.discovery.own = records.to_vec();
         let mut by_key: BTreeMap<NodeId, Vec<SignedRecord>> = BTreeMap::new();
         for r in records {
             by_key.entry(r.dht_key()).or_default().push(r.clone());
