@@ -485,6 +485,9 @@ impl Driver {
             Event::NamePinned { username, node } => {
                 st.push_event(NodeEvent::NamePinned { username, node })
             }
+            Event::Published { key, stored_at, .. } => {
+                st.push_event(NodeEvent::Published { key, stored_at })
+            }
             Event::Refused {
                 peer,
                 service,

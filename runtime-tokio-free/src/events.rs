@@ -46,6 +46,14 @@ pub enum NodeEvent {
         /// The node.
         node: NodeId,
     },
+    /// Records this node published were stored at `stored_at` of the nodes closest to `key`
+    /// (0 while it knows no one; they are published again when a bootstrap peer answers).
+    Published {
+        /// The DHT key (the node's id, or its name's key).
+        key: NodeId,
+        /// How many nodes accepted them.
+        stored_at: u32,
+    },
     /// A peer was refused a stream to one of this node's services.
     Refused {
         /// Who asked.

@@ -2,6 +2,8 @@
 different peers, never meet before, and the client reaches `alice.ssh` with OpenSSH through the
 forward. Killing the client's bootstrap peer afterwards does not stop resolution."""
 
+import re
+
 import pytest
 
 import lab as labmod
@@ -65,10 +67,18 @@ def test_six_daemons_resolve_and_ssh_by_name(lab, transport, figure):
     known = (homes[5].path / "known_peers").read_text()
     assert f"alice {homes[0].id}" in known, known
     impostor_home = lab.home("alice")
-    lab.start_node(
+    impostor = lab.start_node(
         ns[4], impostor_home, transport=transport, serve=["ssh=127.0.0.1:22"], public=True,
         extra=["--bootstrap", at(3)], name="vx6-impostor",
     )
+
+    # Resolving before the second claim is stored would pin `alice` to the first key on node 1
+    # too (trust on first use), and a pinned name resolves without complaint: wait until the
+    # impostor's claim sits at some node.
+    def claim_stored():
+        assert re.search(r"published the claim to the name alice at [1-9]", impostor.log()), impostor.tail()
+
+    retry(claim_stored, timeout=30)
 
     def contested():
         cp = ns[1].run([VX6_BIN, "resolve", "--home", homes[1].path, "alice.ssh"], timeout=30, check=False)

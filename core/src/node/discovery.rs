@@ -55,6 +55,8 @@ pub(super) struct State {
     own: Vec<SignedRecord>,
     /// Whether a bootstrap peer has answered yet.
     bootstrapped: bool,
+    /// Publishing lookups running, with how many records each stores.
+    publishing: BTreeMap<LookupId, usize>,
     maintenance_rounds: u64,
     /// DHT datagrams dropped as invalid.
     pub dropped: u64,
@@ -241,7 +243,9 @@ impl Node {
         }
         let unix = self.discovery.unix;
         for batch in by_key.values().flat_map(|v| v.chunks(STORE_BATCH)) {
-            let _ = self.dht.publish(now, unix, batch);
+            if let Ok(Some(lookup)) = self.dht.publish(now, unix, batch) {
+                self.discovery.publishing.insert(lookup, batch.len());
+            }
         }
         self.drain_dht(now);
     }
@@ -336,6 +340,14 @@ impl Node {
     }
 
     fn on_lookup(&mut self, now: Instant, result: LookupResult) {
+        if let Some(records) = self.discovery.publishing.remove(&result.id) {
+            self.events.push_back(Event::Published {
+                key: result.target,
+                records,
+                stored_at: result.stored_at,
+            });
+            return;
+        }
         let Some(res) = self.discovery.resolutions.remove(&result.id) else {
             return;
         };

@@ -112,6 +112,16 @@ pub enum Event {
         /// The node now pinned for it.
         node: NodeId,
     },
+    /// Records this node published (see `Node::publish`) were stored, at `stored_at` of the
+    /// nodes closest to `key` (0 if the node knew no one yet).
+    Published {
+        /// The DHT key they sit under (the node's id, or a name's key).
+        key: NodeId,
+        /// How many records.
+        records: usize,
+        /// How many nodes accepted them.
+        stored_at: u32,
+    },
     /// This node refused a peer's stream (owner side; for logs and counters).
     Refused {
         /// Who asked.

@@ -19,7 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
-use vx6_core::record::{NodeAddress, OwnRecords};
+use vx6_core::record::{NodeAddress, OwnRecords, name_key};
 use vx6_core::service::{Backend, ServiceTable};
 use vx6_core::session::mux::MuxConfig;
 use vx6_core::session::quic::QuicTuning;
@@ -748,6 +748,18 @@ impl Daemon {
             Event::NamePinned { username, node } => {
                 tracing::info!("pinned node {node} for name {username} (trust on first use)");
                 self.save_pins();
+            }
+            Event::Published {
+                key,
+                records,
+                stored_at,
+            } => {
+                let what = if key == name_key(&self.name) {
+                    format!("the claim to the name {}", self.name)
+                } else {
+                    format!("{records} record(s) under {key}")
+                };
+                tracing::info!("published {what} at {stored_at} node(s)");
             }
         }
     }
