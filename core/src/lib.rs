@@ -7,6 +7,7 @@
 //!
 //! - [`dht`]: the Kademlia DHT and peer sync, independent of sessions (so the simulator can
 //!   drive it directly).
+//! - [`failure`]: why something failed, as a [`Cause`] every layer branches on.
 //! - [`identity`]: Ed25519 node identity and the [`NodeId`] derived from it.
 //! - [`names`]: validated usernames, service names and `username.service` names.
 //! - [`record`]: signed, expiring, sequence-numbered records and their wire format.
@@ -43,6 +44,7 @@
 
 pub mod destination;
 pub mod dht;
+pub mod failure;
 pub mod identity;
 pub mod names;
 pub mod node;
@@ -53,6 +55,7 @@ pub mod resolve;
 pub mod service;
 pub mod session;
 
+pub use failure::{Cause, Failure};
 pub use identity::{Identity, NodeId, PublicKey};
 pub use names::{OperatorName, QualifiedName, ServiceName, Username};
 pub use record::{Record, RecordKind, SignedRecord};

@@ -134,9 +134,9 @@ fn a_contested_name_is_refused_with_the_candidates() {
         _ => None,
     });
     let err = result.expect("resolution finished").unwrap_err();
-    assert!(err.contains("claimed by 2 nodes"), "{err}");
-    assert!(err.contains(&identity(41).node_id().to_string()));
-    assert!(err.contains(&identity(42).node_id().to_string()));
+    assert_eq!(err.cause, vx6_core::Cause::NameAmbiguous, "{err}");
+    assert!(err.detail.contains(&identity(41).node_id().to_string()));
+    assert!(err.detail.contains(&identity(42).node_id().to_string()));
     // The self-authenticating form picks one without ambiguity.
     let prefix = &identity(42).node_id().to_string()[..10];
     let id = net.hosts[4]

@@ -5,33 +5,13 @@ mod harness;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use harness::{DOWN_PORT, ECHO_PORT, Net, identity, payload};
+use harness::{Net, echo_services as services, identity, payload};
+use vx6_core::Cause;
 use vx6_core::NodeId;
 use vx6_core::node::Event;
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
-use vx6_core::service::{Access, Backend, Service, ServiceTable};
-
-fn services(access: Access) -> ServiceTable {
-    let mut t = ServiceTable::new(false);
-    t.add(
-        "echo".parse().unwrap(),
-        Service {
-            target: Backend::Tcp(format!("127.0.0.1:{ECHO_PORT}").parse().unwrap()),
-            access: access.clone(),
-        },
-    )
-    .unwrap();
-    t.add(
-        "down".parse().unwrap(),
-        Service {
-            target: Backend::Tcp(format!("127.0.0.1:{DOWN_PORT}").parse().unwrap()),
-            access,
-        },
-    )
-    .unwrap();
-    t
-}
+use vx6_core::service::{Access, ServiceTable};
 
 fn pair(seed: u64, access: impl FnOnce(NodeId) -> Access) -> Net {
     let mut net = Net::new(seed);
@@ -107,14 +87,14 @@ fn node_not_on_the_allow_list_is_refused_before_the_target() {
         let h = net.open(0, 1, transport, Some(owner), "echo", payload(5000, 1));
         assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
         let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
-        assert!(failed.contains("access denied"), "{failed}");
+        assert_eq!(failed.cause, Cause::AccessDenied, "{failed}");
         assert_eq!(
             net.hosts[1].target_connects, 0,
             "target must never be reached"
         );
         assert!(net.hosts[1].log.iter().any(|e| matches!(
             e,
-            Event::Refused { reason, .. } if reason == "not allowed"
+            Event::Refused { failure, .. } if failure.cause == Cause::AccessDenied
         )));
         assert_eq!(net.hosts[1].node.status().counters.refused_access, 1);
     }
@@ -143,13 +123,13 @@ fn unknown_service_looks_like_access_denied() {
     let owner = net.node_id(1);
     let h = net.open(0, 1, Transport::Tcp, Some(owner), "nosuch", vec![1, 2, 3]);
     assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
-    assert!(
-        net.hosts[0].apps[&h]
-            .failed
-            .as_ref()
-            .unwrap()
-            .contains("access denied")
-    );
+    let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
+    assert_eq!(failed.cause, Cause::AccessDenied, "{failed}");
+    // Only the owner's log tells the two apart.
+    assert!(net.hosts[1].log.iter().any(|e| matches!(
+        e,
+        Event::Refused { failure, .. } if failure.cause == Cause::UnknownService
+    )));
 }
 
 #[test]
@@ -160,7 +140,15 @@ fn wrong_node_id_fails_the_handshake() {
         let h = net.open(0, 1, transport, Some(wrong), "echo", payload(100, 1));
         assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
         let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
-        assert!(failed.contains("expected"), "{transport:?}: {failed}");
+        assert_eq!(
+            failed.cause,
+            Cause::PeerKeyMismatch,
+            "{transport:?}: {failed}"
+        );
+        assert!(
+            failed.detail.contains("expected"),
+            "{transport:?}: {failed}"
+        );
         assert_eq!(net.hosts[1].target_connects, 0);
         assert!(
             net.hosts[1]
@@ -198,7 +186,12 @@ fn first_key_is_pinned_and_a_changed_key_is_refused() {
         let h = net.open(0, 1, transport, None, "echo", payload(100, 2));
         assert!(net.run_until(Duration::from_secs(20), |n| n.apps_done(0)));
         let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
-        assert!(failed.contains("pinned"), "{transport:?}: {failed}");
+        assert_eq!(
+            failed.cause,
+            Cause::PeerKeyMismatch,
+            "{transport:?}: {failed}"
+        );
+        assert!(failed.detail.contains("pinned"), "{transport:?}: {failed}");
         assert_eq!(net.hosts[1].target_connects, 0);
     }
 }
@@ -211,10 +204,10 @@ fn target_down_is_reported_to_both_sides() {
         let h = net.open(0, 1, transport, Some(owner), "down", payload(100, 1));
         assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(0)));
         let failed = net.hosts[0].apps[&h].failed.clone().unwrap();
-        assert!(failed.contains("unavailable"), "{failed}");
+        assert_eq!(failed.cause, Cause::TargetUnavailable, "{failed}");
         assert!(net.hosts[1].log.iter().any(|e| matches!(
             e,
-            Event::Refused { reason, .. } if reason.contains("unavailable")
+            Event::Refused { failure, .. } if failure.cause == Cause::TargetUnavailable
         )));
     }
 }

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vx6_core::{Cause, Failure};
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
@@ -301,9 +302,11 @@ impl Driver {
                     self.peers.insert(session, Peer::new(io));
                     st.node.handle_tcp_connected(now, session);
                 }
-                Err(e) => st
-                    .node
-                    .handle_tcp_closed(now, session, &format!("cannot connect: {e}")),
+                Err(e) => st.node.handle_tcp_closed(
+                    now,
+                    session,
+                    Failure::new(Cause::Unreachable, e.to_string()),
+                ),
             }
         }
         progress
@@ -316,7 +319,10 @@ impl Driver {
             loop {
                 match Pin::new(&mut peer.io).poll_read(cx, &mut self.scratch) {
                     Poll::Ready(Ok(0)) => {
-                        closed.push((*session, "connection closed by peer".to_owned()));
+                        closed.push((
+                            *session,
+                            Failure::new(Cause::ConnectionLost, "closed by peer"),
+                        ));
                         break;
                     }
                     Poll::Ready(Ok(n)) => {
@@ -324,17 +330,17 @@ impl Driver {
                         st.node.handle_tcp_data(now, *session, &self.scratch[..n]);
                     }
                     Poll::Ready(Err(e)) => {
-                        closed.push((*session, e.to_string()));
+                        closed.push((*session, Failure::new(Cause::ConnectionLost, e.to_string())));
                         break;
                     }
                     Poll::Pending => break,
                 }
             }
         }
-        for (session, reason) in closed {
+        for (session, failure) in closed {
             progress = true;
             self.peers.remove(&session);
-            st.node.handle_tcp_closed(now, session, &reason);
+            st.node.handle_tcp_closed(now, session, failure);
         }
         progress
     }
@@ -411,9 +417,9 @@ impl Driver {
                     w.wake();
                 }
             }
-            Event::StreamFailed { stream, reason } => {
+            Event::StreamFailed { stream, failure } => {
                 if let Some(slot) = st.streams.get_mut(&stream) {
-                    slot.failed = Some(reason);
+                    slot.failed = Some(failure);
                     slot.wake();
                 }
             }
@@ -474,12 +480,12 @@ impl Driver {
             Event::SessionDown {
                 peer,
                 remote,
-                reason,
+                failure,
                 ..
             } => st.push_event(NodeEvent::SessionDown {
                 peer,
                 remote,
-                reason,
+                failure,
             }),
             Event::PinLearned { addr, node } => st.push_event(NodeEvent::PinLearned { addr, node }),
             Event::NamePinned { username, node } => {
@@ -491,11 +497,11 @@ impl Driver {
             Event::Refused {
                 peer,
                 service,
-                reason,
+                failure,
             } => st.push_event(NodeEvent::Refused {
                 peer,
                 service,
-                reason,
+                failure,
             }),
         }
     }

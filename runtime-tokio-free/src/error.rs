@@ -2,6 +2,8 @@
 
 use std::io;
 
+use vx6_core::{Cause, Failure};
+
 /// What can go wrong starting a node or using it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,22 +25,36 @@ pub enum Error {
     #[error("{0}")]
     BadDestination(String),
     /// A name did not resolve.
-    #[error("resolving {name}: {reason}")]
+    #[error("resolving {name}: {failure}")]
     Resolve {
         /// The name.
         name: String,
         /// Why not.
-        reason: String,
+        failure: Failure,
     },
     /// A stream could not be opened.
-    #[error("{0}")]
-    Stream(String),
+    #[error("{destination}: {failure}")]
+    Stream {
+        /// Where to, as asked.
+        destination: String,
+        /// Why not.
+        failure: Failure,
+    },
     /// The node has shut down.
     #[error("the node has shut down")]
     Shutdown,
 }
 
 impl Error {
+    /// Why, for the errors that come from the network: branch on this, not on the text.
+    pub fn cause(&self) -> Option<Cause> {
+        match self {
+            Error::Resolve { failure, .. } | Error::Stream { failure, .. } => Some(failure.cause),
+            Error::Shutdown => Some(Cause::Closed),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             what: what.into(),

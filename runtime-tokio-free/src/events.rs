@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_lite::Stream;
-use vx6_core::NodeId;
 use vx6_core::record::Transport;
+use vx6_core::{Failure, NodeId};
 
 use crate::shared::Shared;
 
@@ -29,8 +29,8 @@ pub enum NodeEvent {
         peer: Option<NodeId>,
         /// Its address.
         remote: SocketAddr,
-        /// Why, for people.
-        reason: String,
+        /// Why.
+        failure: Failure,
     },
     /// A peer dialed by address without a NodeId was pinned (trust on first use).
     PinLearned {
@@ -61,7 +61,7 @@ pub enum NodeEvent {
         /// For what.
         service: String,
         /// Why.
-        reason: String,
+        failure: Failure,
     },
 }
 

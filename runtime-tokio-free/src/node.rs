@@ -4,15 +4,15 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
+use vx6_core::{Cause, Failure};
 
 use vx6_core::destination::Destination;
+pub use vx6_core::node::NodeLimits;
 use vx6_core::node::{Dial, Node as CoreNode, NodeConfig as CoreConfig, NodeStatus};
 use vx6_core::pins::Pins;
 use vx6_core::record::{NodeAddress, Transport};
 use vx6_core::resolve::Target;
 use vx6_core::service::{Access, Backend, Service, ServiceTable};
-use vx6_core::session::mux::MuxConfig;
-use vx6_core::session::quic::QuicTuning;
 use vx6_core::{Identity, NodeId, ServiceName, Username};
 
 use crate::driver::{Driver, unix_now};
@@ -40,8 +40,8 @@ pub struct NodeConfig {
     pub pins: Pins,
     /// Let TCP-backed services point beyond loopback.
     pub allow_non_loopback_targets: bool,
-    /// Sessions held at once.
-    pub max_sessions: usize,
+    /// Bounds against hostile or numerous peers.
+    pub limits: NodeLimits,
 }
 
 impl NodeConfig {
@@ -55,7 +55,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             pins: Pins::default(),
             allow_non_loopback_targets: false,
-            max_sessions: 1024,
+            limits: NodeLimits::default(),
         }
     }
 }
@@ -87,20 +87,15 @@ impl Node {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
         let id = config.identity.node_id();
         let signing = Identity::from_secret_bytes(&config.identity.secret_bytes());
-        let mut node = CoreNode::new(
-            now,
-            CoreConfig {
-                identity: config.identity,
-                crypto: Arc::new(rustls::crypto::ring::default_provider()),
-                seed,
-                services: ServiceTable::new(config.allow_non_loopback_targets),
-                pins: config.pins,
-                quic: QuicTuning::default(),
-                mux: MuxConfig::default(),
-                max_sessions: config.max_sessions,
-                dht: vx6_core::dht::DhtConfig::default(),
-            },
-        )?;
+        let mut core = CoreConfig::new(
+            config.identity,
+            Arc::new(rustls::crypto::ring::default_provider()),
+            seed,
+        );
+        core.services = ServiceTable::new(config.allow_non_loopback_targets);
+        core.pins = config.pins;
+        core.limits = config.limits;
+        let mut node = CoreNode::new(now, core)?;
         node.set_unix_time(unix_now());
         let udp = runtime
             .bind_udp(config.listen)
@@ -241,22 +236,23 @@ impl Node {
             let mut st = self.shared.lock();
             let stopped = st.stopped;
             let Some(slot) = st.resolutions.get_mut(&id) else {
-                return Poll::Ready(Err("lost".to_owned()));
+                // Only this future removes its slot, so it is there while the future runs.
+                return Poll::Ready(Err(Failure::new(Cause::Closed, "resolution lost")));
             };
             if let Some(r) = slot.result.take() {
                 st.resolutions.remove(&id);
                 return Poll::Ready(r);
             }
             if stopped {
-                return Poll::Ready(Err("the node has shut down".to_owned()));
+                return Poll::Ready(Err(Failure::new(Cause::Closed, "the node has shut down")));
             }
             slot.waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await;
-        result.map_err(|reason| Error::Resolve {
+        result.map_err(|failure| Error::Resolve {
             name: name.to_owned(),
-            reason,
+            failure,
         })
     }
 
@@ -298,8 +294,11 @@ impl Node {
         let stream = VxStream::new(self.shared.clone(), handle);
         poll_fn(|cx| {
             let mut st = self.shared.lock();
-            if let Some(reason) = st.failure(handle) {
-                return Poll::Ready(Err(Error::Stream(format!("{destination}: {reason}"))));
+            if let Some(failure) = st.failure(handle) {
+                return Poll::Ready(Err(Error::Stream {
+                    destination: destination.to_owned(),
+                    failure,
+                }));
             }
             let slot = st.slot(handle);
             if slot.open {

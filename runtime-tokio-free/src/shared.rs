@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
+use vx6_core::{Cause, Failure};
 
 use vx6_core::ServiceName;
 use vx6_core::node::{Node as CoreNode, StreamHandle};
@@ -36,7 +37,7 @@ pub(crate) struct StreamSlot {
     pub writer: Option<Waker>,
     /// The owner accepted (client streams), or the application took it (owner streams).
     pub open: bool,
-    pub failed: Option<String>,
+    pub failed: Option<Failure>,
 }
 
 impl StreamSlot {
@@ -60,7 +61,7 @@ pub(crate) struct AcceptQueue {
 /// A resolution some `resolve` call waits for.
 #[derive(Default)]
 pub(crate) struct ResolveSlot {
-    pub result: Option<Result<Resolved, String>>,
+    pub result: Option<Result<Resolved, Failure>>,
     pub waker: Option<Waker>,
 }
 
@@ -110,9 +111,9 @@ impl State {
         self.streams.entry(handle).or_default()
     }
 
-    pub fn failure(&self, handle: StreamHandle) -> Option<String> {
+    pub fn failure(&self, handle: StreamHandle) -> Option<Failure> {
         if self.stopped {
-            return Some("the node has shut down".into());
+            return Some(Failure::new(Cause::Closed, "the node has shut down"));
         }
         self.streams.get(&handle).and_then(|s| s.failed.clone())
     }

@@ -4,6 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use vx6_core::{Cause, Failure};
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
@@ -37,8 +38,19 @@ impl VxStream {
     }
 }
 
-fn failed(reason: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionReset, reason.to_owned())
+/// An I/O error that carries the [`Failure`] itself (`get_ref()` and downcast to branch on its
+/// cause), with the closest [`io::ErrorKind`].
+fn failed(failure: Failure) -> io::Error {
+    let kind = match failure.cause {
+        Cause::AccessDenied => io::ErrorKind::PermissionDenied,
+        Cause::UnknownService | Cause::NameNotFound => io::ErrorKind::NotFound,
+        Cause::TargetUnavailable | Cause::LimitReached => io::ErrorKind::ConnectionRefused,
+        Cause::Timeout | Cause::HandshakeTimeout => io::ErrorKind::TimedOut,
+        Cause::Unreachable => io::ErrorKind::HostUnreachable,
+        Cause::ConnectionLost => io::ErrorKind::ConnectionAborted,
+        _ => io::ErrorKind::ConnectionReset,
+    };
+    io::Error::new(kind, failure)
 }
 
 impl AsyncRead for VxStream {
@@ -54,8 +66,8 @@ impl AsyncRead for VxStream {
             let this = &mut *self;
             let mut st = this.shared.lock();
             let now = this.shared.runtime.now();
-            if let Some(reason) = st.failure(this.handle) {
-                return Poll::Ready(Err(failed(&reason)));
+            if let Some(failure) = st.failure(this.handle) {
+                return Poll::Ready(Err(failed(failure)));
             }
             let read = st.node.stream_read(now, this.handle, READ_CHUNK);
             match read {
@@ -66,14 +78,15 @@ impl AsyncRead for VxStream {
                 }
                 StreamRead::Finished => {
                     // An unknown handle also reads as finished: a failure may explain it.
-                    if let Some(reason) = st.failure(this.handle) {
-                        return Poll::Ready(Err(failed(&reason)));
+                    if let Some(failure) = st.failure(this.handle) {
+                        return Poll::Ready(Err(failed(failure)));
                     }
                     this.read_done = true;
                     return Poll::Ready(Ok(0));
                 }
                 StreamRead::Reset(code) => {
-                    return Poll::Ready(Err(failed(&format!("stream reset by peer ({code})"))));
+                    let failure = Failure::new(Cause::ResetByPeer, format!("code {code}"));
+                    return Poll::Ready(Err(failed(failure)));
                 }
             }
             st.wake_driver();
@@ -91,8 +104,8 @@ impl AsyncWrite for VxStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut st = self.shared.lock();
-        if let Some(reason) = st.failure(self.handle) {
-            return Poll::Ready(Err(failed(&reason)));
+        if let Some(failure) = st.failure(self.handle) {
+            return Poll::Ready(Err(failed(failure)));
         }
         let now = self.shared.runtime.now();
         match st.node.stream_write(now, self.handle, buf) {

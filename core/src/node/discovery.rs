@@ -12,6 +12,7 @@ use super::{Dial, Event, Node, SessionId, StreamHandle};
 use crate::dht::datagram::{self, ANYONE};
 use crate::dht::message::{Body, DHT_VERSION, MAX_DIGEST, Message, Request, Response};
 use crate::dht::{Contact, LookupId, LookupResult, Purpose};
+use crate::failure::{Cause, Failure};
 use crate::identity::NodeId;
 use crate::names::ServiceName;
 use crate::record::{NodeAddress, Record, SignedRecord, Transport, name_key};
@@ -266,7 +267,7 @@ impl Node {
                     },
                 );
             }
-            Err(e) => self.resolved(now, id, &target, Err(e.to_string())),
+            Err(e) => self.resolved(now, id, &target, Err(e.into())),
         }
         self.drain_dht(now);
         id
@@ -279,13 +280,13 @@ impl Node {
         target: Target,
         transport: Transport,
     ) -> StreamHandle {
-        let handle = StreamHandle(self.next_stream);
-        self.next_stream += 1;
-        self.counters.streams_opened += 1;
         let service: ServiceName = target.name.service.clone();
         let mut st = ServiceStream::client(SessionId(0), service);
         st.phase = Phase::AwaitResolve;
-        self.streams.insert(handle, st);
+        let handle = match self.new_client_stream(st) {
+            Ok(handle) => handle,
+            Err(refused) => return refused,
+        };
         let id = self.resolve(now, target);
         self.discovery
             .waiting
@@ -300,7 +301,7 @@ impl Node {
         now: Instant,
         id: u64,
         target: &Target,
-        result: Result<(NodeId, Vec<NodeAddress>), String>,
+        result: Result<(NodeId, Vec<NodeAddress>), Failure>,
     ) {
         self.events.push_back(Event::Resolved {
             id,
@@ -316,8 +317,13 @@ impl Node {
                     .iter()
                     .find(|a| a.transport == transport)
                     .map(|a| (*node, a.addr))
-                    .ok_or_else(|| format!("{target} has no {transport:?} address")),
-                Err(reason) => Err(reason.clone()),
+                    .ok_or_else(|| {
+                        Failure::new(
+                            Cause::NameNotFound,
+                            format!("{target} has no {transport:?} address"),
+                        )
+                    }),
+                Err(failure) => Err(failure.clone()),
             };
             match found {
                 Ok((node, addr)) => {
@@ -328,11 +334,11 @@ impl Node {
                     };
                     self.attach(now, handle, &dial);
                 }
-                Err(reason) => {
+                Err(failure) => {
                     self.forget(handle);
                     self.events.push_back(Event::StreamFailed {
                         stream: handle,
-                        reason,
+                        failure,
                     });
                 }
             }
@@ -369,10 +375,10 @@ impl Node {
                                     },
                                 );
                             }
-                            Err(e) => self.resolved(now, res.id, &res.target, Err(e.to_string())),
+                            Err(e) => self.resolved(now, res.id, &res.target, Err(e.into())),
                         }
                     }
-                    Err(e) => self.resolved(now, res.id, &res.target, Err(e.to_string())),
+                    Err(e) => self.resolved(now, res.id, &res.target, Err(e.into())),
                 }
             }
             Step::Node(node, first_use) => {
@@ -387,11 +393,14 @@ impl Node {
                     .flatten()
                     .collect();
                 if addrs.is_empty() {
-                    let reason = format!(
-                        "{} resolved to node {node}, but its address was not found",
-                        res.target
+                    let failure = Failure::new(
+                        Cause::NameNotFound,
+                        format!(
+                            "{} resolved to node {node}, but its address was not found",
+                            res.target
+                        ),
                     );
-                    self.resolved(now, res.id, &res.target, Err(reason));
+                    self.resolved(now, res.id, &res.target, Err(failure));
                     return;
                 }
                 if first_use

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::failure::Failure;
 use crate::identity::NodeId;
 use crate::record::Transport;
 
@@ -48,8 +49,8 @@ pub enum Event {
         peer: Option<NodeId>,
         /// Peer address.
         remote: SocketAddr,
-        /// Why, for people.
-        reason: String,
+        /// Why.
+        failure: Failure,
     },
     /// A peer dialed by address without a NodeId was pinned; persist it.
     PinLearned {
@@ -93,8 +94,8 @@ pub enum Event {
     StreamFailed {
         /// The stream.
         stream: StreamHandle,
-        /// Why, for people.
-        reason: String,
+        /// Why.
+        failure: Failure,
     },
     /// A name resolution finished (see `Node::resolve`).
     Resolved {
@@ -103,7 +104,7 @@ pub enum Event {
         /// The name as asked.
         name: String,
         /// The node and its addresses, or why not.
-        result: Result<(NodeId, Vec<crate::record::NodeAddress>), String>,
+        result: Result<(NodeId, Vec<crate::record::NodeAddress>), Failure>,
     },
     /// A name was resolved on first use; persist the pin.
     NamePinned {
@@ -129,6 +130,6 @@ pub enum Event {
         /// For what (as sent, possibly invalid).
         service: String,
         /// Why.
-        reason: String,
+        failure: Failure,
     },
 }

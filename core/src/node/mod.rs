@@ -10,6 +10,7 @@
 
 mod discovery;
 mod event;
+mod limits;
 mod session;
 mod status;
 mod stream;
@@ -25,10 +26,13 @@ use rustls::crypto::CryptoProvider;
 
 pub use discovery::MAINTENANCE_INTERVAL;
 pub use event::{Event, SessionId, StreamHandle};
+pub use limits::NodeLimits;
 pub use status::{Counters, NodeStatus, SessionStatus};
 
+use self::limits::{Admission, Handshakes};
 use self::session::{Kind, Session};
 use self::stream::{Phase, ServiceStream};
+use crate::failure::{Cause, Failure};
 use crate::identity::{Identity, NodeId};
 use crate::names::ServiceName;
 use crate::pins::Pins;
@@ -37,8 +41,8 @@ use crate::service::{Authorization, OpenRequest, OpenResponse, RefusalCode, Serv
 use crate::session::mux::MuxConfig;
 use crate::session::quic::{QuicConfigs, QuicSecrets, QuicTuning};
 use crate::session::tcp::TcpSession;
-use crate::session::tls::{TlsFactory, TlsSetupError, WRONG_PEER, peer_key};
-use crate::session::{StreamError, StreamEvent, StreamRead};
+use crate::session::tls::{PeerMismatch, TlsFactory, TlsSetupError, peer_key};
+use crate::session::{StreamError, StreamEvent, StreamRead, quic};
 
 /// Stream reset code: the local side gave up on the stream (its local connection failed).
 pub const RESET_ABORTED: u32 = 1;
@@ -78,10 +82,28 @@ pub struct NodeConfig {
     pub quic: QuicTuning,
     /// TCP multiplexer settings.
     pub mux: MuxConfig,
-    /// Sessions held at most; further incoming ones are refused.
-    pub max_sessions: usize,
+    /// Bounds against hostile or numerous peers.
+    pub limits: NodeLimits,
     /// DHT settings.
     pub dht: crate::dht::DhtConfig,
+}
+
+impl NodeConfig {
+    /// A node with `identity`, `crypto` and `seed`, offering nothing, with no pins, and with
+    /// the default tuning and limits; change fields as needed.
+    pub fn new(identity: Identity, crypto: Arc<CryptoProvider>, seed: [u8; 32]) -> Self {
+        Self {
+            identity,
+            crypto,
+            seed,
+            services: ServiceTable::new(false),
+            pins: Pins::default(),
+            quic: QuicTuning::default(),
+            mux: MuxConfig::default(),
+            limits: NodeLimits::default(),
+            dht: crate::dht::DhtConfig::default(),
+        }
+    }
 }
 
 /// Why a node could not start.
@@ -102,7 +124,15 @@ pub struct Node {
     services: ServiceTable,
     pins: Pins,
     mux: MuxConfig,
-    max_sessions: usize,
+    limits: NodeLimits,
+    /// Streams one session may carry (the peer's limit, when it uses the same defaults).
+    max_session_streams: usize,
+    /// Incoming sessions in their handshake.
+    handshakes: Handshakes,
+    /// Sessions this node dialed that are still in their handshake (deadlines only).
+    dialing: Handshakes,
+    /// Sessions whose handshake completed and that are not down.
+    established: usize,
     next_session: u64,
     sessions: BTreeMap<SessionId, Session>,
     quic_handles: HashMap<ConnectionHandle, SessionId>,
@@ -140,7 +170,12 @@ impl Node {
             services: config.services,
             pins: config.pins,
             mux: config.mux,
-            max_sessions: config.max_sessions,
+            limits: config.limits,
+            max_session_streams: (config.quic.max_streams as usize)
+                .min(config.mux.max_peer_streams),
+            handshakes: Handshakes::default(),
+            dialing: Handshakes::default(),
+            established: 0,
             next_session: 1,
             sessions: BTreeMap::new(),
             quic_handles: HashMap::new(),
@@ -194,13 +229,39 @@ impl Node {
     /// Opens a stream to `service` on the node at `dial`, dialing a session if none is up.
     /// Always returns a handle; failures arrive as [`Event::StreamFailed`].
     pub fn open_stream(&mut self, now: Instant, dial: &Dial, service: ServiceName) -> StreamHandle {
+        match self.new_client_stream(ServiceStream::client(SessionId(0), service)) {
+            Ok(handle) => {
+                self.attach(now, handle, dial);
+                handle
+            }
+            Err(handle) => handle,
+        }
+    }
+
+    /// Registers a client stream. At the node's stream limit it is refused at once: `Err` with
+    /// a handle that already has its [`Event::StreamFailed`].
+    fn new_client_stream(&mut self, st: ServiceStream) -> Result<StreamHandle, StreamHandle> {
         let handle = StreamHandle(self.next_stream);
         self.next_stream += 1;
         self.counters.streams_opened += 1;
-        self.streams
-            .insert(handle, ServiceStream::client(SessionId(0), service));
-        self.attach(now, handle, dial);
-        handle
+        if self.streams.len() >= self.limits.max_streams {
+            let detail = format!(
+                "this node carries {} streams, its limit",
+                self.streams.len()
+            );
+            self.refuse_at_limit(handle, detail);
+            return Err(handle);
+        }
+        self.streams.insert(handle, st);
+        Ok(handle)
+    }
+
+    fn refuse_at_limit(&mut self, handle: StreamHandle, detail: String) {
+        self.counters.streams_refused_limit += 1;
+        self.events.push_back(Event::StreamFailed {
+            stream: handle,
+            failure: Failure::new(Cause::LimitReached, detail),
+        });
     }
 
     /// Puts a client stream on a session to `dial` (dialing one if needed); on failure the
@@ -208,15 +269,36 @@ impl Node {
     fn attach(&mut self, now: Instant, handle: StreamHandle, dial: &Dial) {
         let session = match self.session_for(now, dial) {
             Ok(sid) => sid,
-            Err(reason) => {
+            Err(failure) => {
                 self.forget(handle);
                 self.events.push_back(Event::StreamFailed {
                     stream: handle,
-                    reason,
+                    failure,
                 });
                 return;
             }
         };
+        let s = &self.sessions[&session];
+        let open = s.streams.len() - s.pending.len();
+        let full = if open >= self.max_session_streams {
+            Some(format!(
+                "the session to {} carries {open} streams, its limit",
+                s.remote
+            ))
+        } else if s.pending.len() >= self.limits.max_waiting_streams {
+            Some(format!(
+                "{} streams wait for stream credit from {}",
+                s.pending.len(),
+                s.remote
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = full {
+            self.forget(handle);
+            self.refuse_at_limit(handle, detail);
+            return;
+        }
         if let Some(st) = self.streams.get_mut(&handle) {
             st.session = session;
             st.phase = Phase::AwaitSession;
@@ -234,7 +316,7 @@ impl Node {
     }
 
     /// An up (or handshaking) session to `dial`, or a new one.
-    fn session_for(&mut self, now: Instant, dial: &Dial) -> Result<SessionId, String> {
+    fn session_for(&mut self, now: Instant, dial: &Dial) -> Result<SessionId, Failure> {
         if let Some(&sid) = self.dials.get(&(dial.transport, dial.addr))
             && let Some(s) = self.sessions.get(&sid)
             && !s.down
@@ -249,9 +331,9 @@ impl Node {
                 return Ok(sid);
             }
             if let (Some(want), Some(peer)) = (dial.expected, s.peer) {
-                return Err(format!(
-                    "{WRONG_PEER}peer at {} is node {peer}, expected {want}",
-                    dial.addr
+                return Err(Failure::new(
+                    Cause::PeerKeyMismatch,
+                    format!("peer at {} is node {peer}, expected {want}", dial.addr),
                 ));
             }
         }
@@ -259,16 +341,23 @@ impl Node {
         let expected = dial.expected.or(pinned);
         let expected_from_pin = dial.expected.is_none() && pinned.is_some();
         let sid = self.new_session_id();
+        let mismatch = PeerMismatch::default();
+        let cannot_dial = |e: &dyn std::fmt::Display| {
+            Failure::new(
+                Cause::Unreachable,
+                format!("cannot dial {}: {e}", dial.addr),
+            )
+        };
         let kind = match dial.transport {
             Transport::Quic => {
                 let config = self
                     .quic
-                    .client(&self.tls, expected)
-                    .map_err(|e| e.to_string())?;
+                    .client(&self.tls, expected, &mismatch)
+                    .map_err(|e| cannot_dial(&e))?;
                 let (handle, conn) = self
                     .endpoint
                     .connect(now, config, dial.addr, "vx6")
-                    .map_err(|e| format!("cannot dial {}: {e}", dial.addr))?;
+                    .map_err(|e| cannot_dial(&e))?;
                 self.quic_handles.insert(handle, sid);
                 Kind::Quic {
                     handle,
@@ -276,9 +365,12 @@ impl Node {
                 }
             }
             Transport::Tcp => {
-                let config = self.tls.client(expected).map_err(|e| e.to_string())?;
+                let config = self
+                    .tls
+                    .client(expected, &mismatch)
+                    .map_err(|e| cannot_dial(&e))?;
                 let conn = TcpSession::client(now, Arc::new(config), self.mux)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| cannot_dial(&e))?;
                 self.events.push_back(Event::TcpConnect {
                     session: sid,
                     addr: dial.addr,
@@ -297,6 +389,7 @@ impl Node {
                 kind,
                 remote: dial.addr,
                 dial: Some(Dial { expected, ..*dial }),
+                mismatch,
                 expected_from_pin,
                 peer: None,
                 established: false,
@@ -306,6 +399,7 @@ impl Node {
             },
         );
         self.dials.insert((dial.transport, dial.addr), sid);
+        self.dialing.insert(now, sid, dial.addr);
         Ok(sid)
     }
 
@@ -484,15 +578,18 @@ impl Node {
             .unwrap_or_default();
         let sid = st.session;
         let peer = self.sessions.get(&sid).and_then(|s| s.peer);
-        let reason = format!("service {service} unavailable: {reason}");
+        let failure = Failure::new(
+            Cause::TargetUnavailable,
+            format!("service {service}: {reason}"),
+        );
+        self.refuse(now, handle, RefusalCode::TargetUnavailable, &failure.detail);
         if let Some(peer) = peer {
             self.events.push_back(Event::Refused {
                 peer,
                 service,
-                reason: reason.clone(),
+                failure,
             });
         }
-        self.refuse(now, handle, RefusalCode::TargetUnavailable, &reason);
     }
 
     /// Sends a refusal, closes the stream and forgets it.
@@ -614,8 +711,30 @@ impl Node {
                 self.drive(now, sid);
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                if self.live_sessions() >= self.max_sessions {
+                if self.established >= self.limits.max_sessions {
                     self.counters.sessions_refused += 1;
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    self.responses.push_back((t, buf));
+                    return;
+                }
+                if self.handshakes.len() >= self.limits.retry_threshold
+                    && !incoming.remote_address_validated()
+                {
+                    match self.endpoint.retry(incoming, &mut buf) {
+                        Ok(t) => {
+                            self.counters.quic_retries += 1;
+                            self.responses.push_back((t, buf));
+                        }
+                        // A client that already answered a Retry and still has no valid
+                        // token: its address is not proven, so no state for it.
+                        Err(e) => {
+                            self.counters.handshakes_refused += 1;
+                            self.endpoint.ignore(e.into_incoming());
+                        }
+                    }
+                    return;
+                }
+                if !self.admit_handshake(now, remote) {
                     let t = self.endpoint.refuse(incoming, &mut buf);
                     self.responses.push_back((t, buf));
                     return;
@@ -626,6 +745,7 @@ impl Node {
                 {
                     Ok((handle, conn)) => {
                         let sid = self.new_session_id();
+                        self.handshakes.insert(now, sid, remote);
                         self.quic_handles.insert(handle, sid);
                         self.sessions.insert(
                             sid,
@@ -657,6 +777,7 @@ impl Node {
             kind,
             remote,
             dial: None,
+            mismatch: PeerMismatch::default(),
             expected_from_pin: false,
             peer: None,
             established: false,
@@ -666,8 +787,41 @@ impl Node {
         }
     }
 
-    fn live_sessions(&self) -> usize {
-        self.sessions.values().filter(|s| !s.down).count()
+    /// Whether a new incoming handshake from `remote` may start (dropping the oldest one if the
+    /// table is full); counts what it refuses or drops.
+    fn admit_handshake(&mut self, now: Instant, remote: SocketAddr) -> bool {
+        match self.handshakes.admit(&self.limits, remote) {
+            Admission::Admit => true,
+            Admission::AdmitEvicting(oldest) => {
+                self.counters.handshakes_evicted += 1;
+                let failure = Failure::new(
+                    Cause::LimitReached,
+                    "handshake dropped to make room for a newer one",
+                );
+                self.abort_session(now, oldest, failure);
+                true
+            }
+            Admission::RefusePrefix => {
+                self.counters.handshakes_refused += 1;
+                false
+            }
+        }
+    }
+
+    /// Ends a session from this side at once (QUIC: CONNECTION_CLOSE; TCP: the socket closes).
+    fn abort_session(&mut self, now: Instant, sid: SessionId, failure: Failure) {
+        // Out of the tables first, so that a caller making room sees the room at once.
+        self.handshakes.remove(sid);
+        self.dialing.remove(sid);
+        if let Some(Session {
+            kind: Kind::Quic { conn, .. },
+            ..
+        }) = self.sessions.get_mut(&sid)
+        {
+            conn.close(now, 0u32.into(), bytes::Bytes::new());
+        }
+        self.fail_session(now, sid, failure);
+        self.drive(now, sid);
     }
 
     /// Next UDP datagram (or GSO batch of at most `max_segments`) to send; its payload is
@@ -716,12 +870,16 @@ impl Node {
     /// The runtime accepted a TCP connection from `remote`; `None` means refuse it (at the
     /// session limit): close the socket.
     pub fn accept_tcp(&mut self, now: Instant, remote: SocketAddr) -> Option<SessionId> {
-        if self.live_sessions() >= self.max_sessions {
+        if self.established >= self.limits.max_sessions {
             self.counters.sessions_refused += 1;
+            return None;
+        }
+        if !self.admit_handshake(now, remote) {
             return None;
         }
         let conn = TcpSession::server(now, self.tls_server.clone(), self.mux).ok()?;
         let sid = self.new_session_id();
+        self.handshakes.insert(now, sid, remote);
         self.sessions.insert(
             sid,
             Self::incoming_session(
@@ -770,7 +928,7 @@ impl Node {
     /// A TCP session's socket closed or failed (or could not connect). A connection that ends
     /// without TLS close_notify or GOAWAY means the peer process is gone, as a QUIC stateless
     /// reset does; unanswered streams are retried once.
-    pub fn handle_tcp_closed(&mut self, now: Instant, sid: SessionId, reason: &str) {
+    pub fn handle_tcp_closed(&mut self, now: Instant, sid: SessionId, failure: Failure) {
         let mut established = false;
         if let Some(Session {
             kind: Kind::Tcp { conn, .. },
@@ -784,7 +942,7 @@ impl Node {
         if established {
             self.retry_unanswered(now, sid);
         }
-        self.fail_session(now, sid, reason.to_owned());
+        self.fail_session(now, sid, failure);
     }
 
     /// Bytes to write to a TCP session's socket; returns whether any were appended.
@@ -834,6 +992,16 @@ impl Node {
 
     /// Timers fired.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.limits.handshake_timeout;
+        for sid in self.handshakes.expired(now, timeout) {
+            self.counters.handshakes_timed_out += 1;
+            let failure = Failure::new(Cause::HandshakeTimeout, format!("after {timeout:?}"));
+            self.abort_session(now, sid, failure);
+        }
+        for sid in self.dialing.expired(now, timeout) {
+            let failure = Failure::new(Cause::HandshakeTimeout, format!("after {timeout:?}"));
+            self.abort_session(now, sid, failure);
+        }
         if self.dht.poll_timeout().is_some_and(|t| t <= now) {
             self.dht.handle_timeout(now);
             self.drain_dht(now);
@@ -857,11 +1025,17 @@ impl Node {
     /// When [`Node::handle_timeout`] must next be called: as soon as this instant has passed.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let maintenance = self.maintenance_timeout();
+        let timeout = self.limits.handshake_timeout;
+        let handshakes = [
+            self.handshakes.next_deadline(timeout),
+            self.dialing.next_deadline(timeout),
+        ];
         self.sessions
             .values_mut()
             .filter_map(Session::poll_timeout)
             .chain(self.dht.poll_timeout())
             .chain(maintenance)
+            .chain(handshakes.into_iter().flatten())
             .min()
     }
 
@@ -910,7 +1084,7 @@ impl Node {
                             Q::ConnectionLost { reason } => {
                                 owner_restarted =
                                     matches!(reason, quinn_proto::ConnectionError::Reset);
-                                lost = Some(reason.to_string());
+                                lost = Some(quic::failure(&reason, s.established));
                             }
                             Q::Stream(QS::Opened { dir: Dir::Bi }) => {
                                 stream_events.push(StreamEvent::Opened)
@@ -935,7 +1109,7 @@ impl Node {
                         stream_events.push(ev);
                     }
                     if let Some(e) = conn.error() {
-                        lost = Some(e.to_string());
+                        lost = Some(e.failure(s.established));
                     }
                 }
             }
@@ -949,13 +1123,17 @@ impl Node {
             for ev in stream_events {
                 self.on_stream_event(now, sid, ev);
             }
-            if let Some(reason) = lost {
+            if let Some(failure) = lost {
                 if owner_restarted {
                     self.retry_unanswered(now, sid);
                 }
-                self.fail_session(now, sid, reason);
+                self.fail_session(now, sid, failure);
             }
             if drained {
+                if self.sessions.get(&sid).is_some_and(|s| !s.down) {
+                    let failure = Failure::new(Cause::ConnectionLost, "connection drained");
+                    self.fail_session(now, sid, failure);
+                }
                 if let Some(Session {
                     kind: Kind::Quic { handle, .. },
                     ..
@@ -993,7 +1171,8 @@ impl Node {
             Kind::Tcp { conn, .. } => conn.peer().copied(),
         };
         let Some(key) = key else {
-            self.fail_session(now, sid, "peer presented no usable key".into());
+            let failure = Failure::new(Cause::ProtocolViolation, "peer presented no usable key");
+            self.fail_session(now, sid, failure);
             return;
         };
         let peer = key.node_id();
@@ -1005,12 +1184,18 @@ impl Node {
         {
             // The verifier already enforces this; a mismatch here is a broken invariant
             // handled as a failure rather than trusted.
-            let reason = format!("{WRONG_PEER}peer is node {peer}, expected {want}");
-            self.fail_session(now, sid, reason);
+            let failure = Failure::new(
+                Cause::PeerKeyMismatch,
+                format!("peer is node {peer}, expected {want}"),
+            );
+            self.fail_session(now, sid, failure);
             return;
         }
         s.peer = Some(peer);
         s.established = true;
+        self.established += 1;
+        self.handshakes.remove(sid);
+        self.dialing.remove(sid);
         let (transport, remote) = (s.transport(), s.remote);
         let dht_addr = (transport == Transport::Quic || s.dial.is_some()).then_some(remote);
         if let Some(Dial {
@@ -1048,6 +1233,12 @@ impl Node {
                 s.streams.insert(handle);
                 self.streams.insert(handle, ServiceStream::owner(sid, id));
                 self.by_transport.insert((sid, id), handle);
+                if self.streams.len() > self.limits.max_streams {
+                    self.counters.streams_refused_limit += 1;
+                    let reason = "the owner is at its stream limit";
+                    self.refuse(now, handle, RefusalCode::Overloaded, reason);
+                    continue;
+                }
                 self.read_request(now, handle);
             },
             StreamEvent::Readable(id) => {
@@ -1111,6 +1302,7 @@ impl Node {
                         self.refuse(now, handle, RefusalCode::BadRequest, "session not up");
                         return;
                     };
+                    let known = self.services.iter().any(|(name, _)| *name == req.service);
                     match self.services.authorize(&peer, &req.service) {
                         Authorization::Granted(target) => {
                             st.phase = Phase::Connecting;
@@ -1122,10 +1314,15 @@ impl Node {
                         }
                         Authorization::Refused(code) => {
                             self.counters.refused_access += 1;
+                            let cause = if known {
+                                Cause::AccessDenied
+                            } else {
+                                Cause::UnknownService
+                            };
                             self.events.push_back(Event::Refused {
                                 peer,
                                 service: req.service.to_string(),
-                                reason: "not allowed".into(),
+                                failure: cause.into(),
                             });
                             self.refuse(now, handle, code, code.describe());
                         }
@@ -1144,7 +1341,7 @@ impl Node {
                         self.events.push_back(Event::Refused {
                             peer,
                             service: String::new(),
-                            reason: e.to_string(),
+                            failure: Failure::new(Cause::BadRequest, e.to_string()),
                         });
                     }
                     self.refuse(now, handle, RefusalCode::BadRequest, &e.to_string());
@@ -1170,33 +1367,32 @@ impl Node {
                     return;
                 }
                 Ok(Some((OpenResponse::Refused { code, reason }, _))) => {
-                    let reason = if reason.is_empty() || reason == code.describe() {
-                        code.describe().to_owned()
-                    } else {
-                        format!("{}: {reason}", code.describe())
-                    };
-                    self.fail_stream(now, handle, reason);
+                    self.fail_stream(now, handle, Failure::new(code.into(), reason));
                     return;
                 }
                 Ok(None) if alive && st.inbuf.len() > before => continue,
                 Ok(None) if alive => return,
                 Ok(None) => {
-                    self.fail_stream(
-                        now,
-                        handle,
-                        "owner closed the stream without answering".into(),
+                    let failure = Failure::new(
+                        Cause::ResetByPeer,
+                        "owner closed the stream without answering",
                     );
+                    self.fail_stream(now, handle, failure);
                     return;
                 }
                 Err(e) => {
-                    self.fail_stream(now, handle, format!("bad answer from owner: {e}"));
+                    let failure = Failure::new(
+                        Cause::ProtocolViolation,
+                        format!("bad answer from owner: {e}"),
+                    );
+                    self.fail_stream(now, handle, failure);
                     return;
                 }
             }
         }
     }
 
-    fn fail_stream(&mut self, now: Instant, handle: StreamHandle, reason: String) {
+    fn fail_stream(&mut self, now: Instant, handle: StreamHandle, failure: Failure) {
         if let Some(st) = self.streams.get(&handle)
             && let (Some(id), Some(session)) = (st.id, self.sessions.get_mut(&st.session))
         {
@@ -1206,7 +1402,7 @@ impl Node {
         self.forget(handle);
         self.events.push_back(Event::StreamFailed {
             stream: handle,
-            reason,
+            failure,
         });
         if let Some(sid) = sid {
             self.drive(now, sid);
@@ -1250,12 +1446,12 @@ impl Node {
         self.dials.remove(&(dial.transport, dial.addr));
         let new_sid = match self.session_for(now, &dial) {
             Ok(new_sid) => new_sid,
-            Err(reason) => {
+            Err(failure) => {
                 for h in movable {
                     self.forget(h);
                     self.events.push_back(Event::StreamFailed {
                         stream: h,
-                        reason: reason.clone(),
+                        failure: failure.clone(),
                     });
                 }
                 return;
@@ -1281,7 +1477,7 @@ impl Node {
         self.drive(now, new_sid);
     }
 
-    fn fail_session(&mut self, _now: Instant, sid: SessionId, reason: String) {
+    fn fail_session(&mut self, _now: Instant, sid: SessionId, failure: Failure) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -1289,21 +1485,33 @@ impl Node {
             return;
         }
         s.down = true;
-        if !s.established {
+        if s.established {
+            self.established -= 1;
+        } else {
             self.counters.sessions_failed += 1;
         }
-        let reason = match s.dial {
-            Some(Dial {
-                addr,
-                expected: Some(pin),
-                ..
-            }) if s.expected_from_pin && reason.contains(WRONG_PEER) => {
-                format!(
-                    "the node at {addr} is not the one pinned for it ({pin}): {reason}; if its \
-                     key really changed, remove {addr} from known_peers"
-                )
+        self.handshakes.remove(sid);
+        self.dialing.remove(sid);
+        let failure = match (s.dial, s.mismatch.seen()) {
+            (
+                Some(Dial {
+                    addr,
+                    expected: Some(want),
+                    ..
+                }),
+                Some(seen),
+            ) if !s.established => {
+                let detail = if s.expected_from_pin {
+                    format!(
+                        "the node at {addr} is not the one pinned for it ({want}): it is node \
+                         {seen}; if its key really changed, remove {addr} from known_peers"
+                    )
+                } else {
+                    format!("peer at {addr} is node {seen}, expected {want}")
+                };
+                Failure::new(Cause::PeerKeyMismatch, detail)
             }
-            _ => reason,
+            _ => failure,
         };
         let handles: Vec<StreamHandle> = s.streams.iter().copied().collect();
         let (peer, remote, is_tcp) = (s.peer, s.remote, matches!(s.kind, Kind::Tcp { .. }));
@@ -1318,7 +1526,7 @@ impl Node {
             self.forget(handle);
             self.events.push_back(Event::StreamFailed {
                 stream: handle,
-                reason: format!("session to {remote} failed: {reason}"),
+                failure: failure.clone().context(format!("session to {remote}")),
             });
         }
         if is_tcp {
@@ -1340,7 +1548,7 @@ impl Node {
             session: sid,
             peer,
             remote,
-            reason,
+            failure,
         });
     }
 
@@ -1385,6 +1593,7 @@ impl Node {
                 })
                 .collect(),
             streams: self.streams.len(),
+            handshakes_in_flight: self.handshakes.len(),
             counters: self.counters,
         }
     }

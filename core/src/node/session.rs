@@ -10,6 +10,7 @@ use super::{Dial, StreamHandle};
 use crate::identity::NodeId;
 use crate::record::Transport;
 use crate::session::tcp::TcpSession;
+use crate::session::tls::PeerMismatch;
 use crate::session::{StreamError, StreamRead, quic};
 
 pub(super) enum Kind {
@@ -31,6 +32,8 @@ pub(super) struct Session {
     pub remote: SocketAddr,
     /// Set for sessions this node dialed.
     pub dial: Option<Dial>,
+    /// Filled by the dial's verifier when another node answered.
+    pub mismatch: PeerMismatch,
     /// The expected peer came from a pin, not from the user.
     pub expected_from_pin: bool,
     pub peer: Option<NodeId>,

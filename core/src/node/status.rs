@@ -33,8 +33,8 @@ pub struct SessionStatus {
     pub bytes_received: u64,
 }
 
-/// Counters that only go up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters that only go up (serialized as they are named for `vx6 status --json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Streams refused because the peer was not allowed.
     pub refused_access: u64,
@@ -48,6 +48,17 @@ pub struct Counters {
     pub sessions_refused: u64,
     /// Service streams opened (both roles).
     pub streams_opened: u64,
+    /// Streams refused at once at a limit (the node's, a session's, or the owner's).
+    pub streams_refused_limit: u64,
+    /// Incoming handshakes dropped because they did not finish in time.
+    pub handshakes_timed_out: u64,
+    /// Incoming handshakes dropped, oldest first, to make room for newer ones.
+    pub handshakes_evicted: u64,
+    /// Incoming handshakes refused: their source prefix was at its limit, or a QUIC client
+    /// could not prove its address.
+    pub handshakes_refused: u64,
+    /// QUIC Retry packets sent (address validation under load).
+    pub quic_retries: u64,
 }
 
 /// The whole snapshot.
@@ -59,6 +70,8 @@ pub struct NodeStatus {
     pub sessions: Vec<SessionStatus>,
     /// Service streams open.
     pub streams: usize,
+    /// Incoming sessions in their handshake.
+    pub handshakes_in_flight: usize,
     /// Counters.
     pub counters: Counters,
 }

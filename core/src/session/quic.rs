@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
-    ClientConfig, Connection, Dir, EndpointConfig, IdleTimeout, ReadError, ReadableError,
-    ServerConfig, StreamId, TransportConfig, VarInt, WriteError,
+    ClientConfig, Connection, ConnectionError, Dir, EndpointConfig, IdleTimeout, ReadError,
+    ReadableError, ServerConfig, StreamId, TransportConfig, TransportErrorCode, VarInt, WriteError,
 };
 
+use crate::failure::{Cause, Failure};
+
 use super::cid::KeyedCidGenerator;
-use super::tls::{TlsFactory, TlsSetupError};
+use super::tls::{PeerMismatch, TlsFactory, TlsSetupError};
 use super::{StreamError, StreamRead};
 
 /// Tuning of QUIC sessions.
@@ -37,7 +39,7 @@ impl Default for QuicTuning {
         Self {
             stream_window: 8 * 1024 * 1024,
             connection_window: 32 * 1024 * 1024,
-            max_streams: 1024,
+            max_streams: 16_384,
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             mtu_upper_bound: 8952,
@@ -132,13 +134,34 @@ impl QuicConfigs {
         &self,
         tls: &TlsFactory,
         expected: Option<crate::NodeId>,
+        mismatch: &PeerMismatch,
     ) -> Result<ClientConfig, TlsSetupError> {
-        let crypto = QuicClientConfig::try_from(tls.client(expected)?)
+        let crypto = QuicClientConfig::try_from(tls.client(expected, mismatch)?)
             .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
         let mut config = ClientConfig::new(Arc::new(crypto));
         config.transport_config(self.transport.clone());
         Ok(config)
     }
+}
+
+/// Why a QUIC connection ended, as a [`Failure`]. `established`: whether its handshake had
+/// completed (a silent peer before that is a handshake timeout).
+pub fn failure(err: &ConnectionError, established: bool) -> Failure {
+    use ConnectionError as E;
+    let cause = match err {
+        E::TimedOut if !established => Cause::HandshakeTimeout,
+        E::TimedOut => Cause::Timeout,
+        E::Reset => Cause::ResetByPeer,
+        // What `Endpoint::refuse` sends at the peer's session limit.
+        E::ConnectionClosed(c) if c.error_code == TransportErrorCode::CONNECTION_REFUSED => {
+            Cause::LimitReached
+        }
+        E::ApplicationClosed(_) | E::ConnectionClosed(_) => Cause::ConnectionLost,
+        E::LocallyClosed => Cause::Closed,
+        E::CidsExhausted => Cause::LimitReached,
+        E::TransportError(_) | E::VersionMismatch => Cause::ProtocolViolation,
+    };
+    Failure::new(cause, err.to_string())
 }
 
 fn sid(id: u64) -> StreamId {

@@ -11,8 +11,11 @@ use rustls::pki_types::ServerName;
 
 use super::mux::{Mux, MuxConfig};
 use super::tls::peer_key;
+use crate::failure::{Cause, Failure};
 use crate::identity::PublicKey;
 
+/// Most bytes rustls may hold in its send buffers.
+const TLS_BUFFER_LIMIT: usize = 4 * 1024 * 1024;
 /// Plaintext encrypted per step of [`TcpSession::poll_transmit`]: four TLS records.
 const ENCRYPT_SLICE: usize = 64 * 1024;
 
@@ -28,6 +31,21 @@ pub enum TcpSessionError {
     /// The peer closed the TCP connection.
     #[error("connection closed by peer")]
     Eof,
+}
+
+impl TcpSessionError {
+    /// As a [`Failure`]; `established`: whether the handshake had completed.
+    pub fn failure(&self, established: bool) -> Failure {
+        use super::mux::MuxClosed as M;
+        let cause = match self {
+            Self::Tls(_) | Self::Mux(M::Protocol(_) | M::FlowControl) => Cause::ProtocolViolation,
+            Self::Mux(M::Timeout) if !established => Cause::HandshakeTimeout,
+            Self::Mux(M::Timeout) => Cause::Timeout,
+            Self::Mux(M::GoAway(_)) | Self::Eof => Cause::ConnectionLost,
+            Self::Mux(M::NotReading(_)) => Cause::LimitReached,
+        };
+        Failure::new(cause, self.to_string())
+    }
 }
 
 /// One TLS-over-TCP session.
@@ -61,8 +79,10 @@ impl TcpSession {
     }
 
     fn new(mut tls: rustls::Connection, mux: Mux) -> Self {
-        // The runtime applies backpressure on the socket; rustls need not cap its buffers too.
-        tls.set_buffer_limit(None);
+        // A bound, not a throttle: `poll_transmit` moves the records out after every 64 KiB
+        // slice, so rustls never holds near this much; reaching it is a broken invariant, and
+        // fails the session rather than losing bytes.
+        tls.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
         Self {
             tls,
             mux,
@@ -167,14 +187,14 @@ impl TcpSession {
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
         let before = out.len();
         let tls = &mut self.tls;
+        let mut overflow = false;
         if !tls.is_handshaking() {
             self.mux.drain_output(|frames| {
                 // Encrypt in slices and move each slice's records out at once: rustls allocates
                 // a buffer per record, and keeping only a few alive at a time lets the allocator
                 // reuse them instead of growing and trimming the heap (page faults, per perf).
                 for slice in frames.chunks(ENCRYPT_SLICE) {
-                    // With no buffer limit set, rustls's writer takes everything.
-                    let _ = tls.writer().write_all(slice);
+                    overflow |= tls.writer().write_all(slice).is_err();
                     while tls.wants_write() {
                         if tls.write_tls(out).is_err() {
                             break;
@@ -187,6 +207,9 @@ impl TcpSession {
             if tls.write_tls(out).is_err() {
                 break;
             }
+        }
+        if overflow && self.failed.is_none() {
+            self.failed = Some(TcpSessionError::Tls("TLS send buffer limit reached".into()));
         }
         out.len() > before
     }

@@ -2,7 +2,7 @@
 //! key, and each side accepts a peer only by the key in that certificate (libp2p-tls is the
 //! precedent). Certificate names and chains carry no meaning here; the key is the identity.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature};
@@ -75,15 +75,25 @@ pub fn peer_key(cert: &CertificateDer<'_>) -> Result<PublicKey, rustls::Error> {
         .map_err(|e| rustls::Error::General(format!("peer certificate key: {e}")))
 }
 
-/// The message a verifier failure carries when the peer is not the expected node. The session
-/// layer matches on the prefix to tell this apart from other handshake failures.
-pub const WRONG_PEER: &str = "wrong peer: ";
+/// Where a dial's verifier records the node it met when that was not the expected one, so the
+/// session layer can report a key mismatch as such (rustls and quinn carry verifier errors on as
+/// text or alert codes, which are not to be branched on).
+#[derive(Debug, Clone, Default)]
+pub struct PeerMismatch(Arc<OnceLock<NodeId>>);
+
+impl PeerMismatch {
+    /// The node that answered instead of the expected one, if the handshake failed for that.
+    pub fn seen(&self) -> Option<NodeId> {
+        self.0.get().copied()
+    }
+}
 
 /// Accepts a server only if its certificate's key is `expected` (when set), and only TLS 1.3
 /// Ed25519 handshake signatures by that key.
 #[derive(Debug)]
 struct PeerVerifier {
     expected: Option<NodeId>,
+    mismatch: PeerMismatch,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -100,9 +110,12 @@ impl PeerVerifier {
         }
         let node = peer_key(cert)?.node_id();
         match self.expected {
-            Some(expected) if expected != node => Err(rustls::Error::General(format!(
-                "{WRONG_PEER}peer is node {node}, expected {expected}"
-            ))),
+            Some(expected) if expected != node => {
+                let _ = self.mismatch.0.set(node);
+                Err(rustls::Error::General(format!(
+                    "peer is node {node}, expected {expected}"
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -218,20 +231,26 @@ impl TlsFactory {
         })
     }
 
-    fn verifier(&self, expected: Option<NodeId>) -> Arc<PeerVerifier> {
+    fn verifier(&self, expected: Option<NodeId>, mismatch: PeerMismatch) -> Arc<PeerVerifier> {
         Arc::new(PeerVerifier {
             expected,
+            mismatch,
             algorithms: self.provider.signature_verification_algorithms,
         })
     }
 
     /// Client configuration for one dial: the server must be `expected` if given; with `None`
-    /// any valid key is accepted and the caller checks or pins it after the handshake.
-    pub fn client(&self, expected: Option<NodeId>) -> Result<rustls::ClientConfig, TlsSetupError> {
+    /// any valid key is accepted and the caller checks or pins it after the handshake. A server
+    /// with another key is recorded in `mismatch`.
+    pub fn client(
+        &self,
+        expected: Option<NodeId>,
+        mismatch: &PeerMismatch,
+    ) -> Result<rustls::ClientConfig, TlsSetupError> {
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
-            .with_custom_certificate_verifier(self.verifier(expected))
+            .with_custom_certificate_verifier(self.verifier(expected, mismatch.clone()))
             .with_client_auth_cert(self.cert.chain.clone(), self.cert.key())?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
@@ -242,7 +261,7 @@ impl TlsFactory {
     pub fn server(&self) -> Result<rustls::ServerConfig, TlsSetupError> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(self.verifier(None))
+            .with_client_cert_verifier(self.verifier(None, PeerMismatch::default()))
             .with_single_cert(self.cert.chain.clone(), self.cert.key())?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)

@@ -15,10 +15,9 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
-use vx6_core::service::{Backend, ServiceTable};
+use vx6_core::service::{Access, Backend, Service, ServiceTable};
 use vx6_core::session::StreamRead;
-use vx6_core::session::mux::MuxConfig;
-use vx6_core::session::quic::QuicTuning;
+use vx6_core::{Cause, Failure};
 use vx6_core::{Identity, NodeId, ServiceName};
 
 /// Unix time at the harness's epoch.
@@ -37,7 +36,9 @@ pub struct App {
     pub finished: bool,
     pub received: Vec<u8>,
     pub eof: bool,
-    pub failed: Option<String>,
+    pub failed: Option<Failure>,
+    /// Keep the stream open after sending (no FIN).
+    pub hold: bool,
 }
 
 #[derive(Default)]
@@ -82,6 +83,30 @@ pub struct Net {
     /// (host, session) ↔ (host, session) for TCP sessions.
     tcp_links: BTreeMap<(usize, SessionId), (usize, SessionId)>,
     pub udp_dropped: u64,
+    /// Applied to every node's configuration before it starts.
+    pub configure: fn(&mut NodeConfig),
+}
+
+// The in-memory echo target as service `echo`, and `down` where nothing listens.
+pub fn echo_services(access: Access) -> ServiceTable {
+    let mut t = ServiceTable::new(false);
+    t.add(
+        "echo".parse().unwrap(),
+        Service {
+            target: Backend::Tcp(format!("127.0.0.1:{ECHO_PORT}").parse().unwrap()),
+            access: access.clone(),
+        },
+    )
+    .unwrap();
+    t.add(
+        "down".parse().unwrap(),
+        Service {
+            target: Backend::Tcp(format!("127.0.0.1:{DOWN_PORT}").parse().unwrap()),
+            access,
+        },
+    )
+    .unwrap();
+    t
 }
 
 pub fn identity(seed: u8) -> Identity {
@@ -105,6 +130,7 @@ impl Net {
             mtu: 1500,
             tcp_links: BTreeMap::new(),
             udp_dropped: 0,
+            configure: |_| {},
         }
     }
 
@@ -112,21 +138,16 @@ impl Net {
     fn make_node(&mut self, identity: Identity, services: ServiceTable, pins: Pins) -> Node {
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
-        let mut node = Node::new(
-            self.now,
-            NodeConfig {
-                identity,
-                crypto: Arc::new(rustls::crypto::ring::default_provider()),
-                seed,
-                services,
-                pins,
-                quic: QuicTuning::default(),
-                mux: MuxConfig::default(),
-                max_sessions: 64,
-                dht: vx6_core::dht::DhtConfig::default(),
-            },
-        )
-        .unwrap();
+        let mut config = NodeConfig::new(
+            identity,
+            Arc::new(rustls::crypto::ring::default_provider()),
+            seed,
+        );
+        config.services = services;
+        config.pins = pins;
+        config.limits.max_sessions = 64;
+        (self.configure)(&mut config);
+        let mut node = Node::new(self.now, config).unwrap();
         node.set_unix_time(UNIX_START + (self.now - self.start).as_secs());
         node
     }
@@ -252,7 +273,7 @@ impl Net {
                     }
                 }
             }
-            if app.sent == app.to_send.len() && !app.finished {
+            if app.sent == app.to_send.len() && !app.finished && !app.hold {
                 host.node.stream_finish(now, *h);
                 app.finished = true;
                 progress = true;
@@ -268,7 +289,7 @@ impl Net {
                         progress = true;
                     }
                     StreamRead::Reset(code) => {
-                        app.failed = Some(format!("reset {code}"));
+                        app.failed = Some(Failure::new(Cause::ResetByPeer, format!("code {code}")));
                         progress = true;
                         break;
                     }
@@ -366,27 +387,31 @@ impl Net {
                         .target_failed(now, stream, "connection refused");
                 }
             }
-            Event::StreamFailed { stream, reason } => {
+            Event::StreamFailed { stream, failure } => {
                 if let Some(app) = self.hosts[i].apps.get_mut(&stream) {
-                    app.failed = Some(reason);
+                    app.failed = Some(failure);
                 }
             }
             Event::TcpConnect { session, addr } => match self.host_by_addr(addr) {
                 Some(peer) => {
                     let from = self.hosts[i].addr;
                     let Some(peer_sid) = self.hosts[peer].node.accept_tcp(now, from) else {
-                        self.hosts[i]
-                            .node
-                            .handle_tcp_closed(now, session, "refused");
+                        self.hosts[i].node.handle_tcp_closed(
+                            now,
+                            session,
+                            Cause::LimitReached.into(),
+                        );
                         return;
                     };
                     self.tcp_links.insert((i, session), (peer, peer_sid));
                     self.tcp_links.insert((peer, peer_sid), (i, session));
                     self.hosts[i].node.handle_tcp_connected(now, session);
                 }
-                None => self.hosts[i]
-                    .node
-                    .handle_tcp_closed(now, session, "connection refused"),
+                None => {
+                    self.hosts[i]
+                        .node
+                        .handle_tcp_closed(now, session, Cause::Unreachable.into())
+                }
             },
             Event::TcpClose { session, flush } => {
                 if let Some((peer, peer_sid)) = self.tcp_links.remove(&(i, session)) {
@@ -443,7 +468,7 @@ impl Net {
                     }
                     PacketKind::Tcp { session, data } => host.handle_tcp_data(now, session, &data),
                     PacketKind::TcpClosed { session } => {
-                        host.handle_tcp_closed(now, session, "connection closed by peer")
+                        host.handle_tcp_closed(now, session, Cause::ConnectionLost.into())
                     }
                 }
             }

@@ -3,7 +3,10 @@
 //! Requests: `status` (text) and `status json`. Unix only; elsewhere the daemon runs without it.
 
 use serde::Serialize;
-use vx6_core::node::NodeStatus;
+use std::collections::BTreeMap;
+
+use vx6_core::Failure;
+use vx6_core::node::{Counters, NodeStatus};
 use vx6_core::service::{Access, ServiceTable};
 
 use crate::spec::ForwardSpec;
@@ -18,7 +21,8 @@ struct StatusJson {
     services: Vec<ServiceJson>,
     forwards: Vec<ForwardJson>,
     streams: usize,
-    counters: CountersJson,
+    handshakes_in_flight: usize,
+    counters: Counters,
 }
 
 #[derive(Serialize)]
@@ -48,16 +52,28 @@ struct ForwardJson {
     target: String,
     local: String,
     connections: usize,
+    /// Connections that failed, in total and by cause.
+    failed: u64,
+    failed_by_cause: BTreeMap<&'static str, u64>,
+    last_failure: Option<String>,
+    last_failure_cause: Option<&'static str>,
 }
 
-#[derive(Serialize)]
-struct CountersJson {
-    refused_access: u64,
-    refused_target: u64,
-    bad_requests: u64,
-    sessions_failed: u64,
-    sessions_refused: u64,
-    streams_opened: u64,
+/// Connections of one forward that failed, and why.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardFailures {
+    failed: u64,
+    by_cause: BTreeMap<&'static str, u64>,
+    last: Option<Failure>,
+}
+
+impl ForwardFailures {
+    /// Counts one failed connection.
+    pub fn record(&mut self, failure: Failure) {
+        self.failed += 1;
+        *self.by_cause.entry(failure.cause.as_str()).or_default() += 1;
+        self.last = Some(failure);
+    }
 }
 
 /// What the daemon knows besides the node's own status.
@@ -66,6 +82,7 @@ pub struct Context<'a> {
     pub services: &'a ServiceTable,
     pub forwards: Vec<ForwardSpec>,
     pub forward_connections: Vec<usize>,
+    pub forward_failures: &'a [ForwardFailures],
 }
 
 fn transport_name(t: vx6_core::record::Transport) -> &'static str {
@@ -103,7 +120,6 @@ pub fn answer(request: &str, ctx: &Context<'_>) -> String {
 
 fn json(ctx: &Context<'_>) -> String {
     let s = &ctx.status;
-    let c = s.counters;
     let doc = StatusJson {
         node_id: s.node_id.to_string(),
         sessions: s
@@ -136,21 +152,20 @@ fn json(ctx: &Context<'_>) -> String {
             .forwards
             .iter()
             .zip(&ctx.forward_connections)
-            .map(|(f, n)| ForwardJson {
+            .zip(ctx.forward_failures)
+            .map(|((f, n), failed)| ForwardJson {
                 target: forward_target(f),
                 local: f.local.to_string(),
                 connections: *n,
+                failed: failed.failed,
+                failed_by_cause: failed.by_cause.clone(),
+                last_failure: failed.last.as_ref().map(ToString::to_string),
+                last_failure_cause: failed.last.as_ref().map(|l| l.cause.as_str()),
             })
             .collect(),
         streams: s.streams,
-        counters: CountersJson {
-            refused_access: c.refused_access,
-            refused_target: c.refused_target,
-            bad_requests: c.bad_requests,
-            sessions_failed: c.sessions_failed,
-            sessions_refused: c.sessions_refused,
-            streams_opened: c.streams_opened,
-        },
+        handshakes_in_flight: s.handshakes_in_flight,
+        counters: s.counters,
     };
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("error: {e}"));
     out.push('\n');
@@ -192,13 +207,22 @@ fn text(ctx: &Context<'_>) -> String {
         );
     }
     let _ = writeln!(out, "\nforwards:");
-    for (f, n) in ctx.forwards.iter().zip(&ctx.forward_connections) {
+    for ((f, n), failed) in ctx
+        .forwards
+        .iter()
+        .zip(&ctx.forward_connections)
+        .zip(ctx.forward_failures)
+    {
         let _ = writeln!(
             out,
-            "  {} -> {} ({n} connections)",
+            "  {} -> {} ({n} connections, {} failed)",
             f.local,
-            forward_target(f)
+            forward_target(f),
+            failed.failed
         );
+        if let Some(last) = &failed.last {
+            let _ = writeln!(out, "     last failure: {last} ({})", last.cause.as_str());
+        }
     }
     let c = s.counters;
     let _ = writeln!(

@@ -21,9 +21,7 @@ use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
 use vx6_core::record::{NodeAddress, OwnRecords, name_key};
 use vx6_core::service::{Backend, ServiceTable};
-use vx6_core::session::mux::MuxConfig;
-use vx6_core::session::quic::QuicTuning;
-use vx6_core::{Identity, NodeId, Record, Username};
+use vx6_core::{Cause, Failure, Identity, NodeId, Record, Username};
 
 use self::local::{Local, Pumped, Role};
 use self::udp::Udp;
@@ -95,6 +93,8 @@ pub struct Daemon {
     control: Option<mio::net::UnixListener>,
     control_path: Option<PathBuf>,
     forwards: Vec<(ForwardSpec, TcpListener)>,
+    /// Per forward, connections that failed and why (for status).
+    forward_failures: Vec<control::ForwardFailures>,
     conns: HashMap<Token, Conn>,
     by_stream: HashMap<StreamHandle, Token>,
     by_session: HashMap<SessionId, Token>,
@@ -120,21 +120,14 @@ impl Daemon {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
         let now = Instant::now();
         let identity = Identity::from_secret_bytes(&opts.identity.secret_bytes());
-        let mut node = Node::new(
-            now,
-            NodeConfig {
-                identity: opts.identity,
-                crypto: Arc::new(rustls::crypto::ring::default_provider()),
-                seed,
-                services: opts.services,
-                pins: opts.pins,
-                quic: QuicTuning::default(),
-                mux: MuxConfig::default(),
-                max_sessions: 4096,
-                dht: vx6_core::dht::DhtConfig::default(),
-            },
-        )
-        .context("starting the node")?;
+        let mut config = NodeConfig::new(
+            opts.identity,
+            Arc::new(rustls::crypto::ring::default_provider()),
+            seed,
+        );
+        config.services = opts.services;
+        config.pins = opts.pins;
+        let mut node = Node::new(now, config).context("starting the node")?;
         let unix = crate::clock::unix_now();
         node.set_unix_time(unix);
         node.bootstrap(&opts.bootstrap);
@@ -213,6 +206,7 @@ impl Daemon {
             #[cfg(unix)]
             control,
             control_path: opts.control_path,
+            forward_failures: vec![Default::default(); forwards.len()],
             forwards,
             conns: HashMap::new(),
             by_stream: HashMap::new(),
@@ -387,8 +381,11 @@ impl Daemon {
             };
             let _ = socket.set_nodelay(true);
             let Ok(token) = self.register(&mut socket) else {
-                self.node
-                    .handle_tcp_closed(now, session, "could not register socket");
+                self.node.handle_tcp_closed(
+                    now,
+                    session,
+                    Failure::new(Cause::Closed, "could not register socket"),
+                );
                 continue;
             };
             self.by_session.insert(session, token);
@@ -489,8 +486,7 @@ impl Daemon {
                 if p.connecting {
                     if let Ok(Some(e)) | Err(e) = p.socket.take_error() {
                         let session = p.session;
-                        self.node
-                            .handle_tcp_closed(now, session, &format!("cannot connect: {e}"));
+                        self.node.handle_tcp_closed(now, session, unreachable(&e));
                         self.drop_conn(token, false);
                         return;
                     }
@@ -504,11 +500,7 @@ impl Daemon {
                         Err(e) if e.kind() == ErrorKind::NotConnected => return,
                         Err(e) => {
                             let session = p.session;
-                            self.node.handle_tcp_closed(
-                                now,
-                                session,
-                                &format!("cannot connect: {e}"),
-                            );
+                            self.node.handle_tcp_closed(now, session, unreachable(&e));
                             self.drop_conn(token, false);
                             return;
                         }
@@ -574,15 +566,19 @@ impl Daemon {
             let session = p.session;
             match p.socket.read(&mut self.scratch) {
                 Ok(0) => {
-                    self.node
-                        .handle_tcp_closed(now, session, "connection closed by peer");
+                    self.node.handle_tcp_closed(
+                        now,
+                        session,
+                        Failure::new(Cause::ConnectionLost, "closed by peer"),
+                    );
                     return;
                 }
                 Ok(n) => self.node.handle_tcp_data(now, session, &self.scratch[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.node.handle_tcp_closed(now, session, &e.to_string());
+                    let failure = Failure::new(Cause::ConnectionLost, e.to_string());
+                    self.node.handle_tcp_closed(now, session, failure);
                     return;
                 }
             }
@@ -656,12 +652,16 @@ impl Daemon {
                 session,
                 peer,
                 remote,
-                reason,
+                failure,
             } => match peer {
-                Some(peer) => {
-                    tracing::info!("session {session} with {peer} at {remote} ended: {reason}")
-                }
-                None => tracing::warn!("session {session} to {remote} failed: {reason}"),
+                Some(peer) => tracing::info!(
+                    "session {session} with {peer} at {remote} ended: {failure} ({})",
+                    failure.cause.as_str()
+                ),
+                None => tracing::warn!(
+                    "session {session} to {remote} failed: {failure} ({})",
+                    failure.cause.as_str()
+                ),
             },
             Event::PinLearned { addr, node } => {
                 tracing::info!("pinned node {node} for {addr} (trust on first use)");
@@ -694,17 +694,19 @@ impl Daemon {
                     self.pump(now, token, true, false);
                 }
             }
-            Event::StreamFailed { stream, reason } => {
+            Event::StreamFailed { stream, failure } => {
                 if let Some(&token) = self.by_stream.get(&stream) {
                     if let Some(Conn::Local(l)) = self.conns.get(&token)
                         && let Role::Forward(i) = l.role
                     {
                         let f = &self.forwards[i].0;
                         tracing::warn!(
-                            "connection on {} to {} closed: {reason}",
+                            "connection on {} to {} closed: {failure} ({})",
                             f.local,
-                            f.target
+                            f.target,
+                            failure.cause.as_str()
                         );
+                        self.forward_failures[i].record(failure);
                     }
                     self.drop_conn(token, true);
                 }
@@ -712,8 +714,11 @@ impl Daemon {
             Event::Refused {
                 peer,
                 service,
-                reason,
-            } => tracing::warn!("refused stream for {service:?} from node {peer}: {reason}"),
+                failure,
+            } => tracing::warn!(
+                "refused stream for {service:?} from node {peer}: {failure} ({})",
+                failure.cause.as_str()
+            ),
             Event::Resolved { id, name, result } => {
                 let reply = match &result {
                     Ok((node, addrs)) => {
@@ -729,9 +734,9 @@ impl Daemon {
                         }
                         text
                     }
-                    Err(reason) => {
-                        tracing::warn!("resolving {name}: {reason}");
-                        format!("error: {reason}\n")
+                    Err(failure) => {
+                        tracing::warn!("resolving {name}: {failure} ({})", failure.cause.as_str());
+                        format!("error: {failure}\n")
                     }
                 };
                 #[cfg(unix)]
@@ -802,9 +807,7 @@ impl Daemon {
                     }),
                 );
             }
-            Err(e) => self
-                .node
-                .handle_tcp_closed(now, session, &format!("cannot connect: {e}")),
+            Err(e) => self.node.handle_tcp_closed(now, session, unreachable(&e)),
         }
     }
 
@@ -835,6 +838,7 @@ impl Daemon {
             services: self.node.services(),
             forwards: self.forwards.iter().map(|(f, _)| f.clone()).collect(),
             forward_connections: per_forward,
+            forward_failures: &self.forward_failures,
         }
     }
 
@@ -943,6 +947,10 @@ impl Daemon {
         }
         self.drop_conn(token, false);
     }
+}
+
+fn unreachable(e: &std::io::Error) -> Failure {
+    Failure::new(Cause::Unreachable, format!("cannot connect: {e}"))
 }
 
 /// Binds the control socket, refusing if another daemon answers on it and replacing a stale one.

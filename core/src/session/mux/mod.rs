@@ -29,6 +29,10 @@ pub const SESSION_WINDOW: u32 = 32 * 1024 * 1024;
 const MAX_DATA_CHUNK: usize = 64 * 1024;
 /// Encoded output held before writers are told to wait.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
+/// Output past [`OUT_HIGH_WATER`] that replies to the peer (PING acks, RESETs, WINDOWs) may
+/// add. Only a peer that keeps sending while it does not read our output gets there; it is
+/// closed ([`MuxClosed::NotReading`]) instead of growing this side's memory.
+pub const CONTROL_BACKLOG: usize = 256 * 1024;
 /// Idle time before a keep-alive PING.
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// Silence after which the session is declared dead.
@@ -44,7 +48,7 @@ pub struct MuxConfig {
 impl Default for MuxConfig {
     fn default() -> Self {
         Self {
-            max_peer_streams: 1024,
+            max_peer_streams: 16_384,
         }
     }
 }
@@ -67,6 +71,9 @@ pub enum MuxClosed {
     /// Nothing arrived for [`IDLE_TIMEOUT`].
     #[error("peer went silent")]
     Timeout,
+    /// The peer kept sending while our output to it stayed unread past [`CONTROL_BACKLOG`].
+    #[error("peer does not read: {0} bytes of output pending")]
+    NotReading(usize),
 }
 
 #[derive(Debug)]
@@ -112,6 +119,8 @@ pub struct Mux {
     odd: bool,
     next_local: u32,
     highest_peer: u32,
+    /// Streams the peer opened that are still in `streams`.
+    peer_open: usize,
     streams: BTreeMap<u32, Stream>,
     accept_queue: VecDeque<u32>,
     events: VecDeque<StreamEvent>,
@@ -138,6 +147,7 @@ impl Mux {
             odd,
             next_local: if odd { 1 } else { 2 },
             highest_peer: 0,
+            peer_open: 0,
             streams: BTreeMap::new(),
             accept_queue: VecDeque::new(),
             events: VecDeque::new(),
@@ -232,6 +242,12 @@ impl Mux {
                         self.close(reason);
                         return;
                     }
+                    // Writers stop at the high-water mark, so only replies to this peer's own
+                    // frames can pile up past it.
+                    if self.out.len() > OUT_HIGH_WATER + CONTROL_BACKLOG {
+                        self.close(MuxClosed::NotReading(self.out.len()));
+                        return;
+                    }
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -286,12 +302,7 @@ impl Mux {
                         return Ok(());
                     }
                     self.highest_peer = stream;
-                    let peer_open = self
-                        .streams
-                        .keys()
-                        .filter(|id| self.is_peer_id(**id))
-                        .count();
-                    if peer_open >= self.config.max_peer_streams {
+                    if self.peer_open >= self.config.max_peer_streams {
                         self.credit_session(len);
                         Frame::Reset {
                             stream,
@@ -301,6 +312,7 @@ impl Mux {
                         return Ok(());
                     }
                     self.streams.insert(stream, Stream::new(now));
+                    self.peer_open += 1;
                     self.accept_queue.push_back(stream);
                     self.events.push_back(StreamEvent::Opened);
                 }
@@ -501,7 +513,7 @@ impl Mux {
         };
         let unread: u64 = s.recv.iter().map(|b| b.len() as u64).sum();
         let peer_reset = s.reset_by_peer.is_some();
-        self.streams.remove(&sid);
+        self.remove_stream(sid);
         self.blocked.remove(&sid);
         self.credit_session(unread);
         if !peer_reset {
@@ -516,7 +528,7 @@ impl Mux {
             return StreamRead::Finished;
         };
         if let Some(code) = s.reset_by_peer {
-            self.streams.remove(&sid);
+            self.remove_stream(sid);
             return StreamRead::Reset(code);
         }
         let Some(front) = s.recv.front_mut() else {
@@ -565,6 +577,12 @@ impl Mux {
         StreamRead::Data(chunk)
     }
 
+    fn remove_stream(&mut self, sid: u32) {
+        if self.streams.remove(&sid).is_some() && self.is_peer_id(sid) {
+            self.peer_open -= 1;
+        }
+    }
+
     /// Forgets a stream once both directions are done.
     fn reap(&mut self, sid: u32) {
         if self
@@ -572,7 +590,7 @@ impl Mux {
             .get(&sid)
             .is_some_and(|s| s.send_finished && s.fin_delivered)
         {
-            self.streams.remove(&sid);
+            self.remove_stream(sid);
             self.blocked.remove(&sid);
         }
     }
