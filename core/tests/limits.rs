@@ -44,23 +44,23 @@ fn silent_tcp_connections_never_lock_out_an_honest_peer() {
         c.limits.max_handshakes_per_prefix = 8;
     });
     let now = net.now;
-    // 5000 connections that never say anything, from 5000 prefixes, then 100 from one /64.
+    // 5000 connections that never say anything, from 5000 prefixes, then 100 from the honest
+    // client's own /64 (the harness's hosts all sit in fd6a::/64).
     for i in 0..5000 {
         assert!(net.hosts[1].node.accept_tcp(now, flood_source(i)).is_some());
     }
-    let one_prefix: Vec<_> = (0..100u16)
-        .map(|port| {
-            let from = SocketAddr::new("fd6c::7".parse().unwrap(), 1000 + port);
-            net.hosts[1].node.accept_tcp(now, from)
-        })
-        .collect();
-    assert_eq!(one_prefix.iter().filter(|s| s.is_some()).count(), 8);
+    for port in 0..100u16 {
+        let from = SocketAddr::new("fd6a::99".parse().unwrap(), 1000 + port);
+        assert!(net.hosts[1].node.accept_tcp(now, from).is_some());
+    }
     let status = net.hosts[1].node.status();
     assert_eq!(status.handshakes_in_flight, 64);
-    assert_eq!(status.counters.handshakes_evicted, 5000 + 8 - 64);
-    assert_eq!(status.counters.handshakes_refused, 92);
+    // Past the table's 64, the oldest of all went; past the prefix's 8, the prefix's oldest.
+    assert_eq!(status.counters.handshakes_evicted, (5000 - 64) + 100);
+    // Unauthenticated sessions are counted, not listed.
+    assert!(status.sessions.is_empty());
 
-    // The honest client gets in while the flood is held, and its stream works.
+    // The honest client, in the flood's /64, gets in while the flood is held; its stream works.
     let owner = net.node_id(1);
     let h = net.open(
         0,
@@ -295,4 +295,84 @@ fn a_quic_initial_flood_meets_retry_and_the_handshake_table() {
     let status = net.hosts[1].node.status();
     assert_eq!(status.handshakes_in_flight, 0);
     assert_eq!(status.counters.handshakes_timed_out, 16);
+}
+
+#[test]
+fn dht_requests_are_rate_limited_per_prefix_before_their_signature_is_checked() {
+    use vx6_core::dht::datagram;
+    use vx6_core::dht::message::{Body, DHT_VERSION, Message, Request};
+    let mut net = pair(27, |c| {
+        c.limits.dht_requests.per_second = 10;
+        c.limits.dht_requests.burst = 20;
+        c.limits.dht_requests.max_prefixes = 8;
+    });
+    let now = net.now;
+    let target = net.node_id(1);
+    let ping = |txid| {
+        let message = Message {
+            version: DHT_VERSION,
+            txid,
+            listen: None,
+            body: Body::Request(Request::Ping),
+        };
+        datagram::encode(&identity(60), &target, &message).unwrap()
+    };
+    let answers = |net: &mut Net| {
+        let mut buf = Vec::new();
+        std::iter::from_fn(|| net.hosts[1].node.poll_transmit(net.now, 1, &mut buf)).count()
+    };
+    // One source at full speed: the burst is answered, the rest dropped unread.
+    let from: SocketAddr = "[fd6e::1]:5000".parse().unwrap();
+    for txid in 0..1000 {
+        net.hosts[1]
+            .node
+            .handle_datagram(now, from, None, None, ping(txid).as_slice().into());
+    }
+    assert_eq!(answers(&mut net), 20);
+    assert_eq!(net.hosts[1].node.status().counters.dht_rate_limited, 980);
+    // A second later, the rate's worth more.
+    net.advance(Duration::from_secs(1));
+    let later = net.now;
+    for txid in 1000..1100 {
+        net.hosts[1]
+            .node
+            .handle_datagram(later, from, None, None, ping(txid).as_slice().into());
+    }
+    assert_eq!(answers(&mut net), 10);
+    // Many prefixes: past the table's bound they share one bucket, so the total stays bounded.
+    for i in 0..1000u32 {
+        net.hosts[1].node.handle_datagram(
+            later,
+            flood_source(i),
+            None,
+            None,
+            ping(5000 + u64::from(i)).as_slice().into(),
+        );
+    }
+    let answered = answers(&mut net);
+    assert!(answered <= 8 * 20 + 20, "{answered}");
+    // An honest source outside the flood is still served.
+    let honest: SocketAddr = "[fd6f::1]:5000".parse().unwrap();
+    net.advance(Duration::from_secs(3));
+    let t = net.now;
+    net.hosts[1]
+        .node
+        .handle_datagram(t, honest, None, None, ping(9999).as_slice().into());
+    assert_eq!(answers(&mut net), 1);
+}
+
+#[test]
+fn datagrams_of_no_known_kind_are_dropped_and_counted() {
+    let mut net = pair(28, |_| {});
+    let now = net.now;
+    let from: SocketAddr = "[fd6e::1]:5000".parse().unwrap();
+    for first in [0x00u8, 0x10, 0x3f] {
+        net.hosts[1]
+            .node
+            .handle_datagram(now, from, None, None, [first; 64].as_slice().into());
+    }
+    net.hosts[1]
+        .node
+        .handle_datagram(now, from, None, None, [].as_slice().into());
+    assert_eq!(net.hosts[1].node.status().counters.datagrams_dropped, 4);
 }

@@ -221,6 +221,16 @@ fn records(home: &Home) -> Result<()> {
     print_stdout(&text)
 }
 
+/// Raises the soft limit on open files to the hard one: every forwarded connection holds a
+/// descriptor in the daemon, and the usual soft limit (1024) would cap them at about that.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("open file limit: {limit}"),
+        Err(e) => tracing::warn!("raising the open file limit: {e}"),
+    }
+}
+
 fn node(args: NodeArgs) -> Result<()> {
     let home = args.home.locate()?;
     let identity = identity_file::load(&home.identity())?;
@@ -307,6 +317,8 @@ fn node(args: NodeArgs) -> Result<()> {
     };
 
     crate::logging::init();
+    #[cfg(unix)]
+    raise_open_file_limit();
     let daemon = Daemon::bind(daemon::Options {
         identity,
         listen,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use smol::future;
 use smol::io::split;
 use smol::prelude::*;
-use vx6_core::Identity;
 use vx6_core::service::Access;
+use vx6_core::{Cause, Identity};
 use vx6_runtime_smol::{Node, NodeConfig, Runtime, SmolExecutor, SmolRuntime, VxStream};
 use vx6_runtime_tokio_free::AsyncStdRuntime;
 use vx6_runtime_tokio_free::async_io::AsyncIoRuntime;
@@ -146,9 +146,19 @@ async fn scenario(runtime: Arc<dyn Runtime>) {
     assert!(pinned, "no NamePinned event");
     assert!(client.pins().get_name(&"alice".parse().unwrap()) == Some(owner.id()));
 
+    // Failures carry their cause: a service that does not exist is refused like a forbidden
+    // one, and the error says so as a type, not only as text.
+    let Err(refused) = client.connect("alice.nosuch").await else {
+        panic!("a service that does not exist was reached");
+    };
+    assert_eq!(refused.cause(), Some(Cause::AccessDenied), "{refused}");
+
     client.shutdown().await;
     owner.shutdown().await;
-    assert!(client.connect("alice.echo").await.is_err());
+    let Err(after) = client.connect("alice.echo").await else {
+        panic!("a node that shut down still connects");
+    };
+    assert_eq!(after.cause(), Some(Cause::Closed), "{after}");
 }
 
 #[test]

@@ -9,16 +9,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use vx6_core::{Cause, Failure};
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 use quinn_udp::RecvMeta;
-use vx6_core::Identity;
-use vx6_core::Username;
 use vx6_core::node::{Event, SessionId, StreamHandle};
-use vx6_core::record::{NodeAddress, OwnRecords, Transport};
 use vx6_core::service::Backend;
 
 use crate::bridge::bridge;
@@ -27,10 +24,6 @@ use crate::runtime::{AsyncListener, AsyncStream, AsyncTimer, AsyncUdpSocket, Box
 use crate::shared::{ACCEPT_QUEUE, Shared, State};
 use crate::stream::VxStream;
 
-/// How often the node's records are signed and stored again.
-const REPUBLISH: Duration = Duration::from_secs(30 * 60);
-/// Lifetime of the records it publishes.
-const RECORD_LIFETIME_SECS: u64 = 2 * 3600;
 /// Receive batches (each up to one GRO batch).
 const BATCH: usize = quinn_udp::BATCH_SIZE;
 const SLOT: usize = 64 * 1024;
@@ -69,11 +62,6 @@ pub(crate) struct Driver {
     /// Where the timer is set. Moved only when the core wants an earlier wake-up (or the timer
     /// has fired): resetting a reactor's timer on every poll costs a wake-up of the reactor.
     timer_at: Instant,
-    identity: Identity,
-    username: Username,
-    transport: Transport,
-    local_addr: SocketAddr,
-    next_publish: Instant,
     bufs: Vec<Vec<u8>>,
     out: Vec<u8>,
     stalled: Option<quinn_proto::Transmit>,
@@ -88,10 +76,6 @@ impl Driver {
         shared: Arc<Shared>,
         udp: Box<dyn AsyncUdpSocket>,
         listener: Option<Box<dyn AsyncListener>>,
-        identity: Identity,
-        username: Username,
-        transport: Transport,
-        local_addr: SocketAddr,
     ) -> Self {
         let now = shared.runtime.now();
         let timer = shared.runtime.new_timer(now);
@@ -101,11 +85,6 @@ impl Driver {
             listener,
             timer,
             timer_at: now,
-            identity,
-            username,
-            transport,
-            local_addr,
-            next_publish: now,
             bufs: vec![vec![0; SLOT]; BATCH],
             out: Vec::with_capacity(SLOT),
             stalled: None,
@@ -117,12 +96,6 @@ impl Driver {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Future for Driver {
     type Output = ();
 
@@ -132,7 +105,7 @@ impl Future for Driver {
         let mut st = shared.lock();
         st.driver = Some(cx.waker().clone());
         let now = shared.runtime.now();
-        st.node.set_unix_time(unix_now());
+        st.node.set_unix_time(shared.runtime.unix_time());
         if st.shutdown && this.closing.is_none() {
             st.node.close_all(now);
             this.closing = Some(now + CLOSE_GRACE);
@@ -149,10 +122,6 @@ impl Future for Driver {
             progress |= this.read_peers(cx, &mut st, now);
             if st.node.poll_timeout().is_some_and(|t| t <= now) {
                 st.node.handle_timeout(now);
-                progress = true;
-            }
-            if this.closing.is_none() && (st.republish || now >= this.next_publish) {
-                this.publish(&mut st, now);
                 progress = true;
             }
             while let Some(event) = st.node.poll_event() {
@@ -177,15 +146,10 @@ impl Future for Driver {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let next = st
-            .node
-            .poll_timeout()
-            .into_iter()
-            .chain([this.next_publish])
-            .chain(this.closing)
-            .min()
-            .expect("the publish deadline is always there");
-        if next < this.timer_at || this.timer_at <= now {
+        let next = st.node.poll_timeout().into_iter().chain(this.closing).min();
+        if let Some(next) = next
+            && (next < this.timer_at || this.timer_at <= now)
+        {
             this.timer_at = next;
             this.timer.as_mut().reset(next);
         }
@@ -374,32 +338,6 @@ impl Driver {
             }
         }
         progress
-    }
-
-    /// Signs and stores this node's records: its address, its services, its name.
-    fn publish(&mut self, st: &mut State, now: Instant) {
-        st.republish = false;
-        self.next_publish = now + REPUBLISH;
-        let addresses = if self.local_addr.ip().is_unspecified() {
-            tracing::warn!(
-                "listening on an unspecified address: no node record is published, so others \
-                 cannot reach this node by name"
-            );
-            Vec::new()
-        } else {
-            vec![NodeAddress {
-                transport: self.transport,
-                addr: self.local_addr,
-            }]
-        };
-        let records = OwnRecords {
-            identity: &self.identity,
-            username: &self.username,
-            addresses,
-            services: st.node.services().iter().map(|(s, _)| s.clone()).collect(),
-        }
-        .sign(unix_now(), RECORD_LIFETIME_SECS);
-        st.node.publish(now, &records);
     }
 
     fn on_event(&mut self, cx: &mut Context<'_>, st: &mut State, now: Instant, event: Event) {

@@ -15,7 +15,7 @@ use vx6_core::resolve::Target;
 use vx6_core::service::{Access, Backend, Service, ServiceTable};
 use vx6_core::{Identity, NodeId, ServiceName, Username};
 
-use crate::driver::{Driver, unix_now};
+use crate::driver::Driver;
 use crate::error::Error;
 use crate::events::Events;
 use crate::runtime::Runtime;
@@ -86,7 +86,6 @@ impl Node {
         let mut seed = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
         let id = config.identity.node_id();
-        let signing = Identity::from_secret_bytes(&config.identity.secret_bytes());
         let mut core = CoreConfig::new(
             config.identity,
             Arc::new(rustls::crypto::ring::default_provider()),
@@ -96,7 +95,7 @@ impl Node {
         core.pins = config.pins;
         core.limits = config.limits;
         let mut node = CoreNode::new(now, core)?;
-        node.set_unix_time(unix_now());
+        node.set_unix_time(runtime.unix_time());
         let udp = runtime
             .bind_udp(config.listen)
             .map_err(|e| Error::io(format!("binding UDP {}", config.listen), e))?;
@@ -112,16 +111,21 @@ impl Node {
             ),
         };
         node.bootstrap(&config.bootstrap);
+        let addresses = if local_addr.ip().is_unspecified() {
+            tracing::warn!(
+                "listening on an unspecified address: no node record is published, so others \
+                 cannot reach this node by name"
+            );
+            Vec::new()
+        } else {
+            vec![NodeAddress {
+                transport: config.transport,
+                addr: local_addr,
+            }]
+        };
+        node.publish_self(now, config.username, addresses);
         let shared = Arc::new(Shared::new(runtime.clone(), node));
-        let driver = Driver::new(
-            shared.clone(),
-            udp,
-            listener,
-            signing,
-            config.username,
-            config.transport,
-            local_addr,
-        );
+        let driver = Driver::new(shared.clone(), udp, listener);
         runtime.spawn(Box::pin(driver));
         Ok(Node {
             shared,
@@ -164,7 +168,8 @@ impl Node {
             return Err(Error::Shutdown);
         }
         st.node.services_mut().add(name, service)?;
-        st.republish = true;
+        let now = self.shared.runtime.now();
+        st.node.republish(now);
         st.wake_driver();
         Ok(())
     }
@@ -211,7 +216,8 @@ impl Node {
         let mut st = self.shared.lock();
         st.node.services_mut().remove(name);
         st.accept.remove(name);
-        st.republish = true;
+        let now = self.shared.runtime.now();
+        st.node.republish(now);
         st.wake_driver();
     }
 

@@ -20,6 +20,12 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait Runtime: Send + Sync + Debug + 'static {
     /// The node's only clock: every `now` the core sees comes from here.
     fn now(&self) -> Instant;
+    /// Wall-clock time in unix seconds, for record validity (a simulation overrides it).
+    fn unix_time(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
     /// A timer that fires at `at`.
     fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>>;
     /// Runs `future` to completion in the background.

@@ -74,8 +74,6 @@ pub(crate) struct State {
     pub events: VecDeque<NodeEvent>,
     pub events_waker: Option<Waker>,
     pub events_dropped: u64,
-    /// Services changed: the driver signs and publishes the node's records again.
-    pub republish: bool,
     pub shutdown: bool,
     /// The driver has finished; nothing moves any more.
     pub stopped: bool,
@@ -93,7 +91,6 @@ impl State {
             events: VecDeque::new(),
             events_waker: None,
             events_dropped: 0,
-            republish: true,
             shutdown: false,
             stopped: false,
             stopped_waker: Vec::new(),

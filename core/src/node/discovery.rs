@@ -8,35 +8,36 @@ use std::time::{Duration, Instant};
 use quinn_proto::Transmit;
 
 use super::stream::{Phase, ServiceStream};
-use super::{Dial, Event, Node, SessionId, StreamHandle};
+use super::{Dial, Event, Node, SessionId, StreamHandle, resolver};
 use crate::dht::datagram::{self, ANYONE};
 use crate::dht::message::{Body, DHT_VERSION, MAX_DIGEST, Message, Request, Response};
 use crate::dht::{Contact, LookupId, LookupResult, Purpose};
 use crate::failure::{Cause, Failure};
 use crate::identity::NodeId;
 use crate::names::ServiceName;
-use crate::record::{NodeAddress, Record, SignedRecord, Transport, name_key};
-use crate::resolve::{Resolved, Target, choose};
+use crate::names::Username;
+use crate::record::{NodeAddress, OwnRecords, SignedRecord, Transport};
+use crate::resolve::Target;
 
 /// Records per `Store` datagram, so a store fits one datagram.
 const STORE_BATCH: usize = 4;
 
+/// How often a node signs and stores its own records again (see [`Node::publish_self`]).
+pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// How long the records a node publishes about itself live: four republish intervals, so a
+/// node that misses a few republications stays reachable.
+pub const OWN_RECORD_LIFETIME_SECS: u64 = 2 * 3600;
+
+/// What a node says about itself, and when it says it again.
+struct Publication {
+    username: Username,
+    addresses: Vec<NodeAddress>,
+    next: Instant,
+}
+
 /// How often a node looks up its own id (so new neighbours learn of it and it of them),
 /// refreshes one far region of its table, and syncs records with one of its neighbours.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
-
-enum Step {
-    /// Looking up the claims to the name.
-    Claims,
-    /// The claim chose this node; looking up its node record.
-    Node(NodeId, bool),
-}
-
-struct Resolution {
-    id: u64,
-    target: Target,
-    step: Step,
-}
 
 /// Discovery state of a node.
 #[derive(Default)]
@@ -44,10 +45,6 @@ pub(super) struct State {
     /// Bootstrap pings sent to bare addresses, by transaction id.
     pings: HashMap<u64, SocketAddr>,
     next_ping: u64,
-    resolutions: BTreeMap<LookupId, Resolution>,
-    next_resolve: u64,
-    /// Streams waiting for a resolution, with their transport.
-    waiting: BTreeMap<u64, Vec<(StreamHandle, Transport)>>,
     /// When the next maintenance round is due (set once the node has a first contact).
     next_maintenance: Option<Instant>,
     /// This node's records as last published. A node publishes as it starts, often before any
@@ -56,6 +53,8 @@ pub(super) struct State {
     own: Vec<SignedRecord>,
     /// Whether a bootstrap peer has answered yet.
     bootstrapped: bool,
+    /// Set by `publish_self`.
+    publication: Option<Publication>,
     /// Publishing lookups running, with how many records each stores.
     publishing: BTreeMap<LookupId, usize>,
     maintenance_rounds: u64,
@@ -93,8 +92,7 @@ impl Node {
             segment_size: None,
             src_ip: None,
         };
-        self.responses.push_back((transmit, bytes));
-        true
+        self.queue_datagram(transmit, bytes)
     }
 
     pub(super) fn handle_dht_datagram(&mut self, now: Instant, remote: SocketAddr, data: &[u8]) {
@@ -235,6 +233,41 @@ impl Node {
         self.drain_dht(now);
     }
 
+    /// Publishes this node's records (its addresses, its services by name, its claim to
+    /// `username`) now, and again every [`REPUBLISH_INTERVAL`] with a new `seq`. With no
+    /// addresses there is no node record, and nobody can reach the node by name. Call it again
+    /// when the addresses change, and [`Node::republish`] when the services do.
+    pub fn publish_self(&mut self, now: Instant, username: Username, addresses: Vec<NodeAddress>) {
+        self.discovery.publication = Some(Publication {
+            username,
+            addresses,
+            next: now,
+        });
+        self.republish(now);
+    }
+
+    /// Signs and stores this node's records again now (after its services changed); a no-op
+    /// before [`Node::publish_self`].
+    pub fn republish(&mut self, now: Instant) {
+        let Some(p) = &mut self.discovery.publication else {
+            return;
+        };
+        p.next = now + REPUBLISH_INTERVAL;
+        let signed = OwnRecords {
+            identity: &self.identity,
+            username: &p.username,
+            addresses: p.addresses.clone(),
+            services: self.services.iter().map(|(s, _)| s.clone()).collect(),
+        }
+        .sign(self.discovery.unix, OWN_RECORD_LIFETIME_SECS);
+        self.publish(now, &signed);
+    }
+
+    /// When this node's records are due to be published again.
+    pub(super) fn republish_timeout(&self) -> Option<Instant> {
+        self.discovery.publication.as_ref().map(|p| p.next)
+    }
+
     /// Stores signed records (this node's own) at the nodes closest to their keys.
     pub fn publish(&mut self, now: Instant, records: &[SignedRecord]) {
         self.discovery.own = records.to_vec();
@@ -253,22 +286,8 @@ impl Node {
 
     /// Resolves `target`; the answer arrives as [`Event::Resolved`] with the returned id.
     pub fn resolve(&mut self, now: Instant, target: Target) -> u64 {
-        self.discovery.next_resolve += 1;
-        let id = self.discovery.next_resolve;
-        let key = name_key(&target.name.username);
-        match self.dht.start(now, key, Purpose::FindValue) {
-            Ok(lookup) => {
-                self.discovery.resolutions.insert(
-                    lookup,
-                    Resolution {
-                        id,
-                        target,
-                        step: Step::Claims,
-                    },
-                );
-            }
-            Err(e) => self.resolved(now, id, &target, Err(e.into())),
-        }
+        let id = self.resolver.start(now, target, None, &mut self.dht);
+        self.drain_resolver(now);
         self.drain_dht(now);
         id
     }
@@ -287,60 +306,79 @@ impl Node {
             Ok(handle) => handle,
             Err(refused) => return refused,
         };
-        let id = self.resolve(now, target);
-        self.discovery
-            .waiting
-            .entry(id)
-            .or_default()
-            .push((handle, transport));
+        let waiter = Some((handle, transport));
+        self.resolver.start(now, target, waiter, &mut self.dht);
+        self.drain_resolver(now);
+        self.drain_dht(now);
         handle
     }
 
-    fn resolved(
-        &mut self,
-        now: Instant,
-        id: u64,
-        target: &Target,
-        result: Result<(NodeId, Vec<NodeAddress>), Failure>,
-    ) {
-        self.events.push_back(Event::Resolved {
-            id,
-            name: target.to_string(),
-            result: result.clone(),
-        });
-        let Some(waiting) = self.discovery.waiting.remove(&id) else {
-            return;
-        };
-        for (handle, transport) in waiting {
-            let found = match &result {
-                Ok((node, addrs)) => addrs
-                    .iter()
-                    .find(|a| a.transport == transport)
-                    .map(|a| (*node, a.addr))
-                    .ok_or_else(|| {
-                        Failure::new(
-                            Cause::NameNotFound,
-                            format!("{target} has no {transport:?} address"),
-                        )
-                    }),
-                Err(failure) => Err(failure.clone()),
-            };
-            match found {
-                Ok((node, addr)) => {
-                    let dial = Dial {
-                        addr,
-                        transport,
-                        expected: Some(node),
-                    };
-                    self.attach(now, handle, &dial);
-                }
-                Err(failure) => {
-                    self.forget(handle);
-                    self.events.push_back(Event::StreamFailed {
-                        stream: handle,
-                        failure,
+    /// Acts on what the resolver has to say: answers, pins, and the streams that waited.
+    fn drain_resolver(&mut self, now: Instant) {
+        while let Some(output) = self.resolver.poll() {
+            match output {
+                resolver::Output::Pinned { username, node } => {
+                    self.events.push_back(Event::NamePinned {
+                        username: username.to_string(),
+                        node,
                     });
                 }
+                resolver::Output::Resolved {
+                    id,
+                    target,
+                    answer,
+                    waiting,
+                } => {
+                    self.events.push_back(Event::Resolved {
+                        id,
+                        name: target.to_string(),
+                        result: answer.clone(),
+                    });
+                    for (handle, transport) in waiting {
+                        self.resolved_stream(now, handle, transport, &target, &answer);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A stream's name resolved (or did not): it dials, or fails.
+    fn resolved_stream(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        transport: Transport,
+        target: &Target,
+        answer: &resolver::Answer,
+    ) {
+        let found = match answer {
+            Ok((node, addrs)) => addrs
+                .iter()
+                .find(|a| a.transport == transport)
+                .map(|a| (*node, a.addr))
+                .ok_or_else(|| {
+                    Failure::new(
+                        Cause::NameNotFound,
+                        format!("{target} has no {transport:?} address"),
+                    )
+                }),
+            Err(failure) => Err(failure.clone()),
+        };
+        match found {
+            Ok((node, addr)) => {
+                let dial = Dial {
+                    addr,
+                    transport,
+                    expected: Some(node),
+                };
+                self.attach(now, handle, &dial);
+            }
+            Err(failure) => {
+                self.forget(handle);
+                self.events.push_back(Event::StreamFailed {
+                    stream: handle,
+                    failure,
+                });
             }
         }
     }
@@ -354,67 +392,11 @@ impl Node {
             });
             return;
         }
-        let Some(res) = self.discovery.resolutions.remove(&result.id) else {
-            return;
-        };
-        match res.step {
-            Step::Claims => {
-                let pinned = self.pins.get_name(&res.target.name.username);
-                match choose(&res.target, &result.records, pinned) {
-                    Ok(resolved) => {
-                        let first_use = matches!(resolved, Resolved::FirstUse(_));
-                        let node = resolved.node();
-                        match self.dht.start(now, node, Purpose::FindValue) {
-                            Ok(lookup) => {
-                                self.discovery.resolutions.insert(
-                                    lookup,
-                                    Resolution {
-                                        id: res.id,
-                                        target: res.target,
-                                        step: Step::Node(node, first_use),
-                                    },
-                                );
-                            }
-                            Err(e) => self.resolved(now, res.id, &res.target, Err(e.into())),
-                        }
-                    }
-                    Err(e) => self.resolved(now, res.id, &res.target, Err(e.into())),
-                }
-            }
-            Step::Node(node, first_use) => {
-                let addrs: Vec<NodeAddress> = result
-                    .records
-                    .iter()
-                    .filter(|r| r.owner() == node)
-                    .filter_map(|r| match r.record() {
-                        Record::Node(n) => Some(n.addresses.clone()),
-                        _ => None,
-                    })
-                    .flatten()
-                    .collect();
-                if addrs.is_empty() {
-                    let failure = Failure::new(
-                        Cause::NameNotFound,
-                        format!(
-                            "{} resolved to node {node}, but its address was not found",
-                            res.target
-                        ),
-                    );
-                    self.resolved(now, res.id, &res.target, Err(failure));
-                    return;
-                }
-                if first_use
-                    && self
-                        .pins
-                        .insert_name(res.target.name.username.clone(), node)
-                {
-                    self.events.push_back(Event::NamePinned {
-                        username: res.target.name.username.to_string(),
-                        node,
-                    });
-                }
-                self.resolved(now, res.id, &res.target, Ok((node, addrs)));
-            }
+        if self
+            .resolver
+            .handle_lookup(now, &result, &mut self.dht, &mut self.pins)
+        {
+            self.drain_resolver(now);
         }
     }
 }

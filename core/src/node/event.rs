@@ -49,6 +49,9 @@ pub enum Event {
         peer: Option<NodeId>,
         /// Peer address.
         remote: SocketAddr,
+        /// Whether this node dialed it (an incoming session that never authenticated is
+        /// anyone's; runtimes count those rather than log each).
+        outgoing: bool,
         /// Why.
         failure: Failure,
     },

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::SessionId;
+use super::rate::RateLimit;
 
 /// What a node holds at most. Each bound says what happens when it is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,35 +15,59 @@ pub struct NodeLimits {
     /// TCP: the connection is closed at once). Handshakes in flight do not count here, so a
     /// flood of them never displaces an authenticated session.
     pub max_sessions: usize,
+    /// Authenticated incoming sessions from one source prefix; past it a new incoming session
+    /// from that prefix is refused, so keys made up by the thousand on one network cannot fill
+    /// the session table.
+    pub max_sessions_per_prefix: usize,
     /// Incoming sessions still in their handshake. When full, the oldest one is dropped to make
     /// room: a flood ages out of the table instead of locking honest peers out of it.
     pub max_handshakes: usize,
-    /// Incoming handshakes in flight from one source prefix (/64 IPv6, /32 IPv4); past it new
-    /// ones from that prefix are refused, so one host cannot fill the table alone.
+    /// Incoming handshakes in flight from one source prefix (/64 IPv6, /32 IPv4); past it the
+    /// prefix's own oldest handshake is dropped, so one network cannot fill the table alone, and
+    /// an honest host that shares a prefix with a flood still gets its (quick) handshake through.
     pub max_handshakes_per_prefix: usize,
     /// An incoming session still unauthenticated after this long is dropped.
     pub handshake_timeout: Duration,
     /// QUIC handshakes in flight past which a new one must first prove its address (Retry), so
     /// spoofed sources cost one stateless reply each.
     pub retry_threshold: usize,
-    /// Service streams in the whole node (both roles); a new one past it is refused at once
-    /// ([`Cause::LimitReached`](crate::Cause::LimitReached)).
+    /// Service streams in the whole node (both roles). Past it, a stream a peer opens takes the
+    /// place of one held by the session with the most streams, if that session holds more than
+    /// the newcomer's; otherwise it is refused at once ("overloaded"). A client stream past it
+    /// is refused at once ([`Cause::LimitReached`](crate::Cause::LimitReached)).
     pub max_streams: usize,
+    /// How long a peer may take to send a stream's service request before the stream is
+    /// refused: streams that never say what they want cannot be held forever.
+    pub request_timeout: Duration,
     /// Client streams waiting on one session for the peer's stream credit; a new one past it is
     /// refused at once.
     pub max_waiting_streams: usize,
+    /// DHT requests served per source prefix; past the rate they are dropped unanswered (and
+    /// counted) before their signature is even checked.
+    pub dht_requests: RateLimit,
+    /// Datagrams waiting to be sent (DHT messages, QUIC stateless replies); past it new ones are
+    /// dropped and counted.
+    pub max_queued_datagrams: usize,
 }
 
 impl Default for NodeLimits {
     fn default() -> Self {
         Self {
             max_sessions: 4096,
+            max_sessions_per_prefix: 256,
             max_handshakes: 1024,
             max_handshakes_per_prefix: 64,
             handshake_timeout: Duration::from_secs(10),
             retry_threshold: 64,
             max_streams: 65_536,
+            request_timeout: Duration::from_secs(10),
             max_waiting_streams: 1024,
+            dht_requests: RateLimit {
+                per_second: 100,
+                burst: 200,
+                max_prefixes: 4096,
+            },
+            max_queued_datagrams: 4096,
         }
     }
 }
@@ -73,20 +98,19 @@ impl Prefix {
 pub(super) enum Admission {
     /// Take it.
     Admit,
-    /// Take it, after dropping this (the oldest) handshake.
+    /// Take it, after dropping this handshake: the oldest of its prefix when the prefix is at
+    /// its limit, else the oldest of all when the table is full.
     AdmitEvicting(SessionId),
-    /// Its prefix is at its limit: refuse it.
-    RefusePrefix,
 }
 
-/// Incoming sessions in their handshake, oldest first, with per-prefix counts. Every entry is
+/// Incoming sessions in their handshake, oldest first, overall and per prefix. Every entry is
 /// removed exactly once (established, failed, timed out or evicted), so the table never holds
 /// more than [`NodeLimits::max_handshakes`] entries.
 #[derive(Debug, Default)]
 pub(super) struct Handshakes {
     by_age: BTreeSet<(Instant, SessionId)>,
     started: HashMap<SessionId, (Instant, Prefix)>,
-    per_prefix: HashMap<Prefix, usize>,
+    per_prefix: HashMap<Prefix, BTreeSet<(Instant, SessionId)>>,
 }
 
 impl Handshakes {
@@ -97,8 +121,11 @@ impl Handshakes {
     /// Decides on a new handshake from `remote`; call [`Handshakes::insert`] if admitted.
     pub fn admit(&self, limits: &NodeLimits, remote: SocketAddr) -> Admission {
         let prefix = Prefix::of(remote);
-        if self.per_prefix.get(&prefix).copied().unwrap_or(0) >= limits.max_handshakes_per_prefix {
-            return Admission::RefusePrefix;
+        if let Some(own) = self.per_prefix.get(&prefix)
+            && own.len() >= limits.max_handshakes_per_prefix.max(1)
+        {
+            let &(_, oldest) = own.first().expect("at its limit, so not empty");
+            return Admission::AdmitEvicting(oldest);
         }
         if self.by_age.len() >= limits.max_handshakes.max(1) {
             let &(_, oldest) = self.by_age.first().expect("table is full, so not empty");
@@ -111,7 +138,10 @@ impl Handshakes {
         let prefix = Prefix::of(remote);
         self.by_age.insert((now, sid));
         self.started.insert(sid, (now, prefix));
-        *self.per_prefix.entry(prefix).or_default() += 1;
+        self.per_prefix
+            .entry(prefix)
+            .or_default()
+            .insert((now, sid));
     }
 
     /// Forgets a session (done with its handshake one way or another); a no-op for sessions
@@ -121,9 +151,9 @@ impl Handshakes {
             return;
         };
         self.by_age.remove(&(at, sid));
-        if let Some(n) = self.per_prefix.get_mut(&prefix) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(own) = self.per_prefix.get_mut(&prefix) {
+            own.remove(&(at, sid));
+            if own.is_empty() {
                 self.per_prefix.remove(&prefix);
             }
         }

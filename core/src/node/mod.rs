@@ -8,14 +8,18 @@
 //! `poll_transmit` (UDP datagrams), `poll_tcp_transmit` per TCP session (bytes for its socket),
 //! then `poll_timeout` (when to call `handle_timeout`).
 
+mod demux;
 mod discovery;
 mod event;
 mod limits;
+mod rate;
+mod resolver;
 mod session;
+mod session_table;
 mod status;
 mod stream;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,13 +28,17 @@ use bytes::{Buf, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, Transmit};
 use rustls::crypto::CryptoProvider;
 
-pub use discovery::MAINTENANCE_INTERVAL;
+pub use discovery::{MAINTENANCE_INTERVAL, OWN_RECORD_LIFETIME_SECS, REPUBLISH_INTERVAL};
 pub use event::{Event, SessionId, StreamHandle};
 pub use limits::NodeLimits;
+pub use rate::RateLimit;
 pub use status::{Counters, NodeStatus, SessionStatus};
 
-use self::limits::{Admission, Handshakes};
+use self::demux::DatagramClass;
+use self::limits::{Admission, Handshakes, Prefix};
+use self::rate::PrefixBuckets;
 use self::session::{Kind, Session};
+use self::session_table::SessionTable;
 use self::stream::{Phase, ServiceStream};
 use crate::failure::{Cause, Failure};
 use crate::identity::{Identity, NodeId};
@@ -133,8 +141,15 @@ pub struct Node {
     dialing: Handshakes,
     /// Sessions whose handshake completed and that are not down.
     established: usize,
+    /// Of those, the incoming ones by source prefix.
+    established_from: HashMap<Prefix, usize>,
+    /// Owner streams waiting for their service request, by deadline.
+    requests: BTreeSet<(Instant, StreamHandle)>,
+    /// DHT requests served, per source prefix.
+    dht_rate: PrefixBuckets,
+    resolver: resolver::Resolver,
     next_session: u64,
-    sessions: BTreeMap<SessionId, Session>,
+    sessions: SessionTable,
     quic_handles: HashMap<ConnectionHandle, SessionId>,
     dials: HashMap<(Transport, SocketAddr), SessionId>,
     next_stream: u64,
@@ -151,7 +166,7 @@ pub struct Node {
 
 impl Node {
     /// Builds a node. `now` is the runtime's clock reading.
-    pub fn new(_now: Instant, config: NodeConfig) -> Result<Self, NodeError> {
+    pub fn new(now: Instant, config: NodeConfig) -> Result<Self, NodeError> {
         let secrets = QuicSecrets::derive(&config.identity.secret_bytes());
         let tls = TlsFactory::new(&config.identity, config.crypto)?;
         let quic = QuicConfigs::new(&tls, &config.quic, &secrets, config.seed)?;
@@ -176,8 +191,12 @@ impl Node {
             handshakes: Handshakes::default(),
             dialing: Handshakes::default(),
             established: 0,
+            established_from: HashMap::new(),
+            requests: BTreeSet::new(),
+            dht_rate: PrefixBuckets::new(config.limits.dht_requests, now),
+            resolver: resolver::Resolver::default(),
             next_session: 1,
-            sessions: BTreeMap::new(),
+            sessions: SessionTable::default(),
             quic_handles: HashMap::new(),
             dials: HashMap::new(),
             next_stream: 1,
@@ -206,6 +225,11 @@ impl Node {
     /// The offered services, to change at run time.
     pub fn services_mut(&mut self) -> &mut ServiceTable {
         &mut self.services
+    }
+
+    /// The node's counters (cheaper than a whole [`Node::status`]).
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// Pinned keys (persist after [`Event::PinLearned`]).
@@ -625,6 +649,9 @@ impl Node {
 
     fn forget(&mut self, handle: StreamHandle) {
         if let Some(st) = self.streams.remove(&handle) {
+            if let Some(due) = st.request_due {
+                self.requests.remove(&(due, handle));
+            }
             if let Some(id) = st.id {
                 self.by_transport.remove(&(st.session, id));
             }
@@ -688,9 +715,21 @@ impl Node {
         ecn: Option<EcnCodepoint>,
         data: BytesMut,
     ) {
-        if data.first().is_some_and(|b| b & 0x40 == 0) {
-            self.handle_dht_datagram(now, remote, &data);
-            return;
+        match demux::classify(&data) {
+            DatagramClass::Quic => {}
+            DatagramClass::Dht => {
+                // Before the signature check: that check is what a flood would make us pay.
+                if self.dht_rate.allow(now, remote) {
+                    self.handle_dht_datagram(now, remote, &data);
+                } else {
+                    self.counters.dht_rate_limited += 1;
+                }
+                return;
+            }
+            DatagramClass::Unknown => {
+                self.counters.datagrams_dropped += 1;
+                return;
+            }
         }
         let mut buf = Vec::new();
         match self
@@ -711,10 +750,10 @@ impl Node {
                 self.drive(now, sid);
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                if self.established >= self.limits.max_sessions {
+                if !self.session_room(remote) {
                     self.counters.sessions_refused += 1;
                     let t = self.endpoint.refuse(incoming, &mut buf);
-                    self.responses.push_back((t, buf));
+                    self.queue_datagram(t, buf);
                     return;
                 }
                 if self.handshakes.len() >= self.limits.retry_threshold
@@ -723,7 +762,7 @@ impl Node {
                     match self.endpoint.retry(incoming, &mut buf) {
                         Ok(t) => {
                             self.counters.quic_retries += 1;
-                            self.responses.push_back((t, buf));
+                            self.queue_datagram(t, buf);
                         }
                         // A client that already answered a Retry and still has no valid
                         // token: its address is not proven, so no state for it.
@@ -734,11 +773,7 @@ impl Node {
                     }
                     return;
                 }
-                if !self.admit_handshake(now, remote) {
-                    let t = self.endpoint.refuse(incoming, &mut buf);
-                    self.responses.push_back((t, buf));
-                    return;
-                }
+                self.admit_handshake(now, remote);
                 match self
                     .endpoint
                     .accept(incoming, now, &mut buf, Some(self.quic.server.clone()))
@@ -762,12 +797,14 @@ impl Node {
                     Err(e) => {
                         self.counters.sessions_failed += 1;
                         if let Some(t) = e.response {
-                            self.responses.push_back((t, buf));
+                            self.queue_datagram(t, buf);
                         }
                     }
                 }
             }
-            Some(DatagramEvent::Response(t)) => self.responses.push_back((t, buf)),
+            Some(DatagramEvent::Response(t)) => {
+                self.queue_datagram(t, buf);
+            }
             None => {}
         }
     }
@@ -787,24 +824,78 @@ impl Node {
         }
     }
 
-    /// Whether a new incoming handshake from `remote` may start (dropping the oldest one if the
-    /// table is full); counts what it refuses or drops.
-    fn admit_handshake(&mut self, now: Instant, remote: SocketAddr) -> bool {
-        match self.handshakes.admit(&self.limits, remote) {
-            Admission::Admit => true,
-            Admission::AdmitEvicting(oldest) => {
-                self.counters.handshakes_evicted += 1;
-                let failure = Failure::new(
-                    Cause::LimitReached,
-                    "handshake dropped to make room for a newer one",
-                );
-                self.abort_session(now, oldest, failure);
-                true
-            }
-            Admission::RefusePrefix => {
-                self.counters.handshakes_refused += 1;
-                false
-            }
+    /// Queues a datagram for `poll_transmit`; past [`NodeLimits::max_queued_datagrams`] it is
+    /// dropped and counted (UDP may lose it anyway; the queue must not grow while the socket
+    /// cannot keep up). Returns whether it was queued.
+    fn queue_datagram(&mut self, transmit: Transmit, bytes: Vec<u8>) -> bool {
+        if self.responses.len() >= self.limits.max_queued_datagrams {
+            self.counters.datagrams_dropped += 1;
+            return false;
+        }
+        self.responses.push_back((transmit, bytes));
+        true
+    }
+
+    /// Whether an incoming session from `remote` may start: the table of authenticated sessions,
+    /// and its prefix's share of it, have room.
+    fn session_room(&self, remote: SocketAddr) -> bool {
+        let from_prefix = self
+            .established_from
+            .get(&Prefix::of(remote))
+            .copied()
+            .unwrap_or(0);
+        self.established < self.limits.max_sessions
+            && from_prefix < self.limits.max_sessions_per_prefix
+    }
+
+    /// At the node's stream limit, makes room for a stream the peer of session `sid` opened by
+    /// refusing one of the session holding the most streams, if that holds more than `sid`
+    /// does (max-min fairness: a few sessions holding everything cannot lock others out). A
+    /// stream still waiting for its request goes first. Returns whether room was made.
+    fn make_room(&mut self, now: Instant, sid: SessionId) -> bool {
+        let mine = self.sessions.get(&sid).map_or(0, |s| s.streams.len());
+        let Some((_, biggest)) = self
+            .sessions
+            .iter()
+            .filter(|(id, _)| **id != sid)
+            .max_by_key(|(_, s)| s.streams.len())
+        else {
+            return false;
+        };
+        if biggest.streams.len() <= mine {
+            return false;
+        }
+        let incoming = |h: &&StreamHandle| self.streams.get(h).is_some_and(|st| st.incoming);
+        let waiting = |h: &&StreamHandle| {
+            self.streams
+                .get(h)
+                .is_some_and(|st| st.phase == Phase::ReadRequest)
+        };
+        let victim = biggest
+            .streams
+            .iter()
+            .find(waiting)
+            .or_else(|| biggest.streams.iter().find(incoming))
+            .copied();
+        let Some(victim) = victim else {
+            return false;
+        };
+        self.counters.streams_refused_limit += 1;
+        let reason = "the owner is at its stream limit and this peer holds the most streams";
+        self.refuse(now, victim, RefusalCode::Overloaded, reason);
+        true
+    }
+
+    /// Makes room for a new incoming handshake from `remote`: at a limit, the oldest handshake
+    /// of its prefix (or of all) is dropped and counted.
+    fn admit_handshake(&mut self, now: Instant, remote: SocketAddr) {
+        if let Admission::AdmitEvicting(oldest) = self.handshakes.admit(&self.limits, remote) {
+            self.counters.handshakes_evicted += 1;
+            let failure = Failure::new(
+                Cause::LimitReached,
+                "handshake dropped to make room for a newer one",
+            );
+            self.abort_session(now, oldest, failure);
         }
     }
 
@@ -858,7 +949,10 @@ impl Node {
             // A GSO batch must fit one 64 KiB send.
             let fit = usize::from(u16::MAX) / usize::from(conn.current_mtu().max(1200));
             let segments = max_segments.min(fit).clamp(1, MAX_GSO_SEGMENTS);
-            if let Some(t) = conn.poll_transmit(now, segments, buf) {
+            let sent = conn.poll_transmit(now, segments, buf);
+            // Sending arms loss detection and pacing timers.
+            self.sessions.refresh(sid);
+            if let Some(t) = sent {
                 self.transmit_cursor = sid.0;
                 return Some(t);
             }
@@ -870,13 +964,11 @@ impl Node {
     /// The runtime accepted a TCP connection from `remote`; `None` means refuse it (at the
     /// session limit): close the socket.
     pub fn accept_tcp(&mut self, now: Instant, remote: SocketAddr) -> Option<SessionId> {
-        if self.established >= self.limits.max_sessions {
+        if !self.session_room(remote) {
             self.counters.sessions_refused += 1;
             return None;
         }
-        if !self.admit_handshake(now, remote) {
-            return None;
-        }
+        self.admit_handshake(now, remote);
         let conn = TcpSession::server(now, self.tls_server.clone(), self.mux).ok()?;
         let sid = self.new_session_id();
         self.handshakes.insert(now, sid, remote);
@@ -998,6 +1090,19 @@ impl Node {
             let failure = Failure::new(Cause::HandshakeTimeout, format!("after {timeout:?}"));
             self.abort_session(now, sid, failure);
         }
+        let late: Vec<StreamHandle> = self
+            .requests
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .map(|(_, h)| *h)
+            .collect();
+        for handle in late {
+            let reason = format!(
+                "no service request within {:?}",
+                self.limits.request_timeout
+            );
+            self.refuse(now, handle, RefusalCode::BadRequest, &reason);
+        }
         for sid in self.dialing.expired(now, timeout) {
             let failure = Failure::new(Cause::HandshakeTimeout, format!("after {timeout:?}"));
             self.abort_session(now, sid, failure);
@@ -1007,12 +1112,10 @@ impl Node {
             self.drain_dht(now);
         }
         self.maintain(now);
-        let due: Vec<SessionId> = self
-            .sessions
-            .iter_mut()
-            .filter_map(|(id, s)| s.poll_timeout().is_some_and(|t| t <= now).then_some(*id))
-            .collect();
-        for sid in due {
+        if self.republish_timeout().is_some_and(|t| t <= now) {
+            self.republish(now);
+        }
+        for sid in self.sessions.due(now) {
             match self.sessions.get_mut(&sid).map(|s| &mut s.kind) {
                 Some(Kind::Quic { conn, .. }) => conn.handle_timeout(now),
                 Some(Kind::Tcp { conn, .. }) => conn.handle_timeout(now),
@@ -1026,17 +1129,20 @@ impl Node {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let maintenance = self.maintenance_timeout();
         let timeout = self.limits.handshake_timeout;
-        let handshakes = [
+        #[cfg(debug_assertions)]
+        self.sessions.assert_consistent();
+        [
+            self.sessions.next_timeout(),
+            self.dht.poll_timeout(),
+            maintenance,
+            self.republish_timeout(),
+            self.requests.first().map(|(due, _)| *due),
             self.handshakes.next_deadline(timeout),
             self.dialing.next_deadline(timeout),
-        ];
-        self.sessions
-            .values_mut()
-            .filter_map(Session::poll_timeout)
-            .chain(self.dht.poll_timeout())
-            .chain(maintenance)
-            .chain(handshakes.into_iter().flatten())
-            .min()
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Closes every session (clean shutdown).
@@ -1059,6 +1165,12 @@ impl Node {
 
     /// Processes everything a session has to say after an input touched it.
     fn drive(&mut self, now: Instant, sid: SessionId) {
+        self.drive_events(now, sid);
+        // Whatever the session did may have moved its timer.
+        self.sessions.refresh(sid);
+    }
+
+    fn drive_events(&mut self, now: Instant, sid: SessionId) {
         // Bounded: each round either consumes events or stops.
         for _ in 0..64 {
             let Some(s) = self.sessions.get_mut(&sid) else {
@@ -1194,6 +1306,12 @@ impl Node {
         s.peer = Some(peer);
         s.established = true;
         self.established += 1;
+        if s.dial.is_none() {
+            *self
+                .established_from
+                .entry(Prefix::of(s.remote))
+                .or_default() += 1;
+        }
         self.handshakes.remove(sid);
         self.dialing.remove(sid);
         let (transport, remote) = (s.transport(), s.remote);
@@ -1231,9 +1349,12 @@ impl Node {
                 self.next_stream += 1;
                 self.counters.streams_opened += 1;
                 s.streams.insert(handle);
-                self.streams.insert(handle, ServiceStream::owner(sid, id));
+                let due = now + self.limits.request_timeout;
+                self.streams
+                    .insert(handle, ServiceStream::owner(sid, id, due));
+                self.requests.insert((due, handle));
                 self.by_transport.insert((sid, id), handle);
-                if self.streams.len() > self.limits.max_streams {
+                if self.streams.len() > self.limits.max_streams && !self.make_room(now, sid) {
                     self.counters.streams_refused_limit += 1;
                     let reason = "the owner is at its stream limit";
                     self.refuse(now, handle, RefusalCode::Overloaded, reason);
@@ -1298,6 +1419,9 @@ impl Node {
                 Ok(Some((req, used))) => {
                     st.inbuf.advance(used);
                     st.service = Some(req.service.clone());
+                    if let Some(due) = st.request_due.take() {
+                        self.requests.remove(&(due, handle));
+                    }
                     let Some(peer) = peer else {
                         self.refuse(now, handle, RefusalCode::BadRequest, "session not up");
                         return;
@@ -1487,7 +1611,18 @@ impl Node {
         s.down = true;
         if s.established {
             self.established -= 1;
-        } else {
+            if s.dial.is_none() {
+                let prefix = Prefix::of(s.remote);
+                if let Some(n) = self.established_from.get_mut(&prefix) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.established_from.remove(&prefix);
+                    }
+                }
+            }
+        }
+        // A session that ends any way but a clean close (or this node's own) failed.
+        if !s.established || !matches!(failure.cause, Cause::ConnectionLost | Cause::Closed) {
             self.counters.sessions_failed += 1;
         }
         self.handshakes.remove(sid);
@@ -1515,6 +1650,7 @@ impl Node {
         };
         let handles: Vec<StreamHandle> = s.streams.iter().copied().collect();
         let (peer, remote, is_tcp) = (s.peer, s.remote, matches!(s.kind, Kind::Tcp { .. }));
+        let outgoing = s.dial.is_some();
         if let Some(Dial {
             transport, addr, ..
         }) = s.dial
@@ -1548,6 +1684,7 @@ impl Node {
             session: sid,
             peer,
             remote,
+            outgoing,
             failure,
         });
     }
@@ -1559,7 +1696,8 @@ impl Node {
             sessions: self
                 .sessions
                 .iter()
-                .filter(|(_, s)| !s.down)
+                // Incoming handshakes are anyone's: counted in `handshakes_in_flight`.
+                .filter(|(_, s)| !s.down && (s.established || s.dial.is_some()))
                 .map(|(id, s)| {
                     let mtu = match &s.kind {
                         Kind::Quic { conn, .. } => Some(conn.current_mtu()),

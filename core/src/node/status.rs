@@ -54,11 +54,14 @@ pub struct Counters {
     pub handshakes_timed_out: u64,
     /// Incoming handshakes dropped, oldest first, to make room for newer ones.
     pub handshakes_evicted: u64,
-    /// Incoming handshakes refused: their source prefix was at its limit, or a QUIC client
-    /// could not prove its address.
+    /// Incoming QUIC handshakes refused because the client could not prove its address.
     pub handshakes_refused: u64,
     /// QUIC Retry packets sent (address validation under load).
     pub quic_retries: u64,
+    /// DHT datagrams dropped unread: their source prefix was over its request rate.
+    pub dht_rate_limited: u64,
+    /// Datagrams dropped: an unknown kind arrived, or the send queue was full.
+    pub datagrams_dropped: u64,
 }
 
 /// The whole snapshot.

@@ -1,6 +1,8 @@
 //! A service stream as the node tracks it: which transport stream carries it and how far its
 //! opening exchange has got.
 
+use std::time::Instant;
+
 use bytes::BytesMut;
 
 use super::SessionId;
@@ -48,6 +50,10 @@ pub(super) struct ServiceStream {
     pub replay: Option<Vec<u8>>,
     /// Already moved to a new session once.
     pub retried: bool,
+    /// Opened by the peer (this node owns the service).
+    pub incoming: bool,
+    /// Owner side, until the request is read: when the stream is refused for not sending it.
+    pub request_due: Option<Instant>,
 }
 
 impl ServiceStream {
@@ -57,8 +63,11 @@ impl ServiceStream {
         s
     }
 
-    pub fn owner(session: SessionId, id: u64) -> Self {
-        Self::new(session, Some(id), None, Phase::ReadRequest)
+    pub fn owner(session: SessionId, id: u64, request_due: Instant) -> Self {
+        let mut s = Self::new(session, Some(id), None, Phase::ReadRequest);
+        s.incoming = true;
+        s.request_due = Some(request_due);
+        s
     }
 
     fn new(
@@ -80,6 +89,8 @@ impl ServiceStream {
             want_writable: false,
             replay: None,
             retried: false,
+            incoming: false,
+            request_due: None,
         }
     }
 }

@@ -433,6 +433,13 @@ impl Net {
     }
 
     /// Runs until `done` holds or `limit` of virtual time passes; returns whether `done` held.
+    /// Runs for `d` of virtual time, ending exactly `d` later even if nothing happened.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(d, |_| false);
+        self.now = self.now.max(end);
+    }
+
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Net) -> bool) -> bool {
         let end = self.now + limit;
         loop {

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use vx6_core::node::{Node, StreamHandle};
-use vx6_core::session::StreamRead;
+use vx6_core::session::{StreamError, StreamRead};
 
-/// Bytes read from a local socket per call.
-const READ_CHUNK: usize = 256 * 1024;
 /// Bytes taken from a stream per call.
 const STREAM_CHUNK: usize = 256 * 1024;
 
@@ -32,9 +30,13 @@ pub struct Local {
     /// A target connection whose connect() has not completed.
     pub connecting: bool,
     readable: bool,
+    /// Bytes read from the socket that the stream did not take yet (`up[up_off..]`). Empty,
+    /// without an allocation, whenever the stream keeps up: reads go into the daemon's shared
+    /// buffer, so an idle connection holds no read buffer of its own.
     up: Vec<u8>,
     up_off: usize,
-    /// Chunks read from the stream, not yet written to the socket (front first).
+    /// Chunks read from the stream, not yet written to the socket (front first); its
+    /// allocation is dropped whenever it empties, for the same reason.
     down: VecDeque<Bytes>,
     down_len: usize,
     read_eof: bool,
@@ -63,7 +65,7 @@ impl Local {
             role,
             connecting: role == Role::Target,
             readable: true,
-            up: Vec::with_capacity(READ_CHUNK),
+            up: Vec::new(),
             up_off: 0,
             down: VecDeque::new(),
             down_len: 0,
@@ -87,50 +89,55 @@ impl Local {
         }
     }
 
-    /// Socket → stream.
-    pub fn pump_up(&mut self, node: &mut Node, now: Instant) -> Pumped {
+    /// Socket → stream. `scratch` is the daemon's read buffer, shared by every connection.
+    pub fn pump_up(&mut self, node: &mut Node, now: Instant, scratch: &mut [u8]) -> Pumped {
         if self.connecting || self.dead {
             return self.status();
         }
         loop {
             if self.up_off < self.up.len() {
-                match node.stream_write(now, self.stream, &self.up[self.up_off..]) {
-                    // Only a write that takes nothing registers for a `StreamWritable` wake-up
-                    // (quinn-proto does not register on a short write), so retry until then.
-                    Ok(0) => return self.status(),
-                    Ok(n) => {
-                        self.up_off += n;
-                        continue;
-                    }
+                match offer(node, now, self.stream, &self.up[self.up_off..]) {
+                    Ok(n) => self.up_off += n,
                     Err(e) => {
                         tracing::debug!("stream {} write: {e}", self.stream);
                         self.fail(node, now);
                         return self.status();
                     }
                 }
+                if self.up_off < self.up.len() {
+                    return self.status();
+                }
+                self.up = Vec::new();
+                self.up_off = 0;
             }
             if self.read_eof || !self.readable {
                 return self.status();
             }
-            self.up.resize(READ_CHUNK, 0);
-            self.up_off = 0;
-            match self.socket.read(&mut self.up) {
+            match self.socket.read(scratch) {
                 Ok(0) => {
-                    self.up.clear();
                     self.read_eof = true;
                     node.stream_finish(now, self.stream);
                     return self.status();
                 }
-                Ok(n) => self.up.truncate(n),
+                Ok(n) => match offer(node, now, self.stream, &scratch[..n]) {
+                    Ok(taken) if taken < n => {
+                        self.up = scratch[taken..n].to_vec();
+                        return self.status();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!("stream {} write: {e}", self.stream);
+                        self.fail(node, now);
+                        return self.status();
+                    }
+                },
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.up.clear();
                     self.readable = false;
                     return self.status();
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => self.up.clear(),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!("local read for {}: {e}", self.stream);
-                    self.up.clear();
                     self.fail(node, now);
                     return self.status();
                 }
@@ -161,6 +168,7 @@ impl Local {
                 }
             }
             if self.down_len == 0 {
+                self.down = VecDeque::new();
                 if self.peer_finished {
                     // Half-close: the application sees EOF and may keep sending.
                     let _ = self.socket.shutdown(Shutdown::Write);
@@ -202,4 +210,23 @@ impl Local {
     pub fn abort(self) {
         let _ = socket2::SockRef::from(&self.socket).set_linger(Some(Duration::ZERO));
     }
+}
+
+/// Writes as much of `data` to the stream as it takes now and says how much that was. Only a
+/// write that takes nothing registers for a `StreamWritable` wake-up (quinn-proto does not
+/// register on a short write), so it writes until one does or `data` is gone.
+fn offer(
+    node: &mut Node,
+    now: Instant,
+    stream: StreamHandle,
+    data: &[u8],
+) -> Result<usize, StreamError> {
+    let mut taken = 0;
+    while taken < data.len() {
+        match node.stream_write(now, stream, &data[taken..])? {
+            0 => break,
+            n => taken += n,
+        }
+    }
+    Ok(taken)
 }

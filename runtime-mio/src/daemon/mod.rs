@@ -3,15 +3,17 @@
 //! carries out the node's events.
 
 mod control;
+mod floods;
+mod limits;
 mod local;
 mod udp;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use mio::net::{TcpListener, TcpStream};
@@ -19,10 +21,11 @@ use mio::{Events, Interest, Poll, Token};
 use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
-use vx6_core::record::{NodeAddress, OwnRecords, name_key};
+use vx6_core::record::{NodeAddress, name_key};
 use vx6_core::service::{Backend, ServiceTable};
 use vx6_core::{Cause, Failure, Identity, NodeId, Record, Username};
 
+use self::limits::{AcceptRetry, CLOSE_GRACE, Outbox};
 use self::local::{Local, Pumped, Role};
 use self::udp::Udp;
 use crate::spec::{ForwardSpec, ForwardTarget};
@@ -33,12 +36,8 @@ const CONTROL: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const FORWARD_BASE: usize = 16;
 const DYNAMIC_BASE: usize = 1 << 20;
-/// How often this node's records are signed and stored again.
-const REPUBLISH: Duration = Duration::from_secs(30 * 60);
-/// Lifetime of the records it publishes.
-const RECORD_LIFETIME_SECS: u64 = 2 * 3600;
-/// Bytes read from a peer TCP session socket per call.
-const PEER_READ: usize = 256 * 1024;
+/// Bytes read from a socket per call, into the one buffer that session and local sockets share.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Everything the daemon runs with.
 pub struct Options {
@@ -62,8 +61,24 @@ struct Peer {
     socket: TcpStream,
     session: SessionId,
     connecting: bool,
-    out: Vec<u8>,
-    out_off: usize,
+    out: Outbox,
+    /// Reading stopped at the output high-water mark; it resumes once the output drains.
+    read_paused: bool,
+    /// The session has ended: its last bytes are being written, and nothing is read.
+    closing: bool,
+}
+
+impl Peer {
+    fn new(socket: TcpStream, session: SessionId, connecting: bool) -> Self {
+        Self {
+            socket,
+            session,
+            connecting,
+            out: Outbox::default(),
+            read_paused: false,
+            closing: false,
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -101,11 +116,13 @@ pub struct Daemon {
     next_token: usize,
     pins_path: PathBuf,
     signals: signal_hook_mio::v1_0::Signals,
+    /// The read buffer of every session and local socket.
     scratch: Vec<u8>,
-    /// A copy of the node key, to sign the records this node republishes.
-    identity: Identity,
+    /// Closing session sockets by deadline (soonest first); one may have finished already.
+    closing: VecDeque<(Instant, Token)>,
+    accept_retry: AcceptRetry,
+    floods: floods::FloodLog,
     name: Username,
-    next_publish: Instant,
     /// Control connections waiting for a resolution, by resolution id.
     resolving: HashMap<u64, Token>,
     registry: vx6_core::Registry,
@@ -119,7 +136,6 @@ impl Daemon {
         let mut seed = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
         let now = Instant::now();
-        let identity = Identity::from_secret_bytes(&opts.identity.secret_bytes());
         let mut config = NodeConfig::new(
             opts.identity,
             Arc::new(rustls::crypto::ring::default_provider()),
@@ -170,7 +186,7 @@ impl Daemon {
         let tcp_listener = match opts.transport {
             Transport::Quic => None,
             Transport::Tcp => {
-                let mut l = TcpListener::bind(opts.listen)
+                let mut l = listen_tcp(opts.listen)
                     .with_context(|| format!("binding TCP {}", opts.listen))?;
                 poll.registry()
                     .register(&mut l, TCP_LISTENER, Interest::READABLE)?;
@@ -179,8 +195,8 @@ impl Daemon {
         };
         let mut forwards = Vec::new();
         for (i, f) in opts.forwards.into_iter().enumerate() {
-            let mut l = TcpListener::bind(f.local)
-                .with_context(|| format!("binding forward port {}", f.local))?;
+            let mut l =
+                listen_tcp(f.local).with_context(|| format!("binding forward port {}", f.local))?;
             poll.registry()
                 .register(&mut l, Token(FORWARD_BASE + i), Interest::READABLE)?;
             forwards.push((f, l));
@@ -214,10 +230,11 @@ impl Daemon {
             next_token: DYNAMIC_BASE,
             pins_path: opts.pins_path,
             signals,
-            scratch: vec![0; PEER_READ],
-            identity,
+            scratch: vec![0; READ_CHUNK],
+            closing: VecDeque::new(),
+            accept_retry: AcceptRetry::default(),
+            floods: floods::FloodLog::new(now),
             name: opts.name,
-            next_publish: now,
             resolving: HashMap::new(),
             registry,
             registry_path: opts.registry_path,
@@ -240,13 +257,16 @@ impl Daemon {
 
     /// Runs until SIGINT or SIGTERM.
     pub fn run(mut self) -> Result<()> {
+        self.publish_self(Instant::now());
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self
                 .node
                 .poll_timeout()
                 .into_iter()
-                .chain([self.next_publish])
+                .chain(self.closing.front().map(|c| c.0))
+                .chain(self.accept_retry.deadline())
+                .chain([self.floods.deadline()])
                 .min()
                 .map(|t| t.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
@@ -264,13 +284,17 @@ impl Daemon {
             }
             let now = Instant::now();
             self.node.set_unix_time(crate::clock::unix_now());
-            if now >= self.next_publish {
-                self.publish(now);
-            }
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
             }
+            self.expire_closing(now);
+            if self.accept_retry.due(now) {
+                self.retry_accepts(now);
+            }
             self.settle(now);
+            if let Some(line) = self.floods.summary(now, self.node.counters()) {
+                tracing::warn!("{line}");
+            }
             if stop {
                 self.shutdown();
                 return Ok(());
@@ -278,12 +302,9 @@ impl Daemon {
         }
     }
 
-    /// Signs and stores this node's records in the DHT: its address, its services, its name.
-    /// Records live two hours and are republished every half hour with a new `seq`.
-    fn publish(&mut self, now: Instant) {
-        self.next_publish = now + REPUBLISH;
-        self.save_registry();
-        let unix = crate::clock::unix_now();
+    /// Has the node publish its records (address, services, name) now and republish them on
+    /// its own timer.
+    fn publish_self(&mut self, now: Instant) {
         let addresses = match self.listen_addr() {
             Some(addr) if !addr.ip().is_unspecified() => vec![NodeAddress {
                 transport: self.transport,
@@ -297,19 +318,7 @@ impl Daemon {
                 Vec::new()
             }
         };
-        let signed = OwnRecords {
-            identity: &self.identity,
-            username: &self.name,
-            addresses,
-            services: self
-                .node
-                .services()
-                .iter()
-                .map(|(s, _)| s.clone())
-                .collect(),
-        }
-        .sign(unix, RECORD_LIFETIME_SECS);
-        self.node.publish(now, &signed);
+        self.node.publish_self(now, self.name.clone(), addresses);
     }
 
     /// Keeps the records the DHT holds (peers' node records among them) in the registry file,
@@ -370,13 +379,19 @@ impl Daemon {
             let (mut socket, addr) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if accept_skips(&e) => continue,
                 Err(e) => {
-                    tracing::warn!("accepting a session connection: {e}");
+                    if self.accept_retry.failed(now) {
+                        tracing::warn!(
+                            "accepting a session connection: {e} (retrying; further failures \
+                             are logged when they stop)"
+                        );
+                    }
                     return;
                 }
             };
             let Some(session) = self.node.accept_tcp(now, addr) else {
-                tracing::warn!("refusing session from {addr}: session limit reached");
+                tracing::debug!("refusing session from {addr}: session limit reached");
                 continue;
             };
             let _ = socket.set_nodelay(true);
@@ -389,16 +404,8 @@ impl Daemon {
                 continue;
             };
             self.by_session.insert(session, token);
-            self.conns.insert(
-                token,
-                Conn::Peer(Peer {
-                    socket,
-                    session,
-                    connecting: false,
-                    out: Vec::new(),
-                    out_off: 0,
-                }),
-            );
+            self.conns
+                .insert(token, Conn::Peer(Peer::new(socket, session, false)));
             self.read_peer(now, token);
         }
     }
@@ -408,8 +415,15 @@ impl Daemon {
             let (mut socket, from) = match self.forwards[i].1.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if accept_skips(&e) => continue,
                 Err(e) => {
-                    tracing::warn!("accepting on forward {}: {e}", self.forwards[i].0.local);
+                    if self.accept_retry.failed(now) {
+                        tracing::warn!(
+                            "accepting on forward {}: {e} (retrying; further failures are \
+                             logged when they stop)",
+                            self.forwards[i].0.local
+                        );
+                    }
                     return;
                 }
             };
@@ -443,6 +457,18 @@ impl Daemon {
                 token,
                 Conn::Local(Local::new(socket, stream, Role::Forward(i))),
             );
+        }
+    }
+
+    /// Tries every listener again after accept failures: what they left queued raises no new
+    /// readiness edge.
+    fn retry_accepts(&mut self, now: Instant) {
+        self.accept_peers(now);
+        for i in 0..self.forwards.len() {
+            self.accept_forward(now, i);
+        }
+        if let Some(failures) = self.accept_retry.round_done() {
+            tracing::info!("accepting connections again after {failures} failed attempt(s)");
         }
     }
 
@@ -510,7 +536,7 @@ impl Daemon {
                     self.read_peer(now, token);
                 }
                 if writable {
-                    self.flush_peer(token);
+                    self.flush_peer(now, token);
                 }
             }
             #[cfg(unix)]
@@ -528,7 +554,7 @@ impl Daemon {
             state = l.pump_down(&mut self.node, now);
         }
         if up && state == Pumped::Open {
-            state = l.pump_up(&mut self.node, now);
+            state = l.pump_up(&mut self.node, now, &mut self.scratch);
         }
         match state {
             Pumped::Open => {}
@@ -563,6 +589,15 @@ impl Daemon {
             let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
                 return;
             };
+            if p.closing {
+                return;
+            }
+            // A peer that sends without reading what we answer is not read either, so it
+            // cannot make us queue more for it.
+            if p.out.over_high_water() {
+                p.read_paused = true;
+                return;
+            }
             let session = p.session;
             match p.socket.read(&mut self.scratch) {
                 Ok(0) => {
@@ -585,32 +620,63 @@ impl Daemon {
         }
     }
 
-    fn flush_peer(&mut self, token: Token) {
+    /// Writes what the session has for its socket. Returns whether it resumed reading the
+    /// socket, which may have given the node more to do.
+    fn flush_peer(&mut self, now: Instant, token: Token) -> bool {
         let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
-            return;
+            return false;
         };
         if p.connecting {
-            return;
+            return false;
         }
         loop {
-            while p.out_off < p.out.len() {
-                match p.socket.write(&p.out[p.out_off..]) {
-                    Ok(n) => p.out_off += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            while !p.out.is_empty() {
+                match p.socket.write(p.out.unsent()) {
+                    Ok(n) => p.out.sent(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
                         tracing::debug!("session socket write: {e}");
-                        p.out.clear();
-                        p.out_off = 0;
-                        return;
+                        p.out.discard();
+                        if p.closing {
+                            self.close_peer(token);
+                        }
+                        return false;
                     }
                 }
             }
-            p.out.clear();
-            p.out_off = 0;
-            if !self.node.poll_tcp_transmit(p.session, &mut p.out) {
-                return;
+            if p.closing {
+                self.close_peer(token);
+                return false;
             }
+            if p.read_paused {
+                // No new readiness edge comes for what arrived while paused: read it now.
+                p.read_paused = false;
+                self.read_peer(now, token);
+                return true;
+            }
+            if !self.node.poll_tcp_transmit(p.session, p.out.tail()) {
+                return false;
+            }
+        }
+    }
+
+    /// Shuts a session socket down and drops it.
+    fn close_peer(&mut self, token: Token) {
+        if let Some(Conn::Peer(p)) = self.conns.get(&token) {
+            let _ = p.socket.shutdown(std::net::Shutdown::Both);
+        }
+        self.drop_conn(token, false);
+    }
+
+    /// Drops closing session sockets whose peer has not taken their last bytes in time.
+    fn expire_closing(&mut self, now: Instant) {
+        while let Some(&(deadline, token)) = self.closing.front()
+            && deadline <= now
+        {
+            self.closing.pop_front();
+            // Tokens are never reused: one still here is the closing socket, not yet drained.
+            self.close_peer(token);
         }
     }
 
@@ -632,7 +698,7 @@ impl Daemon {
                 .map(|(t, _)| *t)
                 .collect();
             for t in peers {
-                self.flush_peer(t);
+                progressed |= self.flush_peer(now, t);
             }
             if !progressed {
                 return;
@@ -652,14 +718,21 @@ impl Daemon {
                 session,
                 peer,
                 remote,
+                outgoing,
                 failure,
-            } => match peer {
-                Some(peer) => tracing::info!(
+            } => match (peer, outgoing) {
+                (Some(peer), _) => tracing::info!(
                     "session {session} with {peer} at {remote} ended: {failure} ({})",
                     failure.cause.as_str()
                 ),
-                None => tracing::warn!(
+                (None, true) => tracing::warn!(
                     "session {session} to {remote} failed: {failure} ({})",
+                    failure.cause.as_str()
+                ),
+                // Anyone's: a flood would write a line per connection. Counted instead, and
+                // summarised by `log_floods`.
+                (None, false) => tracing::debug!(
+                    "incoming session {session} from {remote} failed: {failure} ({})",
                     failure.cause.as_str()
                 ),
             },
@@ -670,11 +743,16 @@ impl Daemon {
             Event::TcpConnect { session, addr } => self.connect_peer(now, session, addr),
             Event::TcpClose { session, flush } => {
                 if let Some(token) = self.by_session.get(&session).copied() {
-                    if let Some(Conn::Peer(p)) = self.conns.get_mut(&token) {
-                        let _ = p.socket.write(&flush);
-                        let _ = p.socket.shutdown(std::net::Shutdown::Both);
+                    match self.conns.get_mut(&token) {
+                        // The last records go after what the socket has not taken yet.
+                        Some(Conn::Peer(p)) if !p.connecting => {
+                            p.closing = true;
+                            p.out.tail().extend_from_slice(&flush);
+                            self.closing.push_back((now + CLOSE_GRACE, token));
+                            self.flush_peer(now, token);
+                        }
+                        _ => self.drop_conn(token, false),
                     }
-                    self.drop_conn(token, false);
                 }
             }
             Event::ConnectTarget { stream, target, .. } => match target {
@@ -765,6 +843,10 @@ impl Daemon {
                     format!("{records} record(s) under {key}")
                 };
                 tracing::info!("published {what} at {stored_at} node(s)");
+                // Once per republication: keep what the DHT holds for the next run.
+                if key == self.node.node_id() {
+                    self.save_registry();
+                }
             }
         }
     }
@@ -796,16 +878,8 @@ impl Daemon {
         match self.dial(addr) {
             Ok((socket, token)) => {
                 self.by_session.insert(session, token);
-                self.conns.insert(
-                    token,
-                    Conn::Peer(Peer {
-                        socket,
-                        session,
-                        connecting: true,
-                        out: Vec::new(),
-                        out_off: 0,
-                    }),
-                );
+                self.conns
+                    .insert(token, Conn::Peer(Peer::new(socket, session, true)));
             }
             Err(e) => self.node.handle_tcp_closed(now, session, unreachable(&e)),
         }
@@ -949,8 +1023,37 @@ impl Daemon {
     }
 }
 
+/// Connections the kernel queues for a listener before this daemon accepts them. mio (like std)
+/// asks for 128, which a burst of connections to a forward port overflows: the kernel then
+/// drops handshakes and later resets connections the client thought established. The kernel
+/// caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A non-blocking TCP listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    #[cfg(not(windows))]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 fn unreachable(e: &std::io::Error) -> Failure {
     Failure::new(Cause::Unreachable, format!("cannot connect: {e}"))
+}
+
+/// Accept errors that concern one connection (gone before it was taken), not the listener.
+fn accept_skips(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+    )
 }
 
 /// Binds the control socket, refusing if another daemon answers on it and replacing a stale one.

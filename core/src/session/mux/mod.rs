@@ -418,7 +418,9 @@ impl Mux {
         }
     }
 
-    /// Opens a stream. Nothing goes on the wire until the first write or finish.
+    /// Opens a stream, announcing it at once with an empty DATA frame: the peer takes an id at
+    /// or below the highest it has seen for a closed stream, so ids must reach it in order even
+    /// when a later stream is written first (found by the reference-model test).
     pub fn open_stream(&mut self, now: Instant) -> Option<u64> {
         if self.closed.is_some() || self.next_local > u32::MAX - 2 {
             return None;
@@ -426,6 +428,7 @@ impl Mux {
         let id = self.next_local;
         self.next_local += 2;
         self.streams.insert(id, Stream::new(now));
+        frame::encode_data(id, &[], &mut self.out);
         Some(u64::from(id))
     }
 
