@@ -23,6 +23,8 @@ if [ "${E2E:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; 
 fi
 if [ "${E2E:-1}" != 0 ]; then
   python3 -c 'import pytest' 2>/dev/null || python3 -m pip install --quiet pytest
+  # real QUIC client Initials for the handshake-flood test
+  python3 -c 'import aioquic' 2>/dev/null || python3 -m pip install --quiet aioquic
 fi
 
 step "no tokio in the dependency tree (every target and feature; normal, dev and build dependencies) nor in Cargo.lock"

@@ -87,7 +87,10 @@ def test_iperf3_through_forward(lab, nodes, transport, figure):
         assert "error" not in res, f"iperf3 {label} failed: {res['error']}"
         assert cp.returncode == 0, f"iperf3 {label} exit {cp.returncode}: {cp.stderr[-1500:]}"
         bps = res["end"]["sum_received"]["bits_per_second"]
-        assert bps > 0, f"iperf3 {label} reports {bps} bits/s"
+        sent, received = res["end"]["sum_sent"]["bytes"], res["end"]["sum_received"]["bytes"]
+        # A forward that loses or stalls data shows as a receiver far behind its sender (what is
+        # still in flight when the 3 s end is all the difference may be).
+        assert received >= 0.9 * sent > 0, f"iperf3 {label}: sent {sent} bytes, received {received}"
         figure(f"iperf3-over-vx6 {transport} {label}", f"{bps / 1e6:.0f} Mbit/s")
 
 
