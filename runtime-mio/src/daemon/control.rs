@@ -1,240 +1,255 @@
-//! The control socket in the home directory: one request line in, one reply out.
-//!
-//! Requests: `status` (text) and `status json`. Unix only; elsewhere the daemon runs without it.
+//! The control socket in the home directory: `vx6 status`, `vx6 resolve` and the like connect,
+//! send one request line and read one reply. The server owns its listener and its clients; the
+//! daemon answers the requests it hands out ([`ControlServer::read`]). Unix only: elsewhere it
+//! binds nothing and the daemon runs without it.
 
-use serde::Serialize;
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use vx6_core::Failure;
-use vx6_core::node::{Counters, NodeStatus};
-use vx6_core::service::{Access, ServiceTable};
+#[cfg(unix)]
+use std::collections::HashMap;
+#[cfg(unix)]
+use std::io::{ErrorKind, Read, Write};
 
-use crate::spec::ForwardSpec;
+#[cfg(unix)]
+use anyhow::Context as _;
+use anyhow::Result;
+use mio::{Registry, Token};
 
-/// Longest request line accepted.
+/// Longest request line accepted; a client that sends more is dropped.
 pub const MAX_REQUEST: usize = 256;
 
-#[derive(Serialize)]
-struct StatusJson {
-    node_id: String,
-    sessions: Vec<SessionJson>,
-    services: Vec<ServiceJson>,
-    forwards: Vec<ForwardJson>,
-    streams: usize,
-    handshakes_in_flight: usize,
-    counters: Counters,
+#[cfg(unix)]
+struct Client {
+    socket: mio::net::UnixStream,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+    off: usize,
+    /// The request was handed out; reading is over.
+    answered: bool,
 }
 
-#[derive(Serialize)]
-struct SessionJson {
-    id: u64,
-    peer: Option<String>,
-    transport: &'static str,
-    remote: String,
-    outgoing: bool,
-    established: bool,
-    rtt_ms: Option<f64>,
-    mtu: Option<u16>,
-    streams: usize,
-    bytes_sent: u64,
-    bytes_received: u64,
+/// The listener, its clients, and the resolutions some of them wait for.
+pub struct ControlServer {
+    path: Option<PathBuf>,
+    #[cfg(unix)]
+    listener: Option<mio::net::UnixListener>,
+    #[cfg(unix)]
+    clients: HashMap<Token, Client>,
+    /// Clients waiting for a resolution, by resolution id.
+    #[cfg(unix)]
+    resolving: HashMap<u64, Token>,
 }
 
-#[derive(Serialize)]
-struct ServiceJson {
-    name: String,
-    target: String,
-    access: String,
-}
-
-#[derive(Serialize)]
-struct ForwardJson {
-    target: String,
-    local: String,
-    connections: usize,
-    /// Connections that failed, in total and by cause.
-    failed: u64,
-    failed_by_cause: BTreeMap<&'static str, u64>,
-    last_failure: Option<String>,
-    last_failure_cause: Option<&'static str>,
-}
-
-/// Connections of one forward that failed, and why.
-#[derive(Debug, Clone, Default)]
-pub struct ForwardFailures {
-    failed: u64,
-    by_cause: BTreeMap<&'static str, u64>,
-    last: Option<Failure>,
-}
-
-impl ForwardFailures {
-    /// Counts one failed connection.
-    pub fn record(&mut self, failure: Failure) {
-        self.failed += 1;
-        *self.by_cause.entry(failure.cause.as_str()).or_default() += 1;
-        self.last = Some(failure);
+impl ControlServer {
+    /// Binds the socket at `path` (if any) under `token`, refusing if another daemon answers on
+    /// it and replacing a stale one.
+    pub fn bind(registry: &Registry, path: Option<PathBuf>, token: Token) -> Result<Self> {
+        #[cfg(unix)]
+        let listener = match &path {
+            Some(path) => Some(bind(registry, path, token)?),
+            None => None,
+        };
+        #[cfg(not(unix))]
+        let _ = (registry, token);
+        Ok(Self {
+            path,
+            #[cfg(unix)]
+            listener,
+            #[cfg(unix)]
+            clients: HashMap::new(),
+            #[cfg(unix)]
+            resolving: HashMap::new(),
+        })
     }
-}
 
-/// What the daemon knows besides the node's own status.
-pub struct Context<'a> {
-    pub status: NodeStatus,
-    pub services: &'a ServiceTable,
-    pub forwards: Vec<ForwardSpec>,
-    pub forward_connections: Vec<usize>,
-    pub forward_failures: &'a [ForwardFailures],
-}
-
-fn transport_name(t: vx6_core::record::Transport) -> &'static str {
-    match t {
-        vx6_core::record::Transport::Quic => "quic",
-        vx6_core::record::Transport::Tcp => "tcp",
-    }
-}
-
-fn forward_target(f: &ForwardSpec) -> String {
-    f.target.to_string()
-}
-
-fn access_text(a: &Access) -> String {
-    match a {
-        Access::Public => "public".into(),
-        Access::Allow(set) => format!(
-            "allow {}",
-            set.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    }
-}
-
-/// Answers one request line.
-pub fn answer(request: &str, ctx: &Context<'_>) -> String {
-    match request.trim() {
-        "status" => text(ctx),
-        "status json" => json(ctx),
-        other => format!("error: unknown request {other:?}\n"),
-    }
-}
-
-fn json(ctx: &Context<'_>) -> String {
-    let s = &ctx.status;
-    let doc = StatusJson {
-        node_id: s.node_id.to_string(),
-        sessions: s
-            .sessions
-            .iter()
-            .map(|x| SessionJson {
-                id: x.id,
-                peer: x.peer.map(|p| p.to_string()),
-                transport: transport_name(x.transport),
-                remote: x.remote.to_string(),
-                outgoing: x.outgoing,
-                established: x.established,
-                rtt_ms: x.rtt.map(|r| r.as_secs_f64() * 1000.0),
-                mtu: x.mtu,
-                streams: x.streams,
-                bytes_sent: x.bytes_sent,
-                bytes_received: x.bytes_received,
-            })
-            .collect(),
-        services: ctx
-            .services
-            .iter()
-            .map(|(name, svc)| ServiceJson {
-                name: name.to_string(),
-                target: svc.target.to_string(),
-                access: access_text(&svc.access),
-            })
-            .collect(),
-        forwards: ctx
-            .forwards
-            .iter()
-            .zip(&ctx.forward_connections)
-            .zip(ctx.forward_failures)
-            .map(|((f, n), failed)| ForwardJson {
-                target: forward_target(f),
-                local: f.local.to_string(),
-                connections: *n,
-                failed: failed.failed,
-                failed_by_cause: failed.by_cause.clone(),
-                last_failure: failed.last.as_ref().map(ToString::to_string),
-                last_failure_cause: failed.last.as_ref().map(|l| l.cause.as_str()),
-            })
-            .collect(),
-        streams: s.streams,
-        handshakes_in_flight: s.handshakes_in_flight,
-        counters: s.counters,
-    };
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("error: {e}"));
-    out.push('\n');
-    out
-}
-
-fn text(ctx: &Context<'_>) -> String {
-    use std::fmt::Write;
-    let s = &ctx.status;
-    let mut out = String::new();
-    let _ = writeln!(out, "node {}", s.node_id);
-    let _ = writeln!(out, "\nsessions ({}):", s.sessions.len());
-    for x in &s.sessions {
-        let _ = writeln!(
-            out,
-            "  {} {:<4} {:<40} peer {} {} rtt {}{} streams {} sent {} recv {}",
-            if x.outgoing { "->" } else { "<-" },
-            transport_name(x.transport),
-            x.remote.to_string(),
-            x.peer.map_or("(handshaking)".to_owned(), |p| p.to_string()),
-            if x.established { "up" } else { "pending" },
-            x.rtt.map_or("-".to_owned(), |r| format!(
-                "{:.2}ms",
-                r.as_secs_f64() * 1000.0
-            )),
-            x.mtu.map_or(String::new(), |m| format!(" mtu {m}")),
-            x.streams,
-            x.bytes_sent,
-            x.bytes_received
-        );
-    }
-    let _ = writeln!(out, "\nservices:");
-    for (name, svc) in ctx.services.iter() {
-        let _ = writeln!(
-            out,
-            "  {name} -> {} ({})",
-            svc.target,
-            access_text(&svc.access)
-        );
-    }
-    let _ = writeln!(out, "\nforwards:");
-    for ((f, n), failed) in ctx
-        .forwards
-        .iter()
-        .zip(&ctx.forward_connections)
-        .zip(ctx.forward_failures)
-    {
-        let _ = writeln!(
-            out,
-            "  {} -> {} ({n} connections, {} failed)",
-            f.local,
-            forward_target(f),
-            failed.failed
-        );
-        if let Some(last) = &failed.last {
-            let _ = writeln!(out, "     last failure: {last} ({})", last.cause.as_str());
+    /// Whether `token` is one of this server's clients.
+    pub fn owns(&self, token: Token) -> bool {
+        #[cfg(unix)]
+        return self.clients.contains_key(&token);
+        #[cfg(not(unix))]
+        {
+            let _ = token;
+            false
         }
     }
-    let c = s.counters;
-    let _ = writeln!(
-        out,
-        "\nstreams open {}; opened {}; refused: access {}, target {}, bad requests {}; sessions failed {}, refused {}",
-        s.streams,
-        c.streams_opened,
-        c.refused_access,
-        c.refused_target,
-        c.bad_requests,
-        c.sessions_failed,
-        c.sessions_refused
-    );
-    out
+
+    /// Accepts waiting clients, registering each under a token from `next_token`; returns
+    /// them (they may have sent their request already).
+    pub fn accept(
+        &mut self,
+        registry: &Registry,
+        mut next_token: impl FnMut() -> Token,
+    ) -> Vec<Token> {
+        let mut accepted = Vec::new();
+        #[cfg(unix)]
+        while let Some(listener) = &self.listener {
+            let mut socket = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("control accept: {e}");
+                    break;
+                }
+            };
+            let token = next_token();
+            let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+            if registry.register(&mut socket, token, interest).is_ok() {
+                self.clients.insert(
+                    token,
+                    Client {
+                        socket,
+                        request: Vec::new(),
+                        reply: Vec::new(),
+                        off: 0,
+                        answered: false,
+                    },
+                );
+                accepted.push(token);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (registry, &mut next_token);
+        accepted
+    }
+
+    /// The client's request line, once it is complete (handed out once); meanwhile, what it
+    /// has been sent of its reply goes on.
+    pub fn read(&mut self, registry: &Registry, token: Token) -> Option<String> {
+        #[cfg(unix)]
+        {
+            let c = self.clients.get_mut(&token)?;
+            if c.answered {
+                self.flush(registry, token);
+                return None;
+            }
+            let mut buf = [0u8; MAX_REQUEST];
+            loop {
+                match c.socket.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => c.request.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.close(registry, token);
+                        return None;
+                    }
+                }
+                if c.request.len() > MAX_REQUEST {
+                    self.close(registry, token);
+                    return None;
+                }
+            }
+            let end = c.request.iter().position(|b| *b == b'\n')?;
+            c.answered = true;
+            Some(String::from_utf8_lossy(&c.request[..end]).trim().to_owned())
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (registry, token);
+            None
+        }
+    }
+
+    /// Sends `text` as the client's reply, then closes it.
+    pub fn reply(&mut self, registry: &Registry, token: Token, text: String) {
+        #[cfg(unix)]
+        if let Some(c) = self.clients.get_mut(&token) {
+            c.reply = text.into_bytes();
+            self.flush(registry, token);
+        }
+        #[cfg(not(unix))]
+        let _ = (registry, token, text);
+    }
+
+    /// The client waits for resolution `id` (see [`ControlServer::resolved`]).
+    pub fn wait_for(&mut self, id: u64, token: Token) {
+        #[cfg(unix)]
+        self.resolving.insert(id, token);
+        #[cfg(not(unix))]
+        let _ = (id, token);
+    }
+
+    /// Resolution `id` finished: the client waiting for it, if any, gets `text`.
+    pub fn resolved(&mut self, registry: &Registry, id: u64, text: String) {
+        #[cfg(unix)]
+        if let Some(token) = self.resolving.remove(&id) {
+            self.reply(registry, token, text);
+        }
+        #[cfg(not(unix))]
+        let _ = (registry, id, text);
+    }
+
+    #[cfg(unix)]
+    fn flush(&mut self, registry: &Registry, token: Token) {
+        let Some(c) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if c.reply.is_empty() {
+            return;
+        }
+        while c.off < c.reply.len() {
+            match c.socket.write(&c.reply[c.off..]) {
+                Ok(n) => c.off += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        self.close(registry, token);
+    }
+
+    #[cfg(unix)]
+    fn close(&mut self, registry: &Registry, token: Token) {
+        if let Some(mut c) = self.clients.remove(&token) {
+            let _ = registry.deregister(&mut c.socket);
+        }
+        self.resolving.retain(|_, t| *t != token);
+    }
+
+    /// Removes the socket file (clean shutdown).
+    pub fn remove_socket(&self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn bind(registry: &Registry, path: &Path, token: Token) -> Result<mio::net::UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another vx6 daemon is running for this home (control socket {} answers)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale control socket {}", path.display()))?;
+    }
+    let mut listener = mio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding control socket {}", path.display()))?;
+    registry.register(&mut listener, token, mio::Interest::READABLE)?;
+    Ok(listener)
+}
+
+/// Sends one request to a running daemon's control socket and returns the reply.
+#[cfg(unix)]
+pub fn request(path: &Path, line: &str) -> Result<String> {
+    let mut socket = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!(
+            "no daemon is running for this home (cannot connect to {})",
+            path.display()
+        )
+    })?;
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    socket.write_all(format!("{line}\n").as_bytes())?;
+    let mut reply = String::new();
+    socket
+        .read_to_string(&mut reply)
+        .context("reading the daemon's reply")?;
+    Ok(reply)
+}
+
+/// Without Unix sockets there is no control channel yet.
+#[cfg(not(unix))]
+pub fn request(_path: &Path, _line: &str) -> Result<String> {
+    anyhow::bail!("the control socket is not supported on this platform yet")
 }

@@ -6,6 +6,7 @@ mod control;
 mod floods;
 mod limits;
 mod local;
+mod status;
 mod udp;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +26,8 @@ use vx6_core::record::{NodeAddress, name_key};
 use vx6_core::service::{Backend, ServiceTable};
 use vx6_core::{Cause, Failure, Identity, NodeId, Record, Username};
 
+use self::control::ControlServer;
+pub use self::control::request;
 use self::limits::{AcceptRetry, CLOSE_GRACE, Outbox};
 use self::local::{Local, Pumped, Role};
 use self::udp::Udp;
@@ -81,21 +84,9 @@ impl Peer {
     }
 }
 
-#[cfg(unix)]
-struct ControlConn {
-    socket: mio::net::UnixStream,
-    request: Vec<u8>,
-    reply: Vec<u8>,
-    off: usize,
-    /// Waiting for a resolution to finish before replying.
-    waiting: bool,
-}
-
 enum Conn {
     Local(Local),
     Peer(Peer),
-    #[cfg(unix)]
-    Control(ControlConn),
 }
 
 pub struct Daemon {
@@ -104,12 +95,10 @@ pub struct Daemon {
     transport: Transport,
     udp: Option<Udp>,
     tcp_listener: Option<TcpListener>,
-    #[cfg(unix)]
-    control: Option<mio::net::UnixListener>,
-    control_path: Option<PathBuf>,
+    control: ControlServer,
     forwards: Vec<(ForwardSpec, TcpListener)>,
     /// Per forward, connections that failed and why (for status).
-    forward_failures: Vec<control::ForwardFailures>,
+    forward_failures: Vec<status::ForwardFailures>,
     conns: HashMap<Token, Conn>,
     by_stream: HashMap<StreamHandle, Token>,
     by_session: HashMap<SessionId, Token>,
@@ -123,8 +112,6 @@ pub struct Daemon {
     accept_retry: AcceptRetry,
     floods: floods::FloodLog,
     name: Username,
-    /// Control connections waiting for a resolution, by resolution id.
-    resolving: HashMap<u64, Token>,
     registry: vx6_core::Registry,
     registry_path: PathBuf,
 }
@@ -201,11 +188,7 @@ impl Daemon {
                 .register(&mut l, Token(FORWARD_BASE + i), Interest::READABLE)?;
             forwards.push((f, l));
         }
-        #[cfg(unix)]
-        let control = match &opts.control_path {
-            Some(path) => Some(bind_control(&poll, path)?),
-            None => None,
-        };
+        let control = ControlServer::bind(poll.registry(), opts.control_path, CONTROL)?;
         let mut signals = signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
@@ -219,9 +202,7 @@ impl Daemon {
             transport: opts.transport,
             udp,
             tcp_listener,
-            #[cfg(unix)]
             control,
-            control_path: opts.control_path,
             forward_failures: vec![Default::default(); forwards.len()],
             forwards,
             conns: HashMap::new(),
@@ -235,7 +216,6 @@ impl Daemon {
             accept_retry: AcceptRetry::default(),
             floods: floods::FloodLog::new(now),
             name: opts.name,
-            resolving: HashMap::new(),
             registry,
             registry_path: opts.registry_path,
         })
@@ -340,9 +320,7 @@ impl Daemon {
         let now = Instant::now();
         self.node.close_all(now);
         self.settle(now);
-        if let Some(path) = &self.control_path {
-            let _ = std::fs::remove_file(path);
-        }
+        self.control.remove_socket();
     }
 
     fn token(&mut self) -> Token {
@@ -363,7 +341,16 @@ impl Daemon {
                 }
             }
             TCP_LISTENER => self.accept_peers(now),
-            CONTROL => self.accept_control(),
+            CONTROL => {
+                let next = &mut self.next_token;
+                let accepted = self.control.accept(self.poll.registry(), || {
+                    *next += 1;
+                    Token(*next)
+                });
+                for token in accepted {
+                    self.serve_control(token);
+                }
+            }
             Token(t) if (FORWARD_BASE..FORWARD_BASE + self.forwards.len()).contains(&t) => {
                 self.accept_forward(now, t - FORWARD_BASE)
             }
@@ -539,8 +526,7 @@ impl Daemon {
                     self.flush_peer(now, token);
                 }
             }
-            #[cfg(unix)]
-            Some(Conn::Control(_)) => self.serve_control(token),
+            None if self.control.owns(token) => self.serve_control(token),
             None => {}
         }
     }
@@ -575,10 +561,6 @@ impl Daemon {
             Some(Conn::Peer(mut p)) => {
                 let _ = self.poll.registry().deregister(&mut p.socket);
                 self.by_session.remove(&p.session);
-            }
-            #[cfg(unix)]
-            Some(Conn::Control(mut c)) => {
-                let _ = self.poll.registry().deregister(&mut c.socket);
             }
             None => {}
         }
@@ -817,16 +799,7 @@ impl Daemon {
                         format!("error: {failure}\n")
                     }
                 };
-                #[cfg(unix)]
-                if let Some(token) = self.resolving.remove(&id)
-                    && let Some(Conn::Control(c)) = self.conns.get_mut(&token)
-                {
-                    c.waiting = false;
-                    c.reply = reply.into_bytes();
-                    self.serve_control(token);
-                }
-                #[cfg(not(unix))]
-                let _ = (id, reply);
+                self.control.resolved(self.poll.registry(), id, reply);
             }
             Event::NamePinned { username, node } => {
                 tracing::info!("pinned node {node} for name {username} (trust on first use)");
@@ -898,7 +871,29 @@ impl Daemon {
         }
     }
 
-    fn control_context(&self) -> control::Context<'_> {
+    /// Answers a control client's request, once it has sent it.
+    fn serve_control(&mut self, token: Token) {
+        let Some(request) = self.control.read(self.poll.registry(), token) else {
+            return;
+        };
+        if let Some(name) = request.strip_prefix("resolve ") {
+            match name.trim().parse::<vx6_core::resolve::Target>() {
+                Ok(target) => {
+                    let id = self.node.resolve(Instant::now(), target);
+                    self.control.wait_for(id, token);
+                }
+                Err(e) => {
+                    let reply = format!("error: {e}\n");
+                    self.control.reply(self.poll.registry(), token, reply);
+                }
+            }
+            return;
+        }
+        let reply = status::answer(&request, &self.status_context());
+        self.control.reply(self.poll.registry(), token, reply);
+    }
+
+    fn status_context(&self) -> status::Context<'_> {
         let mut per_forward = vec![0; self.forwards.len()];
         for c in self.conns.values() {
             if let Conn::Local(l) = c
@@ -907,119 +902,13 @@ impl Daemon {
                 per_forward[i] += 1;
             }
         }
-        control::Context {
+        status::Context {
             status: self.node.status(),
             services: self.node.services(),
             forwards: self.forwards.iter().map(|(f, _)| f.clone()).collect(),
             forward_connections: per_forward,
             forward_failures: &self.forward_failures,
         }
-    }
-
-    #[cfg(unix)]
-    fn accept_control(&mut self) {
-        loop {
-            let Some(listener) = &self.control else {
-                return;
-            };
-            let mut socket = match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::debug!("control accept: {e}");
-                    return;
-                }
-            };
-            let token = self.token();
-            if self
-                .poll
-                .registry()
-                .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
-                .is_ok()
-            {
-                self.conns.insert(
-                    token,
-                    Conn::Control(ControlConn {
-                        socket,
-                        request: Vec::new(),
-                        reply: Vec::new(),
-                        off: 0,
-                        waiting: false,
-                    }),
-                );
-                self.serve_control(token);
-            }
-        }
-    }
-
-    #[cfg(not(unix))]
-    fn accept_control(&mut self) {}
-
-    #[cfg(unix)]
-    fn serve_control(&mut self, token: Token) {
-        let Some(Conn::Control(c)) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if c.waiting {
-            return;
-        }
-        if c.reply.is_empty() {
-            let mut buf = [0u8; control::MAX_REQUEST];
-            let mut failed = false;
-            loop {
-                match c.socket.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => c.request.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        failed = true;
-                        break;
-                    }
-                }
-                if c.request.len() > control::MAX_REQUEST {
-                    failed = true;
-                    break;
-                }
-            }
-            if failed {
-                self.drop_conn(token, false);
-                return;
-            }
-            let Some(end) = c.request.iter().position(|b| *b == b'\n') else {
-                return;
-            };
-            let request = String::from_utf8_lossy(&c.request[..end]).into_owned();
-            if let Some(name) = request.trim().strip_prefix("resolve ") {
-                match name.trim().parse::<vx6_core::resolve::Target>() {
-                    Ok(target) => {
-                        c.waiting = true;
-                        let id = self.node.resolve(Instant::now(), target);
-                        self.resolving.insert(id, token);
-                        return;
-                    }
-                    Err(e) => c.reply = format!("error: {e}\n").into_bytes(),
-                }
-            }
-            let reply = if c.reply.is_empty() {
-                control::answer(&request, &self.control_context())
-            } else {
-                String::from_utf8_lossy(&c.reply).into_owned()
-            };
-            if let Some(Conn::Control(c)) = self.conns.get_mut(&token) {
-                c.reply = reply.into_bytes();
-            }
-        }
-        let Some(Conn::Control(c)) = self.conns.get_mut(&token) else {
-            return;
-        };
-        while c.off < c.reply.len() {
-            match c.socket.write(&c.reply[c.off..]) {
-                Ok(n) => c.off += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => break,
-            }
-        }
-        self.drop_conn(token, false);
     }
 }
 
@@ -1054,48 +943,4 @@ fn accept_skips(e: &std::io::Error) -> bool {
         e.kind(),
         ErrorKind::Interrupted | ErrorKind::ConnectionAborted
     )
-}
-
-/// Binds the control socket, refusing if another daemon answers on it and replacing a stale one.
-#[cfg(unix)]
-fn bind_control(poll: &Poll, path: &std::path::Path) -> Result<mio::net::UnixListener> {
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "another vx6 daemon is running for this home (control socket {} answers)",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale control socket {}", path.display()))?;
-    }
-    let mut listener = mio::net::UnixListener::bind(path)
-        .with_context(|| format!("binding control socket {}", path.display()))?;
-    poll.registry()
-        .register(&mut listener, CONTROL, Interest::READABLE)?;
-    Ok(listener)
-}
-
-/// Sends one request to a running daemon's control socket and returns the reply.
-#[cfg(unix)]
-pub fn request(path: &std::path::Path, line: &str) -> Result<String> {
-    let mut socket = std::os::unix::net::UnixStream::connect(path).with_context(|| {
-        format!(
-            "no daemon is running for this home (cannot connect to {})",
-            path.display()
-        )
-    })?;
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    socket.write_all(format!("{line}\n").as_bytes())?;
-    let mut reply = String::new();
-    socket
-        .read_to_string(&mut reply)
-        .context("reading the daemon's reply")?;
-    Ok(reply)
-}
-
-/// Without Unix sockets there is no control channel yet.
-#[cfg(not(unix))]
-pub fn request(_path: &std::path::Path, _line: &str) -> Result<String> {
-    anyhow::bail!("the control socket is not supported on this platform yet")
 }
