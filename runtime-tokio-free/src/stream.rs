@@ -85,8 +85,7 @@ impl AsyncRead for VxStream {
                     return Poll::Ready(Ok(0));
                 }
                 StreamRead::Reset(code) => {
-                    let failure = Failure::new(Cause::ResetByPeer, format!("code {code}"));
-                    return Poll::Ready(Err(failed(failure)));
+                    return Poll::Ready(Err(failed(vx6_core::node::reset_failure(code))));
                 }
             }
             st.wake_driver();

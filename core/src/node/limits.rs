@@ -61,7 +61,7 @@ impl Default for NodeLimits {
             retry_threshold: 64,
             max_streams: 65_536,
             request_timeout: Duration::from_secs(10),
-            max_waiting_streams: 1024,
+            max_waiting_streams: 16_384,
             dht_requests: RateLimit {
                 per_second: 100,
                 burst: 200,

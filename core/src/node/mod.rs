@@ -56,6 +56,20 @@ use crate::session::{StreamError, StreamEvent, StreamRead, quic};
 pub const RESET_ABORTED: u32 = 1;
 /// Stream reset code: the stream was refused (see the response for why).
 pub const RESET_REFUSED: u32 = 2;
+/// Stream reset code: the owner dropped the stream at its stream limit (the session holding the
+/// most streams gives way, see [`NodeLimits::max_streams`]).
+pub const RESET_LIMIT: u32 = 3;
+
+/// What a stream reset by the peer with `code` means, for runtimes and applications.
+pub fn reset_failure(code: u32) -> Failure {
+    match code {
+        RESET_LIMIT | crate::session::mux::RESET_REFUSED => Failure::new(
+            Cause::LimitReached,
+            "the owner dropped the stream at a limit",
+        ),
+        _ => Failure::new(Cause::ResetByPeer, format!("code {code}")),
+    }
+}
 /// Datagrams coalesced into one GSO batch at most.
 const MAX_GSO_SEGMENTS: usize = 10;
 /// Largest read buffered while parsing an opening exchange.
@@ -135,6 +149,8 @@ pub struct Node {
     limits: NodeLimits,
     /// Streams one session may carry (the peer's limit, when it uses the same defaults).
     max_session_streams: usize,
+    /// The most streams a QUIC peer is ever allowed.
+    quic_stream_ceiling: u32,
     /// Incoming sessions in their handshake.
     handshakes: Handshakes,
     /// Sessions this node dialed that are still in their handshake (deadlines only).
@@ -188,6 +204,7 @@ impl Node {
             limits: config.limits,
             max_session_streams: (config.quic.max_streams as usize)
                 .min(config.mux.max_peer_streams),
+            quic_stream_ceiling: config.quic.max_streams,
             handshakes: Handshakes::default(),
             dialing: Handshakes::default(),
             established: 0,
@@ -667,16 +684,32 @@ impl Node {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let mut waiting = std::mem::take(&mut s.pending);
+        let mut waiting = std::mem::take(&mut s.pending).into_iter();
+        let mut open = s.streams.len() - waiting.len();
         let mut opened = Vec::new();
-        while let Some(&handle) = waiting.first() {
+        let mut over = Vec::new();
+        for handle in waiting.by_ref() {
+            // Streams queued while the handshake ran were not counted against the session's
+            // limit yet; those past it are refused now, as they would have been then.
+            if open >= self.max_session_streams {
+                over.push(handle);
+                continue;
+            }
             let Some(id) = s.open(now) else {
+                // Out of the peer's stream credit: wait for it.
+                s.pending.push(handle);
                 break;
             };
-            waiting.remove(0);
+            open += 1;
             opened.push((handle, id));
         }
-        s.pending = waiting;
+        s.pending.extend(waiting);
+        let remote = s.remote;
+        for handle in over {
+            let detail = format!("the session to {remote} carries {open} streams, its limit");
+            self.forget(handle);
+            self.refuse_at_limit(handle, detail);
+        }
         for (handle, id) in opened {
             let Some(st) = self.streams.get_mut(&handle) else {
                 continue;
@@ -882,7 +915,18 @@ impl Node {
         };
         self.counters.streams_refused_limit += 1;
         let reason = "the owner is at its stream limit and this peer holds the most streams";
-        self.refuse(now, victim, RefusalCode::Overloaded, reason);
+        if self.streams.get(&victim).map(|st| st.phase) == Some(Phase::ReadRequest) {
+            self.refuse(now, victim, RefusalCode::Overloaded, reason);
+        } else {
+            // Answered already: it can only be reset, and the runtime told to let go of its
+            // target.
+            self.fail_stream_with(
+                now,
+                victim,
+                RESET_LIMIT,
+                Failure::new(Cause::LimitReached, reason),
+            );
+        }
         true
     }
 
@@ -1345,6 +1389,7 @@ impl Node {
                 let Some(id) = s.accept() else {
                     return;
                 };
+                s.grow_stream_limit(self.quic_stream_ceiling);
                 let handle = StreamHandle(self.next_stream);
                 self.next_stream += 1;
                 self.counters.streams_opened += 1;
@@ -1402,7 +1447,11 @@ impl Node {
                 true
             }
             StreamRead::Blocked => true,
-            StreamRead::Finished | StreamRead::Reset(_) => false,
+            StreamRead::Reset(code) => {
+                st.reset_code = Some(code);
+                false
+            }
+            StreamRead::Finished => false,
         }
     }
 
@@ -1497,10 +1546,13 @@ impl Node {
                 Ok(None) if alive && st.inbuf.len() > before => continue,
                 Ok(None) if alive => return,
                 Ok(None) => {
-                    let failure = Failure::new(
-                        Cause::ResetByPeer,
-                        "owner closed the stream without answering",
-                    );
+                    let failure = match st.reset_code {
+                        Some(code) => reset_failure(code),
+                        None => Failure::new(
+                            Cause::ResetByPeer,
+                            "owner closed the stream without answering",
+                        ),
+                    };
                     self.fail_stream(now, handle, failure);
                     return;
                 }
@@ -1517,10 +1569,21 @@ impl Node {
     }
 
     fn fail_stream(&mut self, now: Instant, handle: StreamHandle, failure: Failure) {
+        self.fail_stream_with(now, handle, RESET_REFUSED, failure);
+    }
+
+    /// Resets the stream towards the peer with `code` and reports it failed here.
+    fn fail_stream_with(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        code: u32,
+        failure: Failure,
+    ) {
         if let Some(st) = self.streams.get(&handle)
             && let (Some(id), Some(session)) = (st.id, self.sessions.get_mut(&st.session))
         {
-            session.reset(id, RESET_REFUSED);
+            session.reset(id, code);
         }
         let sid = self.streams.get(&handle).map(|s| s.session);
         self.forget(handle);

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use quinn_proto::{Connection, ConnectionHandle};
+use quinn_proto::{Connection, ConnectionHandle, Dir, VarInt};
 
 use super::{Dial, StreamHandle};
 use crate::identity::NodeId;
@@ -100,6 +100,19 @@ impl Session {
         match &mut self.kind {
             Kind::Quic { conn, .. } => quic::read(conn, id, max),
             Kind::Tcp { conn, .. } => conn.mux().read(now, id, max),
+        }
+    }
+
+    /// Lets the peer open more streams while it uses three quarters of what it may, doubling
+    /// up to `ceiling` (QUIC only: the multiplexer reserves nothing per allowed stream).
+    pub fn grow_stream_limit(&mut self, ceiling: u32) {
+        if let Kind::Quic { conn, .. } = &mut self.kind {
+            let limit = conn.max_concurrent_streams(Dir::Bi);
+            let open = self.streams.len() as u64;
+            if open * 4 >= limit * 3 && limit < u64::from(ceiling) {
+                let grown = (limit * 2).min(u64::from(ceiling));
+                conn.set_max_concurrent_streams(Dir::Bi, VarInt::from_u32(grown as u32));
+            }
         }
     }
 

@@ -54,6 +54,8 @@ pub(super) struct ServiceStream {
     pub incoming: bool,
     /// Owner side, until the request is read: when the stream is refused for not sending it.
     pub request_due: Option<Instant>,
+    /// The code the peer reset the stream with, while its opening exchange ran.
+    pub reset_code: Option<u32>,
 }
 
 impl ServiceStream {
@@ -91,6 +93,7 @@ impl ServiceStream {
             retried: false,
             incoming: false,
             request_due: None,
+            reset_code: None,
         }
     }
 }

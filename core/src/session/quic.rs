@@ -22,8 +22,14 @@ pub struct QuicTuning {
     pub stream_window: u32,
     /// Per-connection receive window in bytes.
     pub connection_window: u32,
-    /// Streams a peer may have open at once.
+    /// Streams a peer may have open at once, at most.
     pub max_streams: u32,
+    /// Streams a peer may have open at first. quinn-proto reserves state for every stream the
+    /// peer may open (about 90 bytes each, reserved as the limit is granted), so a session
+    /// starts with this many and the node doubles it while the peer uses three quarters of it,
+    /// up to `max_streams`: an idle or handshaking session then costs kilobytes, not the
+    /// 1.4 MiB that 16 384 reserved streams cost.
+    pub initial_streams: u32,
     /// Keep-alive interval.
     pub keep_alive: Duration,
     /// Silence after which a connection is dead.
@@ -40,6 +46,7 @@ impl Default for QuicTuning {
             stream_window: 8 * 1024 * 1024,
             connection_window: 32 * 1024 * 1024,
             max_streams: 16_384,
+            initial_streams: 128,
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             mtu_upper_bound: 8952,
@@ -52,7 +59,7 @@ fn transport(t: &QuicTuning) -> Arc<TransportConfig> {
     c.stream_receive_window(VarInt::from_u32(t.stream_window))
         .receive_window(VarInt::from_u32(t.connection_window))
         .send_window(u64::from(t.connection_window))
-        .max_concurrent_bidi_streams(VarInt::from_u32(t.max_streams))
+        .max_concurrent_bidi_streams(VarInt::from_u32(t.initial_streams.min(t.max_streams)))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .keep_alive_interval(Some(t.keep_alive))
         .max_idle_timeout(IdleTimeout::try_from(t.idle_timeout).ok())

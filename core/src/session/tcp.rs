@@ -31,6 +31,9 @@ pub enum TcpSessionError {
     /// The peer closed the TCP connection.
     #[error("connection closed by peer")]
     Eof,
+    /// This side closed the session before its handshake completed.
+    #[error("closed during the handshake")]
+    Closed,
 }
 
 impl TcpSessionError {
@@ -43,6 +46,7 @@ impl TcpSessionError {
             Self::Mux(M::Timeout) => Cause::Timeout,
             Self::Mux(M::GoAway(_)) | Self::Eof => Cause::ConnectionLost,
             Self::Mux(M::NotReading(_)) => Cause::LimitReached,
+            Self::Closed => Cause::Closed,
         };
         Failure::new(cause, self.to_string())
     }
@@ -236,8 +240,16 @@ impl TcpSession {
         }
     }
 
-    /// Starts a clean close: GOAWAY and TLS close_notify.
+    /// Starts a clean close: GOAWAY and TLS close_notify. During the handshake there is nothing
+    /// to say goodbye in (a close_notify then is a fatal alert to the peer): the session just
+    /// ends, and the peer sees the connection close.
     pub fn close(&mut self, code: u32) {
+        if self.tls.is_handshaking() {
+            if self.failed.is_none() {
+                self.failed = Some(TcpSessionError::Closed);
+            }
+            return;
+        }
         self.mux.go_away(code);
         self.tls.send_close_notify();
     }

@@ -65,9 +65,19 @@ struct Packet {
 }
 
 enum PacketKind {
-    Udp { from: SocketAddr, data: Vec<u8> },
-    Tcp { session: SessionId, data: Vec<u8> },
-    TcpClosed { session: SessionId },
+    Udp {
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// `from`: the sending (host, session), whose in-flight count drops on delivery.
+    Tcp {
+        session: SessionId,
+        data: Vec<u8>,
+        from: Option<(usize, SessionId)>,
+    },
+    TcpClosed {
+        session: SessionId,
+    },
 }
 
 pub struct Net {
@@ -85,6 +95,12 @@ pub struct Net {
     pub udp_dropped: u64,
     /// Applied to every node's configuration before it starts.
     pub configure: fn(&mut NodeConfig),
+    /// Bytes one TCP connection may have in flight in each direction (the socket's send
+    /// buffer): output beyond it waits in the runtime's buffer, and the node is asked for more
+    /// only once that buffer has left, as runtime-mio does. Unbounded by default.
+    pub tcp_buffer: usize,
+    /// Per (host, session): output the socket has not taken yet, and bytes in flight.
+    tcp_out: BTreeMap<(usize, SessionId), (Vec<u8>, usize)>,
 }
 
 // The in-memory echo target as service `echo`, and `down` where nothing listens.
@@ -131,6 +147,8 @@ impl Net {
             tcp_links: BTreeMap::new(),
             udp_dropped: 0,
             configure: |_| {},
+            tcp_buffer: usize::MAX,
+            tcp_out: BTreeMap::new(),
         }
     }
 
@@ -182,6 +200,16 @@ impl Net {
             .map(|(_, peer)| *peer)
             .collect();
         self.tcp_links.retain(|(h, _), (p, _)| *h != i && *p != i);
+        self.tcp_out.retain(|(h, _), _| *h != i);
+        // Bytes the old process had in flight still arrive, but no longer count for anyone (the
+        // new process numbers its sessions afresh).
+        for p in &mut self.packets {
+            if let PacketKind::Tcp { from, .. } = &mut p.kind
+                && from.is_some_and(|(h, _)| h == i)
+            {
+                *from = None;
+            }
+        }
         for (peer, session) in dead {
             self.push(peer, PacketKind::TcpClosed { session });
         }
@@ -289,7 +317,7 @@ impl Net {
                         progress = true;
                     }
                     StreamRead::Reset(code) => {
-                        app.failed = Some(Failure::new(Cause::ResetByPeer, format!("code {code}")));
+                        app.failed = Some(vx6_core::node::reset_failure(code));
                         progress = true;
                         break;
                     }
@@ -358,17 +386,25 @@ impl Net {
             .map(|((_, s), (p, ps))| (*s, *p, *ps))
             .collect();
         for (sid, peer, peer_sid) in links {
-            let mut out = Vec::new();
-            if self.hosts[i].node.poll_tcp_transmit(sid, &mut out) {
+            let (mut pending, in_flight) = self.tcp_out.remove(&(i, sid)).unwrap_or_default();
+            if pending.is_empty() && self.hosts[i].node.poll_tcp_transmit(sid, &mut pending) {
                 progress = true;
+            }
+            let n = self.tcp_buffer.saturating_sub(in_flight).min(pending.len());
+            if n > 0 {
+                progress = true;
+                let rest = pending.split_off(n);
+                let data = std::mem::replace(&mut pending, rest);
                 self.push(
                     peer,
                     PacketKind::Tcp {
                         session: peer_sid,
-                        data: out,
+                        data,
+                        from: Some((i, sid)),
                     },
                 );
             }
+            self.tcp_out.insert((i, sid), (pending, in_flight + n));
         }
         progress
     }
@@ -416,12 +452,17 @@ impl Net {
             Event::TcpClose { session, flush } => {
                 if let Some((peer, peer_sid)) = self.tcp_links.remove(&(i, session)) {
                     self.tcp_links.remove(&(peer, peer_sid));
-                    if !flush.is_empty() {
+                    // What the runtime still held goes out first, then the last words.
+                    let (mut data, _) = self.tcp_out.remove(&(i, session)).unwrap_or_default();
+                    self.tcp_out.remove(&(peer, peer_sid));
+                    data.extend_from_slice(&flush);
+                    if !data.is_empty() {
                         self.push(
                             peer,
                             PacketKind::Tcp {
                                 session: peer_sid,
-                                data: flush,
+                                data,
+                                from: None,
                             },
                         );
                     }
@@ -473,7 +514,18 @@ impl Net {
                     PacketKind::Udp { from, data } => {
                         host.handle_datagram(now, from, None, None, BytesMut::from(&data[..]))
                     }
-                    PacketKind::Tcp { session, data } => host.handle_tcp_data(now, session, &data),
+                    PacketKind::Tcp {
+                        session,
+                        data,
+                        from,
+                    } => {
+                        if let Some(from) = from
+                            && let Some((_, in_flight)) = self.tcp_out.get_mut(&from)
+                        {
+                            *in_flight -= data.len();
+                        }
+                        host.handle_tcp_data(now, session, &data)
+                    }
                     PacketKind::TcpClosed { session } => {
                         host.handle_tcp_closed(now, session, Cause::ConnectionLost.into())
                     }

@@ -233,7 +233,14 @@ impl Daemon {
         match state {
             Pumped::Open => {}
             Pumped::Done => self.drop_conn(token, false),
-            Pumped::Failed => self.drop_conn(token, true),
+            Pumped::Failed => {
+                if let Some(Conn::Local(l)) = self.conns.get_mut(&token)
+                    && let (Role::Forward(i), Some(failure)) = (l.role, l.reset.take())
+                {
+                    self.forward_failed(i, failure);
+                }
+                self.drop_conn(token, true);
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use vx6_core::Failure;
 use vx6_core::node::{Node, StreamHandle};
 use vx6_core::session::{StreamError, StreamRead};
 
@@ -43,6 +44,8 @@ pub struct Local {
     peer_finished: bool,
     /// Something failed: close at once, with a reset where possible.
     pub dead: bool,
+    /// Why the peer reset the stream, if it did.
+    pub reset: Option<Failure>,
 }
 
 /// What a pump did that the daemon must react to.
@@ -72,6 +75,7 @@ impl Local {
             read_eof: false,
             peer_finished: false,
             dead: false,
+            reset: None,
         }
     }
 
@@ -162,6 +166,7 @@ impl Local {
                     StreamRead::Finished => self.peer_finished = true,
                     StreamRead::Reset(code) => {
                         tracing::debug!("stream {} reset by peer (code {code})", self.stream);
+                        self.reset = Some(vx6_core::node::reset_failure(code));
                         self.dead = true;
                         return self.status();
                     }

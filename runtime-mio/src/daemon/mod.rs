@@ -428,14 +428,7 @@ impl Daemon {
                     if let Some(Conn::Local(l)) = self.conns.get(&token)
                         && let Role::Forward(i) = l.role
                     {
-                        let f = &self.forwards[i].0;
-                        tracing::warn!(
-                            "connection on {} to {} closed: {failure} ({})",
-                            f.local,
-                            f.target,
-                            failure.cause.as_str()
-                        );
-                        self.forward_failures[i].record(failure);
+                        self.forward_failed(i, failure);
                     }
                     self.drop_conn(token, true);
                 }
@@ -491,6 +484,18 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// A connection on forward `i` failed: logged with its cause, and counted for status.
+    fn forward_failed(&mut self, i: usize, failure: Failure) {
+        let f = &self.forwards[i].0;
+        tracing::warn!(
+            "connection on {} to {} closed: {failure} ({})",
+            f.local,
+            f.target,
+            failure.cause.as_str()
+        );
+        self.forward_failures[i].record(failure);
     }
 
     fn save_pins(&self) {
