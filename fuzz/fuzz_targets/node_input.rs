@@ -8,28 +8,16 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use vx6_core::node::{Node, NodeConfig};
-use vx6_core::pins::Pins;
-use vx6_core::service::ServiceTable;
-use vx6_core::session::mux::MuxConfig;
-use vx6_core::session::quic::QuicTuning;
 use vx6_core::Identity;
 
 fn node(now: Instant) -> Node {
-    Node::new(
-        now,
-        NodeConfig {
-            identity: Identity::from_secret_bytes(&[5; 32]),
-            crypto: Arc::new(rustls::crypto::ring::default_provider()),
-            seed: [1; 32],
-            services: ServiceTable::new(false),
-            pins: Pins::default(),
-            quic: QuicTuning::default(),
-            mux: MuxConfig::default(),
-            max_sessions: 8,
-            dht: vx6_core::dht::DhtConfig::default(),
-        },
-    )
-    .expect("node starts")
+    let mut config = NodeConfig::new(
+        Identity::from_secret_bytes(&[5; 32]),
+        Arc::new(rustls::crypto::ring::default_provider()),
+        [1; 32],
+    );
+    config.limits.max_sessions = 8;
+    Node::new(now, config).expect("node starts")
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
