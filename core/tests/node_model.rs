@@ -650,3 +650,31 @@ fn a_stream_evicted_at_the_owner_limit_is_not_corrupted() {
         );
     }
 }
+
+/// Found by the model with another seed: TCP bytes on their way to a host that restarted were
+/// handed to the new process's session of the same number, which answered with a fatal TLS
+/// alert. A restarted process never sees its predecessor's connections.
+#[test]
+fn a_restart_with_tcp_bytes_in_flight_is_a_disruption() {
+    let open = |from, to, len| Op::Open {
+        from,
+        to,
+        tcp: true,
+        len,
+        hold: false,
+        svc: Svc::Echo,
+    };
+    run(&Case {
+        seed: 0,
+        tcp_buffer: 1024,
+        limits: Limits::Default,
+        ops: vec![
+            open(1, 1, 0),
+            Op::Release { app: Pick(0) },
+            Op::Run { ms: 21 },
+            open(0, 2, 31_386),
+            Op::Restart { host: 2 },
+            Op::Advance { ms: 92 },
+        ],
+    });
+}

@@ -210,6 +210,15 @@ impl Net {
                 *from = None;
             }
         }
+        // Bytes on their way to the old process's connections meet a kernel that resets them;
+        // they never reach the new process (whose sessions reuse the old numbers).
+        self.packets.retain(|p| {
+            p.to != i
+                || !matches!(
+                    p.kind,
+                    PacketKind::Tcp { .. } | PacketKind::TcpClosed { .. }
+                )
+        });
         for (peer, session) in dead {
             self.push(peer, PacketKind::TcpClosed { session });
         }
