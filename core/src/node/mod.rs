@@ -18,8 +18,9 @@ mod session;
 mod session_table;
 mod status;
 mod stream;
+mod stream_table;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +41,7 @@ use self::rate::PrefixBuckets;
 use self::session::{Kind, Session};
 use self::session_table::SessionTable;
 use self::stream::{Phase, ServiceStream};
+use self::stream_table::StreamTable;
 use crate::failure::{Cause, Failure};
 use crate::identity::{Identity, NodeId};
 use crate::names::ServiceName;
@@ -159,8 +161,6 @@ pub struct Node {
     established: usize,
     /// Of those, the incoming ones by source prefix.
     established_from: HashMap<Prefix, usize>,
-    /// Owner streams waiting for their service request, by deadline.
-    requests: BTreeSet<(Instant, StreamHandle)>,
     /// DHT requests served, per source prefix.
     dht_rate: PrefixBuckets,
     resolver: resolver::Resolver,
@@ -168,9 +168,7 @@ pub struct Node {
     sessions: SessionTable,
     quic_handles: HashMap<ConnectionHandle, SessionId>,
     dials: HashMap<(Transport, SocketAddr), SessionId>,
-    next_stream: u64,
-    streams: BTreeMap<StreamHandle, ServiceStream>,
-    by_transport: HashMap<(SessionId, u64), StreamHandle>,
+    streams: StreamTable,
     events: VecDeque<Event>,
     responses: VecDeque<(Transmit, Vec<u8>)>,
     transmit_cursor: u64,
@@ -209,16 +207,13 @@ impl Node {
             dialing: Handshakes::default(),
             established: 0,
             established_from: HashMap::new(),
-            requests: BTreeSet::new(),
             dht_rate: PrefixBuckets::new(config.limits.dht_requests, now),
             resolver: resolver::Resolver::default(),
             next_session: 1,
             sessions: SessionTable::default(),
             quic_handles: HashMap::new(),
             dials: HashMap::new(),
-            next_stream: 1,
-            streams: BTreeMap::new(),
-            by_transport: HashMap::new(),
+            streams: StreamTable::default(),
             events: VecDeque::new(),
             responses: VecDeque::new(),
             transmit_cursor: 0,
@@ -282,8 +277,7 @@ impl Node {
     /// Registers a client stream. At the node's stream limit it is refused at once: `Err` with
     /// a handle that already has its [`Event::StreamFailed`].
     fn new_client_stream(&mut self, st: ServiceStream) -> Result<StreamHandle, StreamHandle> {
-        let handle = StreamHandle(self.next_stream);
-        self.next_stream += 1;
+        let handle = self.streams.new_handle();
         self.counters.streams_opened += 1;
         if self.streams.len() >= self.limits.max_streams {
             let detail = format!(
@@ -495,7 +489,10 @@ impl Node {
             st.want_writable = true;
             return Ok(0);
         }
-        let sid = st.session;
+        let (sid, id) = (
+            st.session,
+            st.id.expect("ready streams have a transport id"),
+        );
         if !self.flush_header(handle)? {
             self.streams
                 .get_mut(&handle)
@@ -503,7 +500,6 @@ impl Node {
                 .want_writable = true;
             return Ok(0);
         }
-        let id = self.streams[&handle].id.expect("checked above");
         let session = self.sessions.get_mut(&sid).ok_or(StreamError::Unknown)?;
         let result = session.write(id, data);
         if let (Ok(n), Some(st)) = (&result, self.streams.get_mut(&handle))
@@ -665,17 +661,11 @@ impl Node {
     }
 
     fn forget(&mut self, handle: StreamHandle) {
-        if let Some(st) = self.streams.remove(&handle) {
-            if let Some(due) = st.request_due {
-                self.requests.remove(&(due, handle));
-            }
-            if let Some(id) = st.id {
-                self.by_transport.remove(&(st.session, id));
-            }
-            if let Some(s) = self.sessions.get_mut(&st.session) {
-                s.streams.remove(&handle);
-                s.pending.retain(|h| *h != handle);
-            }
+        if let Some(st) = self.streams.remove(handle)
+            && let Some(s) = self.sessions.get_mut(&st.session)
+        {
+            s.streams.remove(&handle);
+            s.pending.retain(|h| *h != handle);
         }
     }
 
@@ -711,10 +701,10 @@ impl Node {
             self.refuse_at_limit(handle, detail);
         }
         for (handle, id) in opened {
+            self.streams.bind(handle, sid, id);
             let Some(st) = self.streams.get_mut(&handle) else {
                 continue;
             };
-            st.id = Some(id);
             st.phase = Phase::AwaitResponse;
             st.header_out = OpenRequest {
                 service: st.service.clone().expect("client streams name a service"),
@@ -728,7 +718,6 @@ impl Node {
                     st.finish_pending = true;
                 }
             }
-            self.by_transport.insert((sid, id), handle);
             let want = std::mem::take(&mut st.want_writable);
             let _ = self.flush_header(handle);
             if want {
@@ -1119,7 +1108,7 @@ impl Node {
         }
         for e in evs {
             if let StreamEvent::Writable(id) = e
-                && let Some(&h) = self.by_transport.get(&(sid, id))
+                && let Some(h) = self.streams.by_transport(sid, id)
             {
                 self.events.push_back(Event::StreamWritable(h));
             }
@@ -1134,13 +1123,7 @@ impl Node {
             let failure = Failure::new(Cause::HandshakeTimeout, format!("after {timeout:?}"));
             self.abort_session(now, sid, failure);
         }
-        let late: Vec<StreamHandle> = self
-            .requests
-            .iter()
-            .take_while(|(due, _)| *due <= now)
-            .map(|(_, h)| *h)
-            .collect();
-        for handle in late {
+        for handle in self.streams.late_requests(now) {
             let reason = format!(
                 "no service request within {:?}",
                 self.limits.request_timeout
@@ -1180,7 +1163,7 @@ impl Node {
             self.dht.poll_timeout(),
             maintenance,
             self.republish_timeout(),
-            self.requests.first().map(|(due, _)| *due),
+            self.streams.next_request_deadline(),
             self.handshakes.next_deadline(timeout),
             self.dialing.next_deadline(timeout),
         ]
@@ -1390,15 +1373,12 @@ impl Node {
                     return;
                 };
                 s.grow_stream_limit(self.quic_stream_ceiling);
-                let handle = StreamHandle(self.next_stream);
-                self.next_stream += 1;
+                let handle = self.streams.new_handle();
                 self.counters.streams_opened += 1;
                 s.streams.insert(handle);
                 let due = now + self.limits.request_timeout;
                 self.streams
                     .insert(handle, ServiceStream::owner(sid, id, due));
-                self.requests.insert((due, handle));
-                self.by_transport.insert((sid, id), handle);
                 if self.streams.len() > self.limits.max_streams && !self.make_room(now, sid) {
                     self.counters.streams_refused_limit += 1;
                     let reason = "the owner is at its stream limit";
@@ -1408,7 +1388,7 @@ impl Node {
                 self.read_request(now, handle);
             },
             StreamEvent::Readable(id) => {
-                let Some(&handle) = self.by_transport.get(&(sid, id)) else {
+                let Some(handle) = self.streams.by_transport(sid, id) else {
                     return;
                 };
                 match self.streams.get(&handle).map(|s| s.phase) {
@@ -1419,7 +1399,7 @@ impl Node {
                 }
             }
             StreamEvent::Writable(id) => {
-                let Some(&handle) = self.by_transport.get(&(sid, id)) else {
+                let Some(handle) = self.streams.by_transport(sid, id) else {
                     return;
                 };
                 let _ = self.flush_header(handle);
@@ -1468,9 +1448,7 @@ impl Node {
                 Ok(Some((req, used))) => {
                     st.inbuf.advance(used);
                     st.service = Some(req.service.clone());
-                    if let Some(due) = st.request_due.take() {
-                        self.requests.remove(&(due, handle));
-                    }
+                    self.streams.request_read(handle);
                     let Some(peer) = peer else {
                         self.refuse(now, handle, RefusalCode::BadRequest, "session not up");
                         return;
@@ -1478,7 +1456,9 @@ impl Node {
                     let known = self.services.iter().any(|(name, _)| *name == req.service);
                     match self.services.authorize(&peer, &req.service) {
                         Authorization::Granted(target) => {
-                            st.phase = Phase::Connecting;
+                            if let Some(st) = self.streams.get_mut(&handle) {
+                                st.phase = Phase::Connecting;
+                            }
                             self.events.push_back(Event::ConnectTarget {
                                 stream: handle,
                                 service: req.service.clone(),
@@ -1645,12 +1625,10 @@ impl Node {
             }
         };
         for h in movable {
+            self.streams.unbind(h);
             let Some(st) = self.streams.get_mut(&h) else {
                 continue;
             };
-            if let Some(id) = st.id.take() {
-                self.by_transport.remove(&(sid, id));
-            }
             st.session = new_sid;
             st.phase = Phase::AwaitSession;
             st.retried = true;
