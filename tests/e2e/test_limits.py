@@ -193,6 +193,24 @@ def log_lines_naming(text, addrs):
     return hits
 
 
+def assert_handshakes_in_flight(status):
+    assert isinstance(status.get("handshakes_in_flight"), int), (
+        f"`vx6 status --json` has no integer handshakes_in_flight: {status.get('handshakes_in_flight')!r}"
+    )
+
+
+def assert_flood_counted_not_logged(naming, log):
+    """The owner's log during a flood: no line per flood connection (log once, count always)."""
+    assert len(naming) < FLOOD_LOG_LINES_MAX, (
+        f"the owner logged {len(naming)} lines naming flood addresses (at most {FLOOD_LOG_LINES_MAX}: "
+        f"log once, count always), e.g.\n" + "\n".join(naming[:5])
+    )
+    assert len(log) < FLOOD_LOG_GROWTH_MAX, (
+        f"the owner wrote {len(log)} log lines during the flood (at most {FLOOD_LOG_GROWTH_MAX}), "
+        f"e.g.\n" + "\n".join(log[-5:])
+    )
+
+
 def handshake_counters(status, keys):
     """The named counters from `vx6 status --json`; fails naming what is missing."""
     counters = status.get("counters")
@@ -433,21 +451,12 @@ def test_silent_tcp_flood(lab, nodes, metric):
     )
     keys = ["handshakes_timed_out", "handshakes_evicted", "handshakes_refused"]
     got = handshake_counters(status, keys)
-    assert isinstance(status.get("handshakes_in_flight"), int), (
-        f"`vx6 status --json` has no integer handshakes_in_flight: {status.get('handshakes_in_flight')!r}"
-    )
+    assert_handshakes_in_flight(status)
     assert sum(got.values()) > 0, (
         f"{TCP_FLOOD_CONNS} silent connections were held for {TCP_FLOOD_HOLD_S}s, yet no handshake "
         f"was timed out, evicted or refused: {got} ({summary})"
     )
-    assert len(naming) < FLOOD_LOG_LINES_MAX, (
-        f"the owner logged {len(naming)} lines naming flood addresses (at most {FLOOD_LOG_LINES_MAX}: "
-        f"log once, count always), e.g.\n" + "\n".join(naming[:5])
-    )
-    assert len(log) < FLOOD_LOG_GROWTH_MAX, (
-        f"the owner wrote {len(log)} log lines during the flood (at most {FLOOD_LOG_GROWTH_MAX}), "
-        f"e.g.\n" + "\n".join(log[-5:])
-    )
+    assert_flood_counted_not_logged(naming, log)
 
 
 # --------------------------------------------------------------------------------------------
@@ -683,21 +692,12 @@ def test_quic_initial_flood(lab, nodes, metric):
         f"`vx6 status --json` counters have none of {keys} (the flood must show there); counters "
         f"are {counters}"
     )
-    assert isinstance(status.get("handshakes_in_flight"), int), (
-        f"`vx6 status --json` has no integer handshakes_in_flight: {status.get('handshakes_in_flight')!r}"
-    )
+    assert_handshakes_in_flight(status)
     assert sum(present.values()) > 0, (
         f"{flood.sent} QUIC Initials arrived, yet no Retry was sent and no handshake was evicted, "
         f"refused or timed out: {present} ({flood.summary()})"
     )
-    assert len(naming) < FLOOD_LOG_LINES_MAX, (
-        f"the owner logged {len(naming)} lines naming flood addresses (at most {FLOOD_LOG_LINES_MAX}: "
-        f"log once, count always), e.g.\n" + "\n".join(naming[:5])
-    )
-    assert len(log) < FLOOD_LOG_GROWTH_MAX, (
-        f"the owner wrote {len(log)} log lines during the flood (at most {FLOOD_LOG_GROWTH_MAX}), "
-        f"e.g.\n" + "\n".join(log[-5:])
-    )
+    assert_flood_counted_not_logged(naming, log)
 
 
 # --------------------------------------------------------------------------------------------

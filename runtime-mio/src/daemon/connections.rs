@@ -6,12 +6,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use vx6_core::node::{Dial, SessionId, StreamHandle};
 use vx6_core::{Cause, Failure};
 
-use super::limits::Outbox;
+use super::limits::{AcceptRetry, Outbox};
 use super::local::{Local, Pumped, Role};
 use super::{Daemon, accept_skips, unreachable};
 use crate::spec::ForwardTarget;
@@ -51,19 +51,10 @@ impl Daemon {
             let Some(listener) = &self.tcp_listener else {
                 return;
             };
-            let (mut socket, addr) = match listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if accept_skips(&e) => continue,
-                Err(e) => {
-                    if self.accept_retry.failed(now) {
-                        tracing::warn!(
-                            "accepting a session connection: {e} (retrying; further failures \
-                             are logged when they stop)"
-                        );
-                    }
-                    return;
-                }
+            let what = "a session connection";
+            let Some((mut socket, addr)) = accept_from(listener, what, &mut self.accept_retry, now)
+            else {
+                return;
             };
             let Some(session) = self.node.accept_tcp(now, addr) else {
                 tracing::debug!("refusing session from {addr}: session limit reached");
@@ -87,20 +78,11 @@ impl Daemon {
 
     pub(super) fn accept_forward(&mut self, now: Instant, i: usize) {
         loop {
-            let (mut socket, from) = match self.forwards[i].1.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if accept_skips(&e) => continue,
-                Err(e) => {
-                    if self.accept_retry.failed(now) {
-                        tracing::warn!(
-                            "accepting on forward {}: {e} (retrying; further failures are \
-                             logged when they stop)",
-                            self.forwards[i].0.local
-                        );
-                    }
-                    return;
-                }
+            let (spec, listener) = &self.forwards[i];
+            let what = format!("on forward {}", spec.local);
+            let Some((mut socket, from)) = accept_from(listener, what, &mut self.accept_retry, now)
+            else {
+                return;
             };
             let spec = &self.forwards[i].0;
             let stream = match &spec.target {
@@ -399,6 +381,33 @@ impl Daemon {
             Err(e) => self
                 .node
                 .target_failed(now, stream, &format!("{target}: {e}")),
+        }
+    }
+}
+
+/// The next connection queued on `listener`; `None` when the accept loop must stop: nothing is
+/// queued, or accepting failed (EMFILE and the like), which `retry` brings the daemon back for
+/// and logs once per run of failures.
+fn accept_from(
+    listener: &TcpListener,
+    what: impl std::fmt::Display,
+    retry: &mut AcceptRetry,
+    now: Instant,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        match listener.accept() {
+            Ok(x) => return Some(x),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+            Err(e) if accept_skips(&e) => continue,
+            Err(e) => {
+                if retry.failed(now) {
+                    tracing::warn!(
+                        "accepting {what}: {e} (retrying; further failures are logged when they \
+                         stop)"
+                    );
+                }
+                return None;
+            }
         }
     }
 }
