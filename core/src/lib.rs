@@ -11,6 +11,7 @@
 //! - [`identity`]: Ed25519 node identity and the [`NodeId`] derived from it.
 //! - [`names`]: validated usernames, service names and `username.service` names.
 //! - [`record`]: signed, expiring, sequence-numbered records and their wire format.
+//! - [`relay`]: choosing a circuit's relays for health, RTT and diversity, saying why.
 //! - [`registry`]: the local registry of records, its merge rules, bounds and file format.
 //! - [`node`]: the node state machine that ties sessions, services and streams together.
 //! - [`pins`]: keys pinned on first use for peers dialed by address.
@@ -51,6 +52,7 @@ pub mod node;
 pub mod pins;
 pub mod record;
 pub mod registry;
+pub mod relay;
 pub mod resolve;
 pub mod service;
 pub mod session;
