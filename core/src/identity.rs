@@ -48,6 +48,14 @@ impl Identity {
         self.public_key().node_id()
     }
 
+    /// X25519 agreement with `their` Montgomery public key, using this key's Ed25519 scalar (the
+    /// standard Ed25519-to-X25519 mapping). `None` for a low-order point (an all-zero secret).
+    pub(crate) fn x25519_agree(&self, their: [u8; 32]) -> Option<[u8; 32]> {
+        let shared =
+            curve25519_dalek::MontgomeryPoint(their).mul_clamped(self.key.to_scalar_bytes());
+        (shared.0 != [0; 32]).then_some(shared.0)
+    }
+
     /// Signs `message` with the node's key.
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
@@ -93,6 +101,11 @@ impl PublicKey {
         self.0
             .verify_strict(message, &Signature::from_bytes(signature))
             .is_ok()
+    }
+
+    /// The key mapped to X25519 (Montgomery form), for encrypting to its owner.
+    pub(crate) fn x25519(&self) -> [u8; 32] {
+        self.0.to_montgomery().0
     }
 
     /// Lowercase hex, for display.

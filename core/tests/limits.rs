@@ -366,7 +366,7 @@ fn datagrams_of_no_known_kind_are_dropped_and_counted() {
     let mut net = pair(28, |_| {});
     let now = net.now;
     let from: SocketAddr = "[fd6e::1]:5000".parse().unwrap();
-    for first in [0x00u8, 0x10, 0x3f] {
+    for first in [0x00u8, 0x20, 0x3f] {
         net.hosts[1]
             .node
             .handle_datagram(now, from, None, None, [first; 64].as_slice().into());
@@ -375,4 +375,12 @@ fn datagrams_of_no_known_kind_are_dropped_and_counted() {
         .node
         .handle_datagram(now, from, None, None, [].as_slice().into());
     assert_eq!(net.hosts[1].node.status().counters.datagrams_dropped, 4);
+    // In the relay header's range: a label nobody handed out, and a reserved kind.
+    for d in [[0x10u8, 0, 0, 0, 9], [0x13, 0, 0, 0, 9]] {
+        net.hosts[1]
+            .node
+            .handle_datagram(now, from, None, None, d.as_slice().into());
+    }
+    let c = net.hosts[1].node.status().counters;
+    assert_eq!((c.relay_unknown_label, c.relay_malformed), (1, 1));
 }

@@ -8,8 +8,10 @@
 //!
 //! - [`net`]: the event loop and the network model.
 //! - [`scenario`]: the scenarios and what they measure.
+//! - [`path_quality`]: relay path selection at scale, against the fastest and random paths.
 //! - [`report`]: markdown and SVG output.
 
 pub mod net;
+pub mod path_quality;
 pub mod report;
 pub mod scenario;

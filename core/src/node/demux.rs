@@ -11,6 +11,8 @@ pub(super) enum DatagramClass {
     Quic,
     /// A signed DHT datagram.
     Dht,
+    /// A relay datagram (circuit data or a probe).
+    Relay,
     /// Nothing VX6 speaks (empty, or an unassigned tag): dropped and counted.
     Unknown,
 }
@@ -19,6 +21,7 @@ pub(super) fn classify(datagram: &[u8]) -> DatagramClass {
     match datagram.first() {
         Some(b) if b & 0x40 != 0 => DatagramClass::Quic,
         Some(&DHT_TAG) => DatagramClass::Dht,
+        Some(b) if crate::relay::header::is_relay(*b) => DatagramClass::Relay,
         _ => DatagramClass::Unknown,
     }
 }
@@ -35,6 +38,8 @@ mod tests {
                 DatagramClass::Quic
             } else if b == DHT_TAG {
                 DatagramClass::Dht
+            } else if b & 0xf0 == 0x10 {
+                DatagramClass::Relay
             } else {
                 DatagramClass::Unknown
             };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use quinn_proto::Transmit;
 
 use super::stream::{Phase, ServiceStream};
-use super::{Dial, Event, Node, SessionId, StreamHandle, resolver};
+use super::{Dial, Event, Node, Route, SessionId, StreamHandle, resolver};
 use crate::dht::datagram::{self, ANYONE};
 use crate::dht::message::{Body, DHT_VERSION, MAX_DIGEST, Message, Request, Response};
 use crate::dht::{Contact, LookupId, LookupResult, Purpose};
@@ -258,6 +258,14 @@ impl Node {
             username: &p.username,
             addresses: p.addresses.clone(),
             services: self.services.iter().map(|(s, _)| s.clone()).collect(),
+            relay: self
+                .circuits
+                .config
+                .enabled
+                .then(|| crate::record::RelayCapability {
+                    max_circuits: self.circuits.config.limits.max_circuits,
+                    operator: self.circuits.config.operator.clone(),
+                }),
         }
         .sign(self.discovery.unix, OWN_RECORD_LIFETIME_SECS);
         self.publish(now, &signed);
@@ -299,6 +307,17 @@ impl Node {
         target: Target,
         transport: Transport,
     ) -> StreamHandle {
+        self.open_stream_by_name_routed(now, target, transport, Route::Direct)
+    }
+
+    /// As [`Node::open_stream_by_name`], reaching the owner by `route`.
+    pub fn open_stream_by_name_routed(
+        &mut self,
+        now: Instant,
+        target: Target,
+        transport: Transport,
+        route: Route,
+    ) -> StreamHandle {
         let service: ServiceName = target.name.service.clone();
         let mut st = ServiceStream::client(SessionId(0), service);
         st.phase = Phase::AwaitResolve;
@@ -306,7 +325,7 @@ impl Node {
             Ok(handle) => handle,
             Err(refused) => return refused,
         };
-        let waiter = Some((handle, transport));
+        let waiter = Some((handle, transport, route));
         self.resolver.start(now, target, waiter, &mut self.dht);
         self.drain_resolver(now);
         self.drain_dht(now);
@@ -334,8 +353,8 @@ impl Node {
                         name: target.to_string(),
                         result: answer.clone(),
                     });
-                    for (handle, transport) in waiting {
-                        self.resolved_stream(now, handle, transport, &target, &answer);
+                    for (handle, transport, route) in waiting {
+                        self.resolved_stream(now, handle, transport, route, &target, &answer);
                     }
                 }
             }
@@ -348,13 +367,19 @@ impl Node {
         now: Instant,
         handle: StreamHandle,
         transport: Transport,
+        route: Route,
         target: &Target,
         answer: &resolver::Answer,
     ) {
+        // A relay path reaches the owner's QUIC address whatever the forward's transport.
+        let wanted = match route {
+            Route::Relay { .. } => Transport::Quic,
+            _ => transport,
+        };
         let found = match answer {
             Ok((node, addrs)) => addrs
                 .iter()
-                .find(|a| a.transport == transport)
+                .find(|a| a.transport == wanted)
                 .map(|a| (*node, a.addr))
                 .ok_or_else(|| {
                     Failure::new(
@@ -368,10 +393,10 @@ impl Node {
             Ok((node, addr)) => {
                 let dial = Dial {
                     addr,
-                    transport,
+                    transport: wanted,
                     expected: Some(node),
                 };
-                self.attach(now, handle, &dial);
+                self.route_stream(now, handle, &dial, route);
             }
             Err(failure) => {
                 self.forget(handle);
@@ -384,6 +409,8 @@ impl Node {
     }
 
     fn on_lookup(&mut self, now: Instant, result: LookupResult) {
+        // Verified records name keys (to seal circuit layers to) and relays.
+        self.learn_records(now, &result.records);
         if let Some(records) = self.discovery.publishing.remove(&result.id) {
             self.events.push_back(Event::Published {
                 key: result.target,

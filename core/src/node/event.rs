@@ -136,3 +136,16 @@ pub enum Event {
         failure: Failure,
     },
 }
+
+impl Event {
+    /// The stream this event is about, if any.
+    pub fn stream(&self) -> Option<StreamHandle> {
+        match self {
+            Event::ConnectTarget { stream, .. } | Event::StreamFailed { stream, .. } => {
+                Some(*stream)
+            }
+            Event::StreamReadable(s) | Event::StreamWritable(s) => Some(*s),
+            _ => None,
+        }
+    }
+}

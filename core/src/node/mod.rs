@@ -8,6 +8,7 @@
 //! `poll_transmit` (UDP datagrams), `poll_tcp_transmit` per TCP session (bytes for its socket),
 //! then `poll_timeout` (when to call `handle_timeout`).
 
+mod circuits;
 mod demux;
 mod discovery;
 mod event;
@@ -29,6 +30,10 @@ use bytes::{Buf, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, Transmit};
 use rustls::crypto::CryptoProvider;
 
+pub use circuits::{
+    ACTIVE_PROBE_EVERY, AUTO_DEADLINE, CircuitRole, CircuitStatus, DEAD_AFTER, DEFAULT_HOPS,
+    RelayConfig, Route, is_virtual,
+};
 pub use discovery::{MAINTENANCE_INTERVAL, OWN_RECORD_LIFETIME_SECS, REPUBLISH_INTERVAL};
 pub use event::{Event, SessionId, StreamHandle};
 pub use limits::NodeLimits;
@@ -110,6 +115,8 @@ pub struct NodeConfig {
     pub limits: NodeLimits,
     /// DHT settings.
     pub dht: crate::dht::DhtConfig,
+    /// Whether (and within which limits) the node relays circuits for others.
+    pub relay: RelayConfig,
 }
 
 impl NodeConfig {
@@ -126,6 +133,7 @@ impl NodeConfig {
             mux: MuxConfig::default(),
             limits: NodeLimits::default(),
             dht: crate::dht::DhtConfig::default(),
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -176,6 +184,7 @@ pub struct Node {
     identity: Identity,
     dht: crate::dht::Dht,
     discovery: discovery::State,
+    circuits: circuits::Circuits,
 }
 
 impl Node {
@@ -221,6 +230,7 @@ impl Node {
             dht: crate::dht::Dht::new(config.identity.node_id(), config.dht),
             identity: config.identity,
             discovery: discovery::State::default(),
+            circuits: circuits::Circuits::new(now, config.seed, config.relay),
         })
     }
 
@@ -251,7 +261,19 @@ impl Node {
 
     /// Next event for the runtime.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        // Circuit streams are the node's own: their events are acted on here, never shown.
+        while let Some(ev) = self.events.pop_front() {
+            match ev.stream() {
+                Some(h) if self.circuits.owns(h) => {
+                    if let Event::StreamFailed { .. } = ev {
+                        let now = self.circuits.clock;
+                        self.circuit_stream_ended(now, h);
+                    }
+                }
+                _ => return Some(ev),
+            }
+        }
+        None
     }
 
     fn new_session_id(&mut self) -> SessionId {
@@ -706,10 +728,13 @@ impl Node {
                 continue;
             };
             st.phase = Phase::AwaitResponse;
-            st.header_out = OpenRequest {
-                service: st.service.clone().expect("client streams name a service"),
-            }
-            .encode();
+            st.header_out = match st.circuit_request.take() {
+                Some(request) => request,
+                None => OpenRequest {
+                    service: st.service.clone().expect("client streams name a service"),
+                }
+                .encode(),
+            };
             if st.retried
                 && let Some(replay) = &st.replay
             {
@@ -737,8 +762,13 @@ impl Node {
         ecn: Option<EcnCodepoint>,
         data: BytesMut,
     ) {
+        self.circuits.clock = now;
         match demux::classify(&data) {
             DatagramClass::Quic => {}
+            DatagramClass::Relay => {
+                self.handle_relay_datagram(now, remote, ecn, data);
+                return;
+            }
             DatagramClass::Dht => {
                 // Before the signature check: that check is what a flood would make us pay.
                 if self.dht_rate.allow(now, remote) {
@@ -753,6 +783,18 @@ impl Node {
                 return;
             }
         }
+        self.handle_quic_datagram(now, remote, local_ip, ecn, data);
+    }
+
+    /// A QUIC packet, from a real address or (unwrapped from a circuit) a virtual one.
+    fn handle_quic_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
         let mut buf = Vec::new();
         match self
             .endpoint
@@ -957,6 +999,24 @@ impl Node {
         max_segments: usize,
         buf: &mut Vec<u8>,
     ) -> Option<Transmit> {
+        loop {
+            let t = self.next_transmit(now, max_segments, buf)?;
+            if !circuits::is_virtual(&t.destination) {
+                return Some(t);
+            }
+            // For a link: out on its circuit, or held (or lost) until one is up.
+            if let Some(t) = self.wrap_virtual(t, buf) {
+                return Some(t);
+            }
+        }
+    }
+
+    fn next_transmit(
+        &mut self,
+        now: Instant,
+        max_segments: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
         if let Some((t, bytes)) = self.responses.pop_front() {
             buf.clear();
             buf.extend_from_slice(&bytes);
@@ -1117,6 +1177,7 @@ impl Node {
 
     /// Timers fired.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.circuits_timeout(now);
         let timeout = self.limits.handshake_timeout;
         for sid in self.handshakes.expired(now, timeout) {
             self.counters.handshakes_timed_out += 1;
@@ -1166,6 +1227,7 @@ impl Node {
             self.streams.next_request_deadline(),
             self.handshakes.next_deadline(timeout),
             self.dialing.next_deadline(timeout),
+            self.circuits_next_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -1192,6 +1254,7 @@ impl Node {
 
     /// Processes everything a session has to say after an input touched it.
     fn drive(&mut self, now: Instant, sid: SessionId) {
+        self.circuits.clock = now;
         self.drive_events(now, sid);
         // Whatever the session did may have moved its timer.
         self.sessions.refresh(sid);
@@ -1315,6 +1378,7 @@ impl Node {
             return;
         };
         let peer = key.node_id();
+        self.circuits.learn_key(key);
         if let Some(Dial {
             expected: Some(want),
             ..
@@ -1391,9 +1455,12 @@ impl Node {
                 let Some(handle) = self.streams.by_transport(sid, id) else {
                     return;
                 };
+                let circuit = self.circuits.owns(handle);
                 match self.streams.get(&handle).map(|s| s.phase) {
                     Some(Phase::ReadRequest) => self.read_request(now, handle),
+                    Some(Phase::AwaitResponse) if circuit => self.read_circuit_reply(now, handle),
                     Some(Phase::AwaitResponse) => self.read_response(now, handle),
+                    Some(Phase::Open) if circuit => self.drain_circuit_stream(now, handle),
                     Some(Phase::Open) => self.events.push_back(Event::StreamReadable(handle)),
                     _ => {}
                 }
@@ -1444,6 +1511,26 @@ impl Node {
             };
             let sid = st.session;
             let peer = self.sessions.get(&sid).and_then(|s| s.peer);
+            if st.inbuf.first() == Some(&crate::relay::control::CIRCUIT_STREAM_VERSION) {
+                self.read_circuit_create(now, handle);
+                if !alive
+                    && self
+                        .streams
+                        .get(&handle)
+                        .is_some_and(|s| s.phase == Phase::ReadRequest)
+                {
+                    self.forget(handle);
+                }
+                if alive
+                    && self
+                        .streams
+                        .get(&handle)
+                        .is_some_and(|s| s.phase == Phase::ReadRequest && s.inbuf.len() > before)
+                {
+                    continue;
+                }
+                return;
+            }
             match OpenRequest::decode(&st.inbuf) {
                 Ok(Some((req, used))) => {
                     st.inbuf.advance(used);
@@ -1689,8 +1776,15 @@ impl Node {
             }
             _ => failure,
         };
-        let handles: Vec<StreamHandle> = s.streams.iter().copied().collect();
+        let mut handles: Vec<StreamHandle> = s.streams.iter().copied().collect();
         let (peer, remote, is_tcp) = (s.peer, s.remote, matches!(s.kind, Kind::Tcp { .. }));
+        // `auto` streams still waiting for this direct session try a relay path instead.
+        let fallback: Vec<StreamHandle> = handles
+            .iter()
+            .copied()
+            .filter(|h| self.circuits.is_auto(h))
+            .collect();
+        handles.retain(|h| !fallback.contains(h));
         let outgoing = s.dial.is_some();
         if let Some(Dial {
             transport, addr, ..
@@ -1726,8 +1820,14 @@ impl Node {
             peer,
             remote,
             outgoing,
-            failure,
+            failure: failure.clone(),
         });
+        if !fallback.is_empty() {
+            self.auto_fallback(_now, &fallback, Some(&failure));
+        }
+        if circuits::is_virtual(&remote) {
+            self.virtual_session_down(_now, remote);
+        }
     }
 
     /// A snapshot for status output.
@@ -1772,6 +1872,8 @@ impl Node {
                 })
                 .collect(),
             streams: self.streams.len(),
+            circuits: self.circuit_status(),
+            relays_known: self.circuits.directory.len(),
             handshakes_in_flight: self.handshakes.len(),
             counters: self.counters,
         }

@@ -15,6 +15,9 @@ use crate::pins::Pins;
 use crate::record::{NodeAddress, Record, Transport, name_key};
 use crate::resolve::{Resolved, Target, choose};
 
+/// A stream waiting for a resolution: how it then dials.
+pub(super) type Waiter = (StreamHandle, Transport, super::Route);
+
 /// What a resolution gives: the node and where it accepts sessions.
 pub(super) type Answer = Result<(NodeId, Vec<NodeAddress>), Failure>;
 
@@ -38,7 +41,7 @@ pub(super) enum Output {
         id: u64,
         target: Target,
         answer: Answer,
-        waiting: Vec<(StreamHandle, Transport)>,
+        waiting: Vec<Waiter>,
     },
     /// A name resolved for the first time was pinned (persist it).
     Pinned { username: Username, node: NodeId },
@@ -51,7 +54,7 @@ pub(super) struct Resolver {
     resolutions: BTreeMap<LookupId, Resolution>,
     next_id: u64,
     /// Streams waiting for a resolution, with their transport.
-    waiting: BTreeMap<u64, Vec<(StreamHandle, Transport)>>,
+    waiting: BTreeMap<u64, Vec<Waiter>>,
     out: VecDeque<Output>,
 }
 
@@ -62,7 +65,7 @@ impl Resolver {
         &mut self,
         now: Instant,
         target: Target,
-        waiter: Option<(StreamHandle, Transport)>,
+        waiter: Option<Waiter>,
         dht: &mut Dht,
     ) -> u64 {
         self.next_id += 1;

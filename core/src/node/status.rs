@@ -62,6 +62,30 @@ pub struct Counters {
     pub dht_rate_limited: u64,
     /// Datagrams dropped: an unknown kind arrived, or the send queue was full.
     pub datagrams_dropped: u64,
+    /// Circuits this node built that came up.
+    pub circuits_built: u64,
+    /// Circuits this node built (or relayed) that failed: refused, or silent too long.
+    pub circuits_failed: u64,
+    /// Circuit setups this node refused (at a limit, rate-limited, malformed, not a relay).
+    pub circuits_refused: u64,
+    /// Circuits this node relays that came up.
+    pub circuits_relayed: u64,
+    /// Circuits that ended at this node (it owns the service).
+    pub circuits_ended_here: u64,
+    /// Relayed circuits torn down after their idle expiry.
+    pub circuits_expired: u64,
+    /// Times a link moved its datagrams to its standby circuit.
+    pub circuit_failovers: u64,
+    /// `auto` streams that moved to a relay path.
+    pub auto_fallbacks: u64,
+    /// Relay datagrams forwarded.
+    pub relay_forwarded: u64,
+    /// Relay datagrams dropped: malformed.
+    pub relay_malformed: u64,
+    /// Relay datagrams dropped: no circuit has their label.
+    pub relay_unknown_label: u64,
+    /// Relay datagrams dropped: their label is bound to another address.
+    pub relay_wrong_source: u64,
 }
 
 /// The whole snapshot.
@@ -73,6 +97,10 @@ pub struct NodeStatus {
     pub sessions: Vec<SessionStatus>,
     /// Service streams open.
     pub streams: usize,
+    /// Circuits this node builds, relays or ends.
+    pub circuits: Vec<super::CircuitStatus>,
+    /// Relays in the directory.
+    pub relays_known: usize,
     /// Incoming sessions in their handshake.
     pub handshakes_in_flight: usize,
     /// Counters.

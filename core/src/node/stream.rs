@@ -56,12 +56,21 @@ pub(super) struct ServiceStream {
     pub request_due: Option<Instant>,
     /// The code the peer reset the stream with, while its opening exchange ran.
     pub reset_code: Option<u32>,
+    /// A circuit stream (the node's own): the request it opens with.
+    pub circuit_request: Option<Vec<u8>>,
 }
 
 impl ServiceStream {
     pub fn client(session: SessionId, service: ServiceName) -> Self {
         let mut s = Self::new(session, None, Some(service), Phase::AwaitSession);
         s.replay = Some(Vec::new());
+        s
+    }
+
+    /// A circuit stream this node opens towards the next hop, with its request.
+    pub fn circuit(request: Vec<u8>) -> Self {
+        let mut s = Self::new(SessionId(0), None, None, Phase::AwaitSession);
+        s.circuit_request = Some(request);
         s
     }
 
@@ -94,6 +103,7 @@ impl ServiceStream {
             incoming: false,
             request_due: None,
             reset_code: None,
+            circuit_request: None,
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct OwnRecords<'a> {
     pub addresses: Vec<NodeAddress>,
     /// The services it offers, by name only.
     pub services: Vec<ServiceName>,
+    /// Its offer to relay, if it makes one.
+    pub relay: Option<super::RelayCapability>,
 }
 
 impl OwnRecords<'_> {
@@ -27,7 +29,7 @@ impl OwnRecords<'_> {
                 seq: unix_now,
                 expires_at,
                 addresses: self.addresses.clone(),
-                relay: None,
+                relay: self.relay.clone(),
             })
         });
         let services = self.services.iter().map(|service| {

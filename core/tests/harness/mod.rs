@@ -93,6 +93,10 @@ pub struct Net {
     /// (host, session) ↔ (host, session) for TCP sessions.
     tcp_links: BTreeMap<(usize, SessionId), (usize, SessionId)>,
     pub udp_dropped: u64,
+    /// Hosts whose datagrams vanish both ways (a dead or unplugged machine).
+    pub down: std::collections::BTreeSet<usize>,
+    /// Host pairs between which datagrams vanish (a blackholed route), either way.
+    pub cut: std::collections::BTreeSet<(usize, usize)>,
     /// Applied to every node's configuration before it starts.
     pub configure: fn(&mut NodeConfig),
     /// Bytes one TCP connection may have in flight in each direction (the socket's send
@@ -146,6 +150,8 @@ impl Net {
             mtu: 1500,
             tcp_links: BTreeMap::new(),
             udp_dropped: 0,
+            down: Default::default(),
+            cut: Default::default(),
             configure: |_| {},
             tcp_buffer: usize::MAX,
             tcp_out: BTreeMap::new(),
@@ -248,6 +254,40 @@ impl Net {
         let h = host
             .node
             .open_stream(now, &dial, service.parse::<ServiceName>().unwrap());
+        host.apps.insert(
+            h,
+            App {
+                to_send: data,
+                ..App::default()
+            },
+        );
+        h
+    }
+
+    /// As [`Net::open`], by `route`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_routed(
+        &mut self,
+        from: usize,
+        to: usize,
+        expected: Option<NodeId>,
+        service: &str,
+        data: Vec<u8>,
+        route: vx6_core::node::Route,
+    ) -> StreamHandle {
+        let dial = Dial {
+            addr: self.hosts[to].addr,
+            transport: Transport::Quic,
+            expected,
+        };
+        let now = self.now;
+        let host = &mut self.hosts[from];
+        let h = host.node.open_stream_routed(
+            now,
+            &dial,
+            service.parse::<ServiceName>().unwrap(),
+            route,
+        );
         host.apps.insert(
             h,
             App {
@@ -378,6 +418,14 @@ impl Net {
                     continue;
                 }
                 if let Some(to) = self.host_by_addr(t.destination) {
+                    if self.down.contains(&i)
+                        || self.down.contains(&to)
+                        || self.cut.contains(&(i, to))
+                        || self.cut.contains(&(to, i))
+                    {
+                        self.udp_dropped += 1;
+                        continue;
+                    }
                     self.push(
                         to,
                         PacketKind::Udp {

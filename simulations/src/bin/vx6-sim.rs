@@ -2,11 +2,13 @@
 //!
 //!   vx6-sim --nodes 100000 --out sim-report     # the whole suite at one size
 //!   vx6-sim --nodes 1000 --scenario steady       # one scenario
+//!   vx6-sim --nodes 10000 --scenario relay-paths # relay path selection against the optimum
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use vx6_simulations::path_quality::{self, PathParams};
 use vx6_simulations::report;
 use vx6_simulations::scenario::{Outcome, Params, run_churn, run_lookups, run_suite};
 
@@ -23,8 +25,10 @@ struct Args {
     /// Lookups measured per scenario.
     #[arg(long, default_value_t = 1000)]
     lookups: usize,
-    /// What to run: suite (everything, on two bootstraps), steady, dead, adversarial (20%
-    /// colluding), hostile (10% adversarial: 5% drop every request, 5% collude), churn.
+    /// What to run: suite (every DHT scenario, on two bootstraps), steady, dead, adversarial
+    /// (20% colluding), hostile (10% adversarial: 5% drop every request, 5% collude), churn;
+    /// or relay-paths (relay path selection against the fastest and random paths; not in the
+    /// suite).
     #[arg(long)]
     scenario: Option<String>,
     /// Disjoint paths of ordinary lookups in the adversarial and hostile scenarios.
@@ -39,6 +43,12 @@ struct Args {
     /// Leave the colluding-adversary part out of the suite (it costs more than the rest).
     #[arg(long)]
     no_adversaries: bool,
+    /// (client, owner) pairs of the relay-paths scenario.
+    #[arg(long, default_value_t = 1000)]
+    trials: usize,
+    /// Relays each client knows in the relay-paths scenario (0: all of them).
+    #[arg(long, default_value_t = 256)]
+    candidates: usize,
     /// Directory for report.md and the SVG plots.
     #[arg(long, default_value = "sim-report")]
     out: PathBuf,
@@ -62,6 +72,9 @@ fn main() -> Result<()> {
         ..Params::new(a.nodes, a.seed)
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if a.scenario.as_deref() == Some("relay-paths") {
+        return relay_paths(&a, &args);
+    }
     let mut md = format!(
         "## DHT simulation, {} nodes, seed {}\n\nCommand: `cargo run --release -p vx6-simulations --bin vx6-sim -- {}`\n\n",
         a.nodes,
@@ -100,7 +113,7 @@ fn main() -> Result<()> {
         Some("churn") => vec![run_churn("publish and resolve under churn", &base, 10)],
         Some(other) => {
             anyhow::bail!(
-                "unknown scenario {other:?} (suite, steady, dead, adversarial, hostile, churn)"
+                "unknown scenario {other:?} (suite, steady, dead, adversarial, hostile, churn, relay-paths)"
             )
         }
     };
@@ -118,5 +131,38 @@ fn main() -> Result<()> {
     }
     std::fs::write(a.out.join("report.md"), &md)?;
     print!("{md}");
+    Ok(())
+}
+
+fn relay_paths(a: &Args, args: &[String]) -> Result<()> {
+    let p = PathParams {
+        trials: a.trials,
+        candidates: if a.candidates == 0 {
+            usize::MAX
+        } else {
+            a.candidates
+        },
+        ..PathParams::new(a.nodes, a.seed)
+    };
+    #[allow(clippy::disallowed_methods)] // wall-clock cost of the run, for the report only
+    let started = std::time::Instant::now();
+    let r = path_quality::run(&p);
+    let wall = started.elapsed().as_secs_f64();
+    let mut md = format!(
+        "## Relay path simulation, {} nodes, seed {}\n\nCommand: `cargo run --release -p vx6-simulations --bin vx6-sim -- {}`\n\n",
+        a.nodes,
+        a.seed,
+        args.join(" ")
+    );
+    md.push_str(&report::path_quality_markdown(&r));
+    let f = report::path_quality_plot(&r, &a.out)?;
+    md.push_str(&format!("![{f}]({f})\n\nRun time {wall:.1} s wall.\n"));
+    std::fs::write(a.out.join("report.md"), &md)?;
+    print!("{md}");
+    anyhow::ensure!(
+        r.violations.is_empty(),
+        "{} rule violation(s) in path selection",
+        r.violations.len()
+    );
     Ok(())
 }

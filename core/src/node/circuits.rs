@@ -1,0 +1,1791 @@
+//! Circuits as the node runs them (DESIGN.md §6): the client's links (one end-to-end QUIC
+//! connection carried by an active and a standby circuit behind one stable virtual address),
+//! the hops this node relays, and the circuit ends it owns.
+//!
+//! A hop's setup runs on a stream of the session between neighbours and lives as long as that
+//! stream; the node itself reads and writes those streams (the runtime never sees them: their
+//! events are taken out in [`Node::poll_event`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use quinn_proto::Transmit;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use super::stream::{Phase, ServiceStream};
+use super::{Dial, Event, Node, SessionId, StreamHandle};
+use crate::failure::{Cause, Failure};
+use crate::identity::{NodeId, PublicKey};
+use crate::record::Transport;
+use crate::relay::control::{Create, FlowId, Instruction, Refusal, RelayLimits, Reply};
+use crate::relay::directory::Directory;
+use crate::relay::header::{self, HEADER_LEN, Kind as Datagram, Label, PROBE_ACTIVE};
+use crate::relay::onion::{self, PathHop};
+use crate::relay::table::{DropReason, LabelTable, Target, Verdict};
+use crate::relay::{Constraints, SelectError, Selection, select};
+use crate::session::StreamRead;
+
+/// How a client stream reaches its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Route {
+    /// A session straight to the owner.
+    Direct,
+    /// Through a circuit of `hops` relays.
+    Relay {
+        /// Relays on the circuit.
+        hops: u8,
+    },
+    /// Direct when a direct session comes up within [`AUTO_DEADLINE`], else relayed; direct
+    /// is preferred whenever it works.
+    #[default]
+    Auto,
+}
+
+/// Relays on a circuit unless told otherwise.
+pub const DEFAULT_HOPS: u8 = 2;
+/// How long `auto` waits for a direct session before it moves a stream to a relay path.
+pub const AUTO_DEADLINE: Duration = Duration::from_secs(3);
+/// Probe interval on a link's active circuit.
+pub const ACTIVE_PROBE_EVERY: Duration = Duration::from_millis(150);
+/// Probe interval on a standby circuit.
+pub const STANDBY_PROBE_EVERY: Duration = Duration::from_secs(1);
+/// An active circuit that has answered nothing for this long has failed: datagrams move to the
+/// standby.
+pub const DEAD_AFTER: Duration = Duration::from_millis(500);
+/// A standby that has answered nothing for this long is replaced.
+const STANDBY_DEAD_AFTER: Duration = Duration::from_secs(4);
+/// Datagrams a link holds while its first circuit is being built.
+const MAX_QUEUED: usize = 64;
+/// Circuit builds one link may start per [`BUILD_WINDOW`], so a broken network does not make
+/// a link spin.
+const MAX_BUILDS: u32 = 6;
+const BUILD_WINDOW: Duration = Duration::from_secs(10);
+/// How long a link avoids the relays of a circuit that failed.
+const AVOID_FOR: Duration = Duration::from_secs(60);
+/// How often relays look for idle circuits.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Directory probes sent per timer tick at most.
+const PROBES_PER_TICK: usize = 8;
+/// The /64 virtual addresses come from: a ULA prefix no VX6 node listens on.
+const VIRTUAL_PREFIX: [u16; 4] = [0xfd76, 0x7836, 0x7669, 0x7274];
+
+/// Whether `addr` is one of the virtual addresses behind which links hide their circuits.
+pub fn is_virtual(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V6(ip) => ip.segments()[..4] == VIRTUAL_PREFIX,
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// Where a circuit is in its life, as status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitRole {
+    /// This node built it, to reach an owner.
+    Client,
+    /// This node relays it.
+    Relay,
+    /// It ends at this node (this node owns the service).
+    Owner,
+}
+
+/// One circuit, for status output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitStatus {
+    /// This node's part in it.
+    pub role: CircuitRole,
+    /// Client: the owner it leads to.
+    pub owner: Option<NodeId>,
+    /// Client: its relays, nearest first. Relay: the previous and next node.
+    pub path: Vec<NodeId>,
+    /// Client: set up and carrying or ready to carry datagrams.
+    pub ready: bool,
+    /// Client: carries the link's datagrams now (else it is the standby). Owner: replies go
+    /// out on it.
+    pub active: bool,
+    /// Client: smoothed probe RTT through the whole circuit.
+    pub rtt: Option<Duration>,
+    /// Client: probes sent and answered.
+    pub probes_sent: u64,
+    /// Probes answered.
+    pub probes_answered: u64,
+    /// Datagrams and bytes switched or received on it.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Relays' limits as their replies stated them.
+    pub limits: Vec<RelayLimits>,
+}
+
+/// A relay's share of the node, as its configuration sets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Whether this node relays for others (and says so in its node record).
+    pub enabled: bool,
+    /// Its limits (stated in every reply).
+    pub limits: RelayLimits,
+    /// Who runs it, declared in its node record so paths avoid two relays of one operator.
+    pub operator: Option<crate::names::OperatorName>,
+}
+
+struct Probe {
+    next_at: Instant,
+    outstanding: Option<(u64, Instant)>,
+    last_heard: Instant,
+    rtt: Option<Duration>,
+    sent: u64,
+    answered: u64,
+}
+
+enum Circuit {
+    Client {
+        link: u64,
+        stream: StreamHandle,
+        first: SocketAddr,
+        path: Vec<NodeId>,
+        back_in: Label,
+        out: Option<Label>,
+        limits: Vec<RelayLimits>,
+        probe: Probe,
+    },
+    Relay {
+        up: StreamHandle,
+        down: StreamHandle,
+        prev: (NodeId, SocketAddr),
+        next: (NodeId, SocketAddr),
+        back_in: Label,
+        fwd_in: Option<Label>,
+        limits: Vec<RelayLimits>,
+    },
+    Owner {
+        link: u64,
+        stream: StreamHandle,
+        peer: NodeId,
+        prev: SocketAddr,
+        out: Label,
+        fwd_in: Label,
+    },
+}
+
+impl Circuit {
+    fn streams(&self) -> Vec<StreamHandle> {
+        match self {
+            Circuit::Client { stream, .. } | Circuit::Owner { stream, .. } => vec![*stream],
+            Circuit::Relay { up, down, .. } => vec![*up, *down],
+        }
+    }
+
+    fn labels(&self) -> Vec<Label> {
+        match self {
+            Circuit::Client { back_in, .. } => vec![*back_in],
+            Circuit::Relay {
+                back_in, fwd_in, ..
+            } => std::iter::once(*back_in).chain(*fwd_in).collect(),
+            Circuit::Owner { fwd_in, .. } => vec![*fwd_in],
+        }
+    }
+}
+
+/// A client's end-to-end connection to one owner over circuits.
+struct ClientLink {
+    owner: NodeId,
+    owner_key: PublicKey,
+    owner_addr: SocketAddr,
+    hops: usize,
+    flow: FlowId,
+    vaddr: SocketAddr,
+    circuits: Vec<u64>,
+    active: Option<u64>,
+    queued: VecDeque<Vec<u8>>,
+    builds: VecDeque<Instant>,
+    /// Why the last build attempt failed, for the streams that fail if none succeeds.
+    last_failure: Option<Failure>,
+    last_selection: Option<Selection>,
+    /// Relays of circuits that failed lately, avoided while others will do.
+    avoid: BTreeMap<NodeId, Instant>,
+}
+
+/// An owner's side of a client's end-to-end connection.
+struct OwnerLink {
+    flow: FlowId,
+    vaddr: SocketAddr,
+    circuits: BTreeSet<u64>,
+    send: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+enum VirtualEnd {
+    Client(u64),
+    Owner(u64),
+}
+
+/// Counters of the circuit layer (also in [`super::Counters`]).
+pub(super) struct Circuits {
+    pub config: RelayConfig,
+    pub labels: LabelTable,
+    pub directory: Directory,
+    rng: ChaCha20Rng,
+    next_key: u64,
+    circuits: BTreeMap<u64, Circuit>,
+    by_stream: HashMap<StreamHandle, u64>,
+    client_links: BTreeMap<u64, ClientLink>,
+    by_owner: HashMap<NodeId, u64>,
+    owner_links: BTreeMap<u64, OwnerLink>,
+    by_flow: HashMap<FlowId, u64>,
+    by_vaddr: HashMap<SocketAddr, VirtualEnd>,
+    next_vaddr: u64,
+    relayed_by_peer: HashMap<NodeId, u32>,
+    relayed: u32,
+    setup_rate: super::rate::PrefixBuckets,
+    probe_rate: super::rate::PrefixBuckets,
+    probe_nonce: u64,
+    next_sweep: Option<Instant>,
+    /// Streams whose `auto` route moves them to a relay path at the instant, if still waiting.
+    auto: BTreeMap<StreamHandle, (Instant, NodeId, SocketAddr, u8)>,
+    /// Keys of nodes met (sessions, records), for sealing onion layers to owners.
+    keys: HashMap<NodeId, PublicKey>,
+    /// The last input's clock reading, for work done while events are drained.
+    pub clock: Instant,
+}
+
+/// Most node keys remembered for circuit setup.
+const MAX_KEYS: usize = 4096;
+
+impl Circuits {
+    pub fn new(now: Instant, seed: [u8; 32], config: RelayConfig) -> Self {
+        let mut seed = blake3::derive_key("vx6 circuits rng v1", &seed);
+        let rng = ChaCha20Rng::from_seed(seed);
+        seed.fill(0);
+        let per_second = config.limits.setups_per_second.max(1);
+        Self {
+            config,
+            labels: LabelTable::default(),
+            directory: Directory::default(),
+            rng,
+            next_key: 1,
+            circuits: BTreeMap::new(),
+            by_stream: HashMap::new(),
+            client_links: BTreeMap::new(),
+            by_owner: HashMap::new(),
+            owner_links: BTreeMap::new(),
+            by_flow: HashMap::new(),
+            by_vaddr: HashMap::new(),
+            next_vaddr: 1,
+            relayed_by_peer: HashMap::new(),
+            relayed: 0,
+            setup_rate: super::rate::PrefixBuckets::new(
+                super::rate::RateLimit {
+                    per_second,
+                    burst: per_second * 2,
+                    max_prefixes: 4096,
+                },
+                now,
+            ),
+            probe_rate: super::rate::PrefixBuckets::new(
+                super::rate::RateLimit {
+                    per_second: 20,
+                    burst: 40,
+                    max_prefixes: 4096,
+                },
+                now,
+            ),
+            probe_nonce: 0,
+            next_sweep: None,
+            auto: BTreeMap::new(),
+            keys: HashMap::new(),
+            clock: now,
+        }
+    }
+
+    fn key(&mut self) -> u64 {
+        let k = self.next_key;
+        self.next_key += 1;
+        k
+    }
+
+    fn vaddr(&mut self) -> SocketAddr {
+        let n = self.next_vaddr;
+        self.next_vaddr += 1;
+        let [a, b, c, d] = VIRTUAL_PREFIX;
+        let ip = Ipv6Addr::new(
+            a,
+            b,
+            c,
+            d,
+            (n >> 48) as u16,
+            (n >> 32) as u16,
+            (n >> 16) as u16,
+            n as u16,
+        );
+        SocketAddr::new(ip.into(), 1)
+    }
+
+    pub fn learn_key(&mut self, key: PublicKey) {
+        if self.keys.len() >= MAX_KEYS {
+            self.keys.clear();
+        }
+        self.keys.insert(key.node_id(), key);
+    }
+
+    /// Whether `handle` is a circuit stream (the node's own, never the runtime's).
+    pub fn owns(&self, handle: StreamHandle) -> bool {
+        self.by_stream.contains_key(&handle)
+    }
+
+    pub fn is_auto(&self, handle: &StreamHandle) -> bool {
+        self.auto.contains_key(handle)
+    }
+}
+
+impl Node {
+    // ---- client: links ----------------------------------------------------------------------
+
+    /// Opens a client stream to `service` on the owner `dial` names, by `route`. Relay paths
+    /// need the owner's node id, its QUIC address and its key (from a session or a record).
+    pub fn open_stream_routed(
+        &mut self,
+        now: Instant,
+        dial: &Dial,
+        service: crate::names::ServiceName,
+        route: Route,
+    ) -> StreamHandle {
+        self.circuits.clock = now;
+        match self.new_client_stream(ServiceStream::client(SessionId(0), service)) {
+            Ok(handle) => {
+                self.route_stream(now, handle, dial, route);
+                handle
+            }
+            Err(handle) => handle,
+        }
+    }
+
+    /// Puts a registered client stream on its way by `route`.
+    pub(super) fn route_stream(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        dial: &Dial,
+        route: Route,
+    ) {
+        let relay_ok = dial.transport == Transport::Quic || route == Route::Direct;
+        match (route, dial.expected) {
+            (Route::Direct, _) => self.attach(now, handle, dial),
+            // Relays carry QUIC only: an `auto` TCP forward stays direct.
+            (Route::Auto, _) if dial.transport == Transport::Tcp => self.attach(now, handle, dial),
+            (_, _) if !relay_ok => {
+                let failure = Failure::new(
+                    Cause::Unreachable,
+                    "relay paths run over QUIC; this forward uses TCP",
+                );
+                self.forget(handle);
+                self.events.push_back(Event::StreamFailed {
+                    stream: handle,
+                    failure,
+                });
+            }
+            (Route::Auto, None) => self.attach(now, handle, dial),
+            (_, None) => {
+                let failure = Failure::new(
+                    Cause::Unreachable,
+                    "a relay path needs the owner's node id (NODEID@ or a name)",
+                );
+                self.forget(handle);
+                self.events.push_back(Event::StreamFailed {
+                    stream: handle,
+                    failure,
+                });
+            }
+            (Route::Relay { hops }, Some(owner)) => {
+                self.attach_relayed(now, handle, owner, dial.addr, hops)
+            }
+            (Route::Auto, Some(owner)) => {
+                let direct_up = self
+                    .dials
+                    .get(&(dial.transport, dial.addr))
+                    .and_then(|sid| self.sessions.get(sid))
+                    .is_some_and(|s| s.established && !s.down);
+                let relayed_up = self
+                    .circuits
+                    .by_owner
+                    .get(&owner)
+                    .and_then(|l| self.circuits.client_links.get(l))
+                    .and_then(|l| self.dials.get(&(Transport::Quic, l.vaddr)))
+                    .and_then(|sid| self.sessions.get(sid))
+                    .is_some_and(|s| s.established && !s.down);
+                if relayed_up && !direct_up {
+                    // Direct has not worked lately; keep trying it for the next stream.
+                    self.attach_relayed(now, handle, owner, dial.addr, DEFAULT_HOPS);
+                    return;
+                }
+                if !direct_up {
+                    self.circuits.auto.insert(
+                        handle,
+                        (now + AUTO_DEADLINE, owner, dial.addr, DEFAULT_HOPS),
+                    );
+                }
+                self.attach(now, handle, dial);
+            }
+        }
+    }
+
+    /// Puts a client stream on the link to `owner`, creating the link (and its first circuit)
+    /// if there is none.
+    fn attach_relayed(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        owner: NodeId,
+        owner_addr: SocketAddr,
+        hops: u8,
+    ) {
+        self.circuits.auto.remove(&handle);
+        let vaddr = match self.client_link(now, owner, owner_addr, hops) {
+            Ok(vaddr) => vaddr,
+            Err(failure) => {
+                self.forget(handle);
+                self.events.push_back(Event::StreamFailed {
+                    stream: handle,
+                    failure,
+                });
+                return;
+            }
+        };
+        let dial = Dial {
+            addr: vaddr,
+            transport: Transport::Quic,
+            expected: Some(owner),
+        };
+        self.attach(now, handle, &dial);
+    }
+
+    /// The virtual address of the link to `owner`, building it if needed.
+    fn client_link(
+        &mut self,
+        now: Instant,
+        owner: NodeId,
+        owner_addr: SocketAddr,
+        hops: u8,
+    ) -> Result<SocketAddr, Failure> {
+        if let Some(link) = self
+            .circuits
+            .by_owner
+            .get(&owner)
+            .and_then(|l| self.circuits.client_links.get(l))
+        {
+            return Ok(link.vaddr);
+        }
+        let Some(owner_key) = self.circuits.keys.get(&owner).copied() else {
+            return Err(Failure::new(
+                Cause::Unreachable,
+                format!("the key of node {owner} is unknown (no record or session seen)"),
+            ));
+        };
+        let hops = usize::from(hops.clamp(1, crate::relay::control::MAX_HOPS as u8));
+        let mut flow = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut self.circuits.rng, &mut flow);
+        let vaddr = self.circuits.vaddr();
+        let key = self.circuits.key();
+        self.circuits.client_links.insert(
+            key,
+            ClientLink {
+                owner,
+                owner_key,
+                owner_addr,
+                hops,
+                flow: FlowId(flow),
+                vaddr,
+                circuits: Vec::new(),
+                active: None,
+                queued: VecDeque::new(),
+                builds: VecDeque::new(),
+                last_failure: None,
+                last_selection: None,
+                avoid: BTreeMap::new(),
+            },
+        );
+        self.circuits.by_owner.insert(owner, key);
+        self.circuits
+            .by_vaddr
+            .insert(vaddr, VirtualEnd::Client(key));
+        if let Err(failure) = self.build_circuit(now, key) {
+            self.drop_client_link(now, key);
+            return Err(failure);
+        }
+        Ok(vaddr)
+    }
+
+    /// Refreshes the relay directory from the records the DHT holds.
+    pub(super) fn refresh_directory(&mut self, now: Instant) {
+        let records: Vec<_> = self.dht.store().iter().cloned().collect();
+        for r in &records {
+            self.circuits.learn_key(*r.signer());
+            self.circuits.directory.learn(now, r);
+        }
+    }
+
+    /// Learns relays (and keys) from verified records the runtime holds, such as its registry.
+    pub fn learn_records<'a>(
+        &mut self,
+        now: Instant,
+        records: impl IntoIterator<Item = &'a crate::SignedRecord>,
+    ) {
+        for r in records {
+            self.circuits.learn_key(*r.signer());
+            self.circuits.directory.learn(now, r);
+        }
+    }
+
+    /// What path selection chooses for a circuit to `owner` now, and why (`vx6 path`).
+    pub fn explain_path(
+        &mut self,
+        now: Instant,
+        owner: NodeId,
+        hops: u8,
+    ) -> Result<Selection, SelectError> {
+        self.refresh_directory(now);
+        let constraints = Constraints {
+            hops: usize::from(hops.max(1)),
+            endpoints: vec![self.node_id, owner],
+            ..Constraints::default()
+        };
+        let candidates = self.circuits.directory.candidates(now);
+        let mut rng = self.circuits.rng.clone();
+        select(&candidates, &constraints, &mut rng)
+    }
+
+    /// The path selection behind the link to `owner`, if one is up.
+    pub fn link_selection(&self, owner: &NodeId) -> Option<&Selection> {
+        let link = self.circuits.by_owner.get(owner)?;
+        self.circuits
+            .client_links
+            .get(link)?
+            .last_selection
+            .as_ref()
+    }
+
+    /// Starts one more circuit for link `key`, over relays none of its other circuits use.
+    fn build_circuit(&mut self, now: Instant, key: u64) -> Result<(), Failure> {
+        self.refresh_directory(now);
+        let Some(link) = self.circuits.client_links.get_mut(&key) else {
+            return Ok(());
+        };
+        while link
+            .builds
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= BUILD_WINDOW)
+        {
+            link.builds.pop_front();
+        }
+        if link.builds.len() as u32 >= MAX_BUILDS {
+            return Err(link.last_failure.clone().unwrap_or_else(|| {
+                Failure::new(Cause::Unreachable, "circuit builds keep failing")
+            }));
+        }
+        link.builds.push_back(now);
+        let mut exclude = BTreeSet::new();
+        for c in &link.circuits {
+            if let Some(Circuit::Client { path, .. }) = self.circuits.circuits.get(c) {
+                exclude.extend(path.iter().copied());
+            }
+        }
+        link.avoid
+            .retain(|_, t| now.saturating_duration_since(*t) < AVOID_FOR);
+        let mut constraints = Constraints {
+            hops: link.hops,
+            endpoints: vec![self.node_id, link.owner],
+            exclude: exclude.clone(),
+            ..Constraints::default()
+        };
+        constraints.exclude.extend(link.avoid.keys().copied());
+        let candidates = self.circuits.directory.candidates(now);
+        let selection = match select(&candidates, &constraints, &mut self.circuits.rng) {
+            Ok(s) => Ok(s),
+            Err(SelectError::TooFew { .. }) if constraints.exclude != exclude => {
+                constraints.exclude = exclude;
+                select(&candidates, &constraints, &mut self.circuits.rng)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| Failure::new(Cause::Unreachable, format!("no relay path: {e}")))?;
+        let relays: Vec<PathHop> = selection
+            .path
+            .iter()
+            .filter_map(|n| {
+                let r = self.circuits.directory.get(n)?;
+                Some(PathHop {
+                    node: *n,
+                    key: r.key,
+                    addr: r.addr,
+                })
+            })
+            .collect();
+        let link = self
+            .circuits
+            .client_links
+            .get_mut(&key)
+            .expect("checked above");
+        let end = PathHop {
+            node: link.owner,
+            key: link.owner_key,
+            addr: link.owner_addr,
+        };
+        let onion = onion::wrap(&mut self.circuits.rng, &relays, &end, link.flow);
+        let path = selection.path.clone();
+        link.last_selection = Some(selection);
+        let first = relays[0].clone();
+        let ckey = self.circuits.key();
+        let back_in = self.circuits.labels.allocate(
+            now,
+            &mut self.circuits.rng,
+            first.addr,
+            Target::Local(ckey),
+        );
+        let request = Create {
+            back: back_in,
+            onion,
+        }
+        .encode();
+        let handle = match self.new_client_stream(ServiceStream::circuit(request)) {
+            Ok(h) => h,
+            Err(h) => {
+                self.events.retain(|e| e.stream() != Some(h));
+                self.circuits.labels.remove(back_in);
+                return Err(Failure::new(
+                    Cause::LimitReached,
+                    "at the node's stream limit",
+                ));
+            }
+        };
+        self.circuits.circuits.insert(
+            ckey,
+            Circuit::Client {
+                link: key,
+                stream: handle,
+                first: first.addr,
+                path,
+                back_in,
+                out: None,
+                limits: Vec::new(),
+                probe: Probe {
+                    next_at: now,
+                    outstanding: None,
+                    last_heard: now,
+                    rtt: None,
+                    sent: 0,
+                    answered: 0,
+                },
+            },
+        );
+        self.circuits.by_stream.insert(handle, ckey);
+        if let Some(link) = self.circuits.client_links.get_mut(&key) {
+            link.circuits.push(ckey);
+        }
+        let dial = Dial {
+            addr: first.addr,
+            transport: Transport::Quic,
+            expected: Some(first.node),
+        };
+        self.attach(now, handle, &dial);
+        Ok(())
+    }
+
+    fn drop_client_link(&mut self, now: Instant, key: u64) {
+        let Some(link) = self.circuits.client_links.remove(&key) else {
+            return;
+        };
+        self.circuits.by_owner.remove(&link.owner);
+        self.circuits.by_vaddr.remove(&link.vaddr);
+        for c in link.circuits {
+            self.teardown(now, c);
+        }
+    }
+
+    // ---- circuit streams ---------------------------------------------------------------------
+
+    /// The next hop answered a circuit stream this node opened.
+    pub(super) fn read_circuit_reply(&mut self, now: Instant, handle: StreamHandle) {
+        loop {
+            let before = self.streams.get(&handle).map_or(0, |s| s.inbuf.len());
+            let alive = self.fill(now, handle);
+            let Some(st) = self.streams.get_mut(&handle) else {
+                self.circuit_stream_ended(now, handle);
+                return;
+            };
+            match Reply::decode(&st.inbuf) {
+                Ok(Some((reply, used))) => {
+                    st.inbuf.advance(used);
+                    st.phase = Phase::Open;
+                    self.on_reply(now, handle, reply);
+                    return;
+                }
+                Ok(None) if alive && st.inbuf.len() > before => continue,
+                Ok(None) if alive => return,
+                Ok(None) | Err(_) => {
+                    self.stream_reset(now, handle);
+                    self.circuit_stream_ended(now, handle);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, now: Instant, handle: StreamHandle, reply: Reply) {
+        let Some(&ckey) = self.circuits.by_stream.get(&handle) else {
+            return;
+        };
+        match (self.circuits.circuits.get_mut(&ckey), reply) {
+            (
+                Some(Circuit::Client {
+                    link,
+                    out,
+                    limits: lim,
+                    path,
+                    probe,
+                    ..
+                }),
+                Reply::Created { label, limits },
+            ) => {
+                *out = Some(label);
+                *lim = limits;
+                probe.last_heard = now;
+                probe.next_at = now;
+                let link = *link;
+                for n in path.clone() {
+                    self.circuits.directory.circuit_result(&n, true);
+                }
+                self.counters.circuits_built += 1;
+                self.circuit_ready(now, link, ckey);
+            }
+            (
+                Some(Circuit::Client { link, path, .. }),
+                Reply::Refused {
+                    refusal,
+                    hop,
+                    reason,
+                },
+            ) => {
+                let (link, path) = (*link, path.clone());
+                let at = path.get(usize::from(hop));
+                if let Some(n) = at {
+                    self.circuits.directory.circuit_result(n, false);
+                }
+                let failure = Failure::new(
+                    match refusal {
+                        Refusal::LimitReached | Refusal::RateLimited => Cause::LimitReached,
+                        _ => Cause::Unreachable,
+                    },
+                    format!(
+                        "circuit refused at hop {}: {refusal:?}: {reason}",
+                        usize::from(hop) + 1
+                    ),
+                );
+                if let Some(l) = self.circuits.client_links.get_mut(&link) {
+                    l.last_failure = Some(failure);
+                }
+                self.stream_reset(now, handle);
+                self.circuit_stream_ended(now, handle);
+            }
+            (
+                Some(Circuit::Relay {
+                    up,
+                    prev,
+                    next,
+                    fwd_in,
+                    limits: lim,
+                    ..
+                }),
+                Reply::Created { label, limits },
+            ) => {
+                let (up, prev, next) = (*up, *prev, *next);
+                let mine = self.circuits.config.limits;
+                let l = self.circuits.labels.allocate(
+                    now,
+                    &mut self.circuits.rng,
+                    prev.1,
+                    Target::Forward {
+                        addr: next.1,
+                        label,
+                    },
+                );
+                *fwd_in = Some(l);
+                let mut all = vec![mine];
+                all.extend(limits.iter().take(crate::relay::control::MAX_HOPS - 1));
+                *lim = all.clone();
+                self.counters.circuits_relayed += 1;
+                self.send_reply(
+                    now,
+                    up,
+                    Reply::Created {
+                        label: l,
+                        limits: all,
+                    },
+                    true,
+                );
+            }
+            (
+                Some(Circuit::Relay { up, .. }),
+                Reply::Refused {
+                    refusal,
+                    hop,
+                    reason,
+                },
+            ) => {
+                let up = *up;
+                let reply = Reply::Refused {
+                    refusal,
+                    hop: hop.saturating_add(1),
+                    reason,
+                };
+                self.send_reply(now, up, reply, false);
+                self.teardown(now, ckey);
+            }
+            _ => {}
+        }
+    }
+
+    /// A circuit of link `link` is up: the first becomes active and releases what waited.
+    fn circuit_ready(&mut self, now: Instant, link: u64, ckey: u64) {
+        let Some(l) = self.circuits.client_links.get_mut(&link) else {
+            return;
+        };
+        if l.active.is_none() {
+            l.active = Some(ckey);
+            let queued: Vec<Vec<u8>> = l.queued.drain(..).collect();
+            for payload in queued {
+                self.send_on_circuit(ckey, Datagram::Data, &payload);
+            }
+            self.send_probe(now, ckey);
+        }
+        // The standby, over other relays.
+        self.replenish(now, link);
+    }
+
+    /// Writes a reply on a circuit stream; a refusal also ends the stream.
+    fn send_reply(&mut self, now: Instant, handle: StreamHandle, reply: Reply, keep: bool) {
+        let Some(st) = self.streams.get_mut(&handle) else {
+            return;
+        };
+        st.header_out = reply.encode();
+        st.phase = Phase::Open;
+        let sid = st.session;
+        let _ = self.flush_header(handle);
+        if !keep {
+            if let (Some(st), true) = (self.streams.get_mut(&handle), true) {
+                st.finish_pending = true;
+            }
+            let _ = self.flush_header(handle);
+            self.circuits.by_stream.remove(&handle);
+            self.forget(handle);
+        }
+        self.drive(now, sid);
+    }
+
+    /// A new stream's first byte said circuit: reads its request and acts on it.
+    pub(super) fn read_circuit_create(&mut self, now: Instant, handle: StreamHandle) {
+        let Some(st) = self.streams.get_mut(&handle) else {
+            return;
+        };
+        let create = match Create::decode(&st.inbuf) {
+            Ok(Some((c, used))) => {
+                st.inbuf.advance(used);
+                c
+            }
+            Ok(None) => return,
+            Err(_) => {
+                self.counters.circuits_refused += 1;
+                self.streams.request_read(handle);
+                let reply = Reply::refused(Refusal::BadRequest, "malformed circuit request");
+                self.send_reply(now, handle, reply, false);
+                return;
+            }
+        };
+        let sid = st.session;
+        self.streams.request_read(handle);
+        let (peer, remote) = match self.sessions.get(&sid) {
+            Some(s) if s.peer.is_some() && s.transport() == Transport::Quic => {
+                (s.peer.expect("checked"), s.remote)
+            }
+            _ => {
+                let reply = Reply::refused(Refusal::BadRequest, "circuits run on QUIC sessions");
+                self.send_reply(now, handle, reply, false);
+                return;
+            }
+        };
+        let refuse = |this: &mut Self, refusal: Refusal, reason: &str| {
+            this.counters.circuits_refused += 1;
+            let reply = Reply::refused(refusal, reason);
+            this.send_reply(now, handle, reply, false);
+        };
+        // Before the key agreement: that is the work a flood would make the node pay.
+        if !self.circuits.setup_rate.allow(now, remote) {
+            return refuse(self, Refusal::RateLimited, "circuit setups arrive too fast");
+        }
+        let limits = self.circuits.config.limits;
+        let from_peer = self
+            .circuits
+            .relayed_by_peer
+            .get(&peer)
+            .copied()
+            .unwrap_or(0);
+        if self.circuits.relayed >= limits.max_circuits {
+            return refuse(self, Refusal::LimitReached, "at the circuit limit");
+        }
+        if from_peer >= limits.max_per_peer {
+            return refuse(
+                self,
+                Refusal::LimitReached,
+                "at the circuit limit for this peer",
+            );
+        }
+        let instruction = match onion::open(&self.identity, &create.onion)
+            .ok()
+            .and_then(|p| Instruction::decode(&p).ok())
+        {
+            Some(i) => i,
+            None => return refuse(self, Refusal::BadRequest, "onion layer does not open"),
+        };
+        match instruction {
+            Instruction::Deliver { flow } => {
+                self.owner_circuit(now, handle, peer, remote, create.back, flow)
+            }
+            Instruction::Extend { .. } if !self.circuits.config.enabled => {
+                refuse(self, Refusal::NotRelay, "this node does not relay")
+            }
+            Instruction::Extend { next, .. } if next == peer || next == self.node_id => {
+                refuse(self, Refusal::BadRequest, "a circuit may not loop")
+            }
+            Instruction::Extend { next, addr, inner } => self.relay_circuit(
+                now,
+                handle,
+                (peer, remote),
+                (next, addr),
+                create.back,
+                inner,
+            ),
+        }
+    }
+
+    fn count_peer(&mut self, peer: NodeId, up: bool) {
+        let n = self.circuits.relayed_by_peer.entry(peer).or_default();
+        if up {
+            *n += 1;
+            self.circuits.relayed += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.circuits.relayed_by_peer.remove(&peer);
+            }
+            self.circuits.relayed = self.circuits.relayed.saturating_sub(1);
+        }
+    }
+
+    fn owner_circuit(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        peer: NodeId,
+        prev: SocketAddr,
+        out: Label,
+        flow: FlowId,
+    ) {
+        let link = match self.circuits.by_flow.get(&flow) {
+            Some(l) => *l,
+            None => {
+                let key = self.circuits.key();
+                let vaddr = self.circuits.vaddr();
+                self.circuits.owner_links.insert(
+                    key,
+                    OwnerLink {
+                        flow,
+                        vaddr,
+                        circuits: BTreeSet::new(),
+                        send: None,
+                    },
+                );
+                self.circuits.by_flow.insert(flow, key);
+                self.circuits.by_vaddr.insert(vaddr, VirtualEnd::Owner(key));
+                key
+            }
+        };
+        let ckey = self.circuits.key();
+        let fwd_in =
+            self.circuits
+                .labels
+                .allocate(now, &mut self.circuits.rng, prev, Target::Local(ckey));
+        self.circuits.circuits.insert(
+            ckey,
+            Circuit::Owner {
+                link,
+                stream: handle,
+                peer,
+                prev,
+                out,
+                fwd_in,
+            },
+        );
+        self.circuits.by_stream.insert(handle, ckey);
+        self.count_peer(peer, true);
+        if let Some(l) = self.circuits.owner_links.get_mut(&link) {
+            l.circuits.insert(ckey);
+            l.send.get_or_insert(ckey);
+        }
+        self.counters.circuits_ended_here += 1;
+        let reply = Reply::Created {
+            label: fwd_in,
+            limits: Vec::new(),
+        };
+        self.send_reply(now, handle, reply, true);
+    }
+
+    fn relay_circuit(
+        &mut self,
+        now: Instant,
+        up: StreamHandle,
+        prev: (NodeId, SocketAddr),
+        next: (NodeId, SocketAddr),
+        back: Label,
+        inner: Vec<u8>,
+    ) {
+        let ckey = self.circuits.key();
+        let back_in = self.circuits.labels.allocate(
+            now,
+            &mut self.circuits.rng,
+            next.1,
+            Target::Forward {
+                addr: prev.1,
+                label: back,
+            },
+        );
+        let request = Create {
+            back: back_in,
+            onion: inner,
+        }
+        .encode();
+        let down = match self.new_client_stream(ServiceStream::circuit(request)) {
+            Ok(h) => h,
+            Err(h) => {
+                self.events.retain(|e| e.stream() != Some(h));
+                self.circuits.labels.remove(back_in);
+                self.counters.circuits_refused += 1;
+                let reply = Reply::refused(Refusal::LimitReached, "at the node's stream limit");
+                self.send_reply(now, up, reply, false);
+                return;
+            }
+        };
+        self.circuits.circuits.insert(
+            ckey,
+            Circuit::Relay {
+                up,
+                down,
+                prev,
+                next,
+                back_in,
+                fwd_in: None,
+                limits: Vec::new(),
+            },
+        );
+        self.circuits.by_stream.insert(up, ckey);
+        self.circuits.by_stream.insert(down, ckey);
+        self.count_peer(prev.0, true);
+        if let Some(st) = self.streams.get_mut(&up) {
+            // Waiting on the next hop; nothing to read meanwhile.
+            st.phase = Phase::Connecting;
+        }
+        let dial = Dial {
+            addr: next.1,
+            transport: Transport::Quic,
+            expected: Some(next.0),
+        };
+        self.attach(now, down, &dial);
+        self.next_sweep_from(now);
+    }
+
+    fn next_sweep_from(&mut self, now: Instant) {
+        self.circuits.next_sweep.get_or_insert(now + SWEEP_EVERY);
+    }
+
+    /// A circuit stream is readable after setup: nothing more is sent on it, so this only
+    /// finds its end.
+    pub(super) fn drain_circuit_stream(&mut self, now: Instant, handle: StreamHandle) {
+        loop {
+            match self.stream_read(now, handle, 4096) {
+                StreamRead::Data(_) => continue,
+                StreamRead::Blocked => return,
+                StreamRead::Finished | StreamRead::Reset(_) => {
+                    self.circuit_stream_ended(now, handle);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A circuit stream ended or failed: its circuit goes with it.
+    pub(super) fn circuit_stream_ended(&mut self, now: Instant, handle: StreamHandle) {
+        if let Some(ckey) = self.circuits.by_stream.remove(&handle) {
+            if let Some(Circuit::Relay {
+                up, fwd_in: None, ..
+            }) = self.circuits.circuits.get(&ckey)
+                && *up != handle
+            {
+                // The next hop failed before answering: say so upstream.
+                let up = *up;
+                let reply = Reply::refused(Refusal::NextHopUnreachable, "next hop unreachable");
+                self.counters.circuits_refused += 1;
+                self.send_reply(now, up, reply, false);
+            }
+            self.teardown(now, ckey);
+        }
+    }
+
+    /// Ends circuit `ckey` here: its labels, its streams, and its place in a link.
+    fn teardown(&mut self, now: Instant, ckey: u64) {
+        let Some(c) = self.circuits.circuits.remove(&ckey) else {
+            return;
+        };
+        for l in c.labels() {
+            self.circuits.labels.remove(l);
+        }
+        for h in c.streams() {
+            self.circuits.by_stream.remove(&h);
+            self.stream_reset(now, h);
+        }
+        match c {
+            Circuit::Relay { prev, .. } => self.count_peer(prev.0, false),
+            Circuit::Owner { link, peer, .. } => {
+                self.count_peer(peer, false);
+                let remove = match self.circuits.owner_links.get_mut(&link) {
+                    Some(l) => {
+                        l.circuits.remove(&ckey);
+                        if l.send == Some(ckey) {
+                            l.send = l.circuits.iter().next_back().copied();
+                        }
+                        l.circuits.is_empty()
+                    }
+                    None => false,
+                };
+                if remove {
+                    self.drop_owner_link_if_idle(link);
+                }
+            }
+            Circuit::Client {
+                link, out, path, ..
+            } => {
+                let Some(l) = self.circuits.client_links.get_mut(&link) else {
+                    return;
+                };
+                l.circuits.retain(|c| *c != ckey);
+                if out.is_none() {
+                    self.counters.circuits_failed += 1;
+                }
+                if out.is_none() || l.active == Some(ckey) {
+                    for n in path {
+                        l.avoid.insert(n, now);
+                    }
+                }
+                if l.active == Some(ckey) {
+                    l.active = None;
+                    self.failover(now, link);
+                }
+                self.replenish(now, link);
+            }
+        }
+    }
+
+    fn drop_owner_link_if_idle(&mut self, link: u64) {
+        let Some(l) = self.circuits.owner_links.get(&link) else {
+            return;
+        };
+        if !l.circuits.is_empty() {
+            return;
+        }
+        let vaddr = l.vaddr;
+        let live = self
+            .sessions
+            .iter()
+            .any(|(_, s)| s.remote == vaddr && !s.down);
+        if !live {
+            let l = self.circuits.owner_links.remove(&link).expect("checked");
+            self.circuits.by_flow.remove(&l.flow);
+            self.circuits.by_vaddr.remove(&l.vaddr);
+        }
+    }
+
+    /// The active circuit of `link` failed: the standby takes over at once.
+    fn failover(&mut self, now: Instant, link: u64) {
+        let Some(l) = self.circuits.client_links.get_mut(&link) else {
+            return;
+        };
+        let ready = l.circuits.iter().copied().find(|c| {
+            matches!(
+                self.circuits.circuits.get(c),
+                Some(Circuit::Client { out: Some(_), .. })
+            )
+        });
+        if let Some(c) = ready {
+            l.active = Some(c);
+            self.counters.circuit_failovers += 1;
+            // Tells the owner at once to answer on this circuit too.
+            self.send_probe(now, c);
+        }
+    }
+
+    /// Keeps a link at two circuits (active and standby) while its session lives; a link that
+    /// can build none fails its session.
+    fn replenish(&mut self, now: Instant, link: u64) {
+        let Some(l) = self.circuits.client_links.get(&link) else {
+            return;
+        };
+        if l.circuits.len() >= 2 {
+            return;
+        }
+        let vaddr = l.vaddr;
+        let session = self.dials.get(&(Transport::Quic, vaddr)).copied();
+        let live = session
+            .and_then(|s| self.sessions.get(&s))
+            .is_some_and(|s| !s.down);
+        if !live {
+            if l.circuits.is_empty() {
+                self.drop_client_link(now, link);
+            }
+            return;
+        }
+        if let Err(failure) = self.build_circuit(now, link)
+            && self
+                .circuits
+                .client_links
+                .get(&link)
+                .is_some_and(|l| l.circuits.is_empty())
+            && let Some(sid) = session
+        {
+            // No circuit and none can be built: the link's connection cannot continue.
+            self.abort_session(now, sid, failure);
+        }
+    }
+
+    /// The session `sid` behind a virtual address went down: its link goes too.
+    pub(super) fn virtual_session_down(&mut self, now: Instant, remote: SocketAddr) {
+        match self.circuits.by_vaddr.get(&remote).copied() {
+            Some(VirtualEnd::Client(link)) => self.drop_client_link(now, link),
+            Some(VirtualEnd::Owner(link)) => self.drop_owner_link_if_idle(link),
+            None => {}
+        }
+    }
+
+    /// Auto streams still waiting for their direct session past the deadline move to relays.
+    /// `failed` streams (their direct session just failed, with `direct`) move at once. Where
+    /// no relay path can be built, a stream stays on its direct session, or fails with both
+    /// reasons if that session failed.
+    pub(super) fn auto_fallback(
+        &mut self,
+        now: Instant,
+        failed: &[StreamHandle],
+        direct: Option<&Failure>,
+    ) {
+        let due: Vec<StreamHandle> = self
+            .circuits
+            .auto
+            .iter()
+            .filter(|(h, (t, ..))| *t <= now || failed.contains(h))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in due {
+            let Some((_, owner, addr, hops)) = self.circuits.auto.remove(&h) else {
+                continue;
+            };
+            let Some(st) = self.streams.get(&h) else {
+                continue;
+            };
+            if st.phase != Phase::AwaitSession {
+                continue;
+            }
+            let sid = st.session;
+            let vaddr = match self.client_link(now, owner, addr, hops) {
+                Ok(vaddr) => vaddr,
+                Err(relay) => {
+                    if let Some(direct) = direct.filter(|_| failed.contains(&h)) {
+                        let failure = Failure::new(
+                            direct.cause,
+                            format!("{}; no relay path either: {}", direct.detail, relay.detail),
+                        );
+                        self.forget(h);
+                        self.events
+                            .push_back(Event::StreamFailed { stream: h, failure });
+                    }
+                    continue;
+                }
+            };
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.streams.remove(&h);
+                s.pending.retain(|p| *p != h);
+            }
+            self.counters.auto_fallbacks += 1;
+            let dial = Dial {
+                addr: vaddr,
+                transport: Transport::Quic,
+                expected: Some(owner),
+            };
+            self.attach(now, h, &dial);
+        }
+    }
+
+    // ---- data plane --------------------------------------------------------------------------
+
+    /// The relay fast path for runtimes: if `datagram` (from `from`) is a relay datagram this
+    /// node forwards, its label is swapped in place and the next hop's address returned;
+    /// otherwise `None`, and the datagram goes to [`Node::handle_datagram`] as usual.
+    pub fn relay_switch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Option<SocketAddr> {
+        if !datagram.first().is_some_and(|b| header::is_relay(*b)) {
+            return None;
+        }
+        let h = header::parse(datagram).ok()?;
+        let label = h.label?;
+        match self.circuits.labels.get(label)?.target {
+            Target::Forward { .. } => match self.circuits.labels.switch(now, from, datagram) {
+                Verdict::Forward(to) => {
+                    self.counters.relay_forwarded += 1;
+                    Some(to)
+                }
+                _ => None,
+            },
+            Target::Local(_) => None,
+        }
+    }
+
+    /// A relay datagram arrived (from [`Node::handle_datagram`]).
+    pub(super) fn handle_relay_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<quinn_proto::EcnCodepoint>,
+        mut data: BytesMut,
+    ) {
+        match self.circuits.labels.switch(now, from, &mut data) {
+            Verdict::Forward(to) => {
+                self.counters.relay_forwarded += 1;
+                self.queue_datagram(plain_transmit(to, data.len()), data.to_vec());
+            }
+            Verdict::Drop(reason) => match reason {
+                DropReason::Malformed => self.counters.relay_malformed += 1,
+                DropReason::UnknownLabel => self.counters.relay_unknown_label += 1,
+                DropReason::WrongSource => self.counters.relay_wrong_source += 1,
+            },
+            Verdict::Unlabelled(Datagram::Probe) => {
+                if self.circuits.config.enabled && self.circuits.probe_rate.allow(now, from) {
+                    let (flags, nonce) = header::probe_body(&data);
+                    let reply = header::probe(Datagram::ProbeReply, None, flags, nonce);
+                    self.queue_datagram(plain_transmit(from, reply.len()), reply);
+                } else {
+                    self.counters.relay_unknown_label += 1;
+                }
+            }
+            Verdict::Unlabelled(Datagram::ProbeReply) => {
+                let (_, nonce) = header::probe_body(&data);
+                self.circuits.directory.probe_reply(now, from, nonce);
+            }
+            Verdict::Unlabelled(Datagram::Data) => self.counters.relay_malformed += 1,
+            Verdict::Local { key, kind } => self.local_datagram(now, key, kind, ecn, data),
+        }
+    }
+
+    fn local_datagram(
+        &mut self,
+        now: Instant,
+        ckey: u64,
+        kind: Datagram,
+        ecn: Option<quinn_proto::EcnCodepoint>,
+        mut data: BytesMut,
+    ) {
+        let (vaddr, is_owner) = match self.circuits.circuits.get_mut(&ckey) {
+            Some(Circuit::Client { link, probe, .. }) => {
+                probe.last_heard = now;
+                if kind == Datagram::ProbeReply {
+                    let (_, nonce) = header::probe_body(&data);
+                    if let Some((n, sent)) = probe.outstanding
+                        && n == nonce
+                    {
+                        let sample = now.saturating_duration_since(sent);
+                        probe.rtt = Some(probe.rtt.map_or(sample, |r| (r * 7 + sample) / 8));
+                        probe.outstanding = None;
+                        probe.answered += 1;
+                    }
+                    return;
+                }
+                let link = *link;
+                match self.circuits.client_links.get(&link) {
+                    Some(l) => (l.vaddr, false),
+                    None => return,
+                }
+            }
+            Some(Circuit::Owner { link, .. }) => {
+                let link = *link;
+                let Some(l) = self.circuits.owner_links.get_mut(&link) else {
+                    return;
+                };
+                match kind {
+                    Datagram::Probe => {
+                        let (flags, nonce) = header::probe_body(&data);
+                        if flags & PROBE_ACTIVE != 0 {
+                            l.send = Some(ckey);
+                        }
+                        let reply = header::probe(Datagram::ProbeReply, None, flags, nonce);
+                        self.send_on_circuit(ckey, Datagram::ProbeReply, &reply[HEADER_LEN..]);
+                        return;
+                    }
+                    Datagram::ProbeReply => return,
+                    Datagram::Data => {
+                        l.send = Some(ckey);
+                        (l.vaddr, true)
+                    }
+                }
+            }
+            _ => return,
+        };
+        if kind != Datagram::Data {
+            return;
+        }
+        let _ = is_owner;
+        data.advance(HEADER_LEN);
+        self.handle_quic_datagram(now, vaddr, None, ecn, data);
+    }
+
+    /// Sends `payload` on circuit `ckey` as a `kind` datagram (the header is added here).
+    fn send_on_circuit(&mut self, ckey: u64, kind: Datagram, payload: &[u8]) -> bool {
+        let (to, label) = match self.circuits.circuits.get(&ckey) {
+            Some(Circuit::Client {
+                first,
+                out: Some(out),
+                ..
+            }) => (*first, *out),
+            Some(Circuit::Owner { prev, out, .. }) => (*prev, *out),
+            _ => return false,
+        };
+        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+        bytes.extend_from_slice(&header::encode(kind, Some(label)));
+        bytes.extend_from_slice(payload);
+        self.queue_datagram(plain_transmit(to, bytes.len()), bytes)
+    }
+
+    fn send_probe(&mut self, now: Instant, ckey: u64) {
+        let active = match self.circuits.circuits.get(&ckey) {
+            Some(Circuit::Client { link, .. }) => self
+                .circuits
+                .client_links
+                .get(link)
+                .is_some_and(|l| l.active == Some(ckey)),
+            _ => return,
+        };
+        self.circuits.probe_nonce += 1;
+        let nonce = self.circuits.probe_nonce;
+        let flags = if active { PROBE_ACTIVE } else { 0 };
+        let body = header::probe(Datagram::Probe, None, flags, nonce);
+        if self.send_on_circuit(ckey, Datagram::Probe, &body[HEADER_LEN..])
+            && let Some(Circuit::Client { probe, .. }) = self.circuits.circuits.get_mut(&ckey)
+        {
+            probe.outstanding.get_or_insert((nonce, now));
+            if let Some((n, _)) = &mut probe.outstanding {
+                // The newest nonce answers for all: a reply to an older one is as good.
+                *n = nonce;
+            }
+            probe.sent += 1;
+            probe.next_at = now
+                + if active {
+                    ACTIVE_PROBE_EVERY
+                } else {
+                    STANDBY_PROBE_EVERY
+                };
+        }
+    }
+
+    /// A QUIC transmit bound for a virtual address goes out on its link's circuit: each
+    /// segment gets the relay header. `None`: no circuit is up (held until one is, on a new
+    /// link; else lost, which QUIC recovers from).
+    pub(super) fn wrap_virtual(&mut self, mut t: Transmit, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let end = self.circuits.by_vaddr.get(&t.destination).copied()?;
+        let ckey = match end {
+            VirtualEnd::Client(link) => {
+                let l = self.circuits.client_links.get_mut(&link)?;
+                match l.active {
+                    Some(c) => c,
+                    None => {
+                        let seg = t.segment_size.unwrap_or(t.size).max(1);
+                        for s in buf[..t.size].chunks(seg) {
+                            if l.queued.len() < MAX_QUEUED {
+                                l.queued.push_back(s.to_vec());
+                            }
+                        }
+                        return None;
+                    }
+                }
+            }
+            VirtualEnd::Owner(link) => self.circuits.owner_links.get(&link)?.send?,
+        };
+        let (to, label) = match self.circuits.circuits.get(&ckey) {
+            Some(Circuit::Client {
+                first,
+                out: Some(out),
+                ..
+            }) => (*first, *out),
+            Some(Circuit::Owner { prev, out, .. }) => (*prev, *out),
+            _ => return None,
+        };
+        let head = header::encode(Datagram::Data, Some(label));
+        let seg = t.segment_size.unwrap_or(t.size).max(1);
+        let n = t.size.div_ceil(seg);
+        let old = t.size;
+        buf.resize(old + n * HEADER_LEN, 0);
+        // From the back, so each segment moves into room no earlier one still needs.
+        for i in (0..n).rev() {
+            let start = i * seg;
+            let end = (start + seg).min(old);
+            let dst = start + (i + 1) * HEADER_LEN;
+            buf.copy_within(start..end, dst);
+            buf[dst - HEADER_LEN..dst].copy_from_slice(&head);
+        }
+        t.destination = to;
+        t.size = old + n * HEADER_LEN;
+        t.segment_size = t.segment_size.map(|s| s + HEADER_LEN);
+        t.src_ip = None;
+        Some(t)
+    }
+
+    // ---- timers ------------------------------------------------------------------------------
+
+    pub(super) fn circuits_timeout(&mut self, now: Instant) {
+        self.circuits.clock = now;
+        if self.circuits.auto.values().any(|(t, ..)| *t <= now) {
+            self.auto_fallback(now, &[], None);
+        }
+        let client: Vec<u64> = self
+            .circuits
+            .circuits
+            .iter()
+            .filter(|(_, c)| matches!(c, Circuit::Client { out: Some(_), .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        for ckey in client {
+            let Some(Circuit::Client { link, probe, .. }) = self.circuits.circuits.get(&ckey)
+            else {
+                continue;
+            };
+            let active = self
+                .circuits
+                .client_links
+                .get(link)
+                .is_some_and(|l| l.active == Some(ckey));
+            let silent = now.saturating_duration_since(probe.last_heard);
+            let dead = if active {
+                DEAD_AFTER
+            } else {
+                STANDBY_DEAD_AFTER
+            };
+            if silent >= dead {
+                self.counters.circuits_failed += 1;
+                if let Some(Circuit::Client { path, .. }) = self.circuits.circuits.get(&ckey) {
+                    for n in path.clone() {
+                        self.circuits.directory.circuit_result(&n, false);
+                    }
+                }
+                self.teardown(now, ckey);
+                continue;
+            }
+            if probe.next_at <= now {
+                self.send_probe(now, ckey);
+            }
+        }
+        if self.circuits.next_sweep.is_some_and(|t| t <= now) {
+            self.circuits.next_sweep = None;
+            let idle = Duration::from_secs(u64::from(self.circuits.config.limits.idle_expiry_secs));
+            let expired: Vec<u64> = self
+                .circuits
+                .circuits
+                .iter()
+                .filter(|(_, c)| matches!(c, Circuit::Relay { .. }))
+                .filter(|(_, c)| {
+                    c.labels().iter().all(|l| {
+                        self.circuits
+                            .labels
+                            .get(*l)
+                            .is_none_or(|e| now.saturating_duration_since(e.last_used) >= idle)
+                    })
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for ckey in expired {
+                self.counters.circuits_expired += 1;
+                self.teardown(now, ckey);
+            }
+            if self
+                .circuits
+                .circuits
+                .values()
+                .any(|c| matches!(c, Circuit::Relay { .. }))
+            {
+                self.next_sweep_from(now);
+            }
+        }
+        if self
+            .circuits
+            .directory
+            .next_probe()
+            .is_some_and(|t| t <= now)
+        {
+            let mut nonce = self.circuits.probe_nonce;
+            let due = self
+                .circuits
+                .directory
+                .due_probes(now, PROBES_PER_TICK, &mut nonce);
+            self.circuits.probe_nonce = nonce;
+            for (addr, nonce) in due {
+                let p = header::probe(Datagram::Probe, None, 0, nonce);
+                self.queue_datagram(plain_transmit(addr, p.len()), p);
+            }
+        }
+    }
+
+    pub(super) fn circuits_next_timeout(&self) -> Option<Instant> {
+        let probes = self
+            .circuits
+            .circuits
+            .iter()
+            .filter_map(|(k, c)| match c {
+                Circuit::Client {
+                    link,
+                    out: Some(_),
+                    probe,
+                    ..
+                } => {
+                    let active = self
+                        .circuits
+                        .client_links
+                        .get(link)
+                        .is_some_and(|l| l.active == Some(*k));
+                    let dead = if active {
+                        DEAD_AFTER
+                    } else {
+                        STANDBY_DEAD_AFTER
+                    };
+                    Some(probe.next_at.min(probe.last_heard + dead))
+                }
+                _ => None,
+            })
+            .min();
+        // Directory probes only while the node has links that may need relays.
+        let directory = (!self.circuits.client_links.is_empty())
+            .then(|| self.circuits.directory.next_probe())
+            .flatten();
+        [
+            probes,
+            self.circuits.next_sweep,
+            self.circuits.auto.values().map(|(t, ..)| *t).min(),
+            directory,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---- status ------------------------------------------------------------------------------
+
+    pub(super) fn circuit_status(&self) -> Vec<CircuitStatus> {
+        self.circuits
+            .circuits
+            .iter()
+            .map(|(k, c)| {
+                let traffic = |l: &Label| {
+                    self.circuits
+                        .labels
+                        .get(*l)
+                        .map_or((0, 0), |e| (e.packets, e.bytes))
+                };
+                match c {
+                    Circuit::Client {
+                        link,
+                        path,
+                        out,
+                        limits,
+                        probe,
+                        back_in,
+                        ..
+                    } => {
+                        let l = self.circuits.client_links.get(link);
+                        let (packets, bytes) = traffic(back_in);
+                        CircuitStatus {
+                            role: CircuitRole::Client,
+                            owner: l.map(|l| l.owner),
+                            path: path.clone(),
+                            ready: out.is_some(),
+                            active: l.is_some_and(|l| l.active == Some(*k)),
+                            rtt: probe.rtt,
+                            probes_sent: probe.sent,
+                            probes_answered: probe.answered,
+                            packets,
+                            bytes,
+                            limits: limits.clone(),
+                        }
+                    }
+                    Circuit::Relay {
+                        prev,
+                        next,
+                        back_in,
+                        fwd_in,
+                        limits,
+                        ..
+                    } => {
+                        let (p1, b1) = traffic(back_in);
+                        let (p2, b2) = fwd_in.as_ref().map_or((0, 0), traffic);
+                        CircuitStatus {
+                            role: CircuitRole::Relay,
+                            owner: None,
+                            path: vec![prev.0, next.0],
+                            ready: fwd_in.is_some(),
+                            active: true,
+                            rtt: None,
+                            probes_sent: 0,
+                            probes_answered: 0,
+                            packets: p1 + p2,
+                            bytes: b1 + b2,
+                            limits: limits.clone(),
+                        }
+                    }
+                    Circuit::Owner { link, fwd_in, .. } => {
+                        let (packets, bytes) = traffic(fwd_in);
+                        CircuitStatus {
+                            role: CircuitRole::Owner,
+                            owner: None,
+                            path: Vec::new(),
+                            ready: true,
+                            active: self
+                                .circuits
+                                .owner_links
+                                .get(link)
+                                .is_some_and(|l| l.send == Some(*k)),
+                            rtt: None,
+                            probes_sent: 0,
+                            probes_answered: 0,
+                            packets,
+                            bytes,
+                            limits: Vec::new(),
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+fn plain_transmit(to: SocketAddr, size: usize) -> Transmit {
+    Transmit {
+        destination: to,
+        ecn: None,
+        size,
+        segment_size: None,
+        src_ip: None,
+    }
+}

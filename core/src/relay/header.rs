@@ -1,0 +1,191 @@
+//! The relay header on the UDP data plane, version 1 (docs/PROTOCOL.md, "Relay datagrams"):
+//!
+//! ```text
+//! byte 0:    0b0001_vvtt   (QUIC's fixed bit 0x40 clear; vv = version - 1; tt = kind)
+//! bytes 1-4: circuit label, big-endian u32 (0: addressed to the receiving node itself)
+//! then:      payload (a QUIC packet for data; 9 bytes for probes)
+//! ```
+//!
+//! A relay swaps the label and forwards; it never reads the payload.
+
+use std::fmt;
+
+/// Bytes the header adds to every relayed datagram.
+pub const HEADER_LEN: usize = 5;
+/// The header version this build speaks.
+pub const RELAY_VERSION: u8 = 1;
+/// Probe payload: flags (1 byte) and a nonce (8 bytes).
+pub const PROBE_LEN: usize = 9;
+/// Probe flag: the sender now sends its data on this circuit (the far end should too).
+pub const PROBE_ACTIVE: u8 = 1;
+
+const TAG: u8 = 0x10;
+const TAG_MASK: u8 = 0xf0;
+
+/// A circuit label: chosen by the node that receives datagrams carrying it, unique in its table.
+/// Zero is reserved (probes addressed to the receiving node), so a label is never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label(std::num::NonZeroU32);
+
+impl Label {
+    /// A label from its wire value; `None` for zero.
+    pub fn new(value: u32) -> Option<Self> {
+        std::num::NonZeroU32::new(value).map(Self)
+    }
+
+    /// The wire value.
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+impl serde::Serialize for Label {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.get())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Label {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        Self::new(v).ok_or_else(|| serde::de::Error::custom("circuit label 0"))
+    }
+}
+
+/// What a relay datagram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A packet of the end-to-end QUIC connection.
+    Data = 0,
+    /// A liveness and RTT probe; the far end (or the receiving node, for label 0) answers.
+    Probe = 1,
+    /// The answer to a probe, carrying its flags and nonce back.
+    ProbeReply = 2,
+}
+
+/// The parsed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What follows.
+    pub kind: Kind,
+    /// The circuit, or `None` for a probe addressed to the receiving node.
+    pub label: Option<Label>,
+}
+
+/// Why bytes are not a relay datagram this build accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Shorter than the header (or a probe shorter than its payload).
+    #[error("relay datagram truncated")]
+    Truncated,
+    /// Not a relay datagram at all.
+    #[error("not a relay datagram")]
+    NotRelay,
+    /// A version this build does not speak.
+    #[error("relay header version {0} is not supported")]
+    Version(u8),
+    /// The reserved kind.
+    #[error("unknown relay datagram kind")]
+    UnknownKind,
+    /// Data must travel on a circuit.
+    #[error("data datagram without a circuit label")]
+    DataWithoutLabel,
+}
+
+/// Whether `first` (a datagram's first byte) belongs to the relay header's range.
+pub fn is_relay(first: u8) -> bool {
+    first & TAG_MASK == TAG
+}
+
+/// Parses the header of `datagram`.
+pub fn parse(datagram: &[u8]) -> Result<Header, HeaderError> {
+    let Some(head) = datagram.get(..HEADER_LEN) else {
+        return Err(HeaderError::Truncated);
+    };
+    if !is_relay(head[0]) {
+        return Err(HeaderError::NotRelay);
+    }
+    let version = ((head[0] >> 2) & 0b11) + 1;
+    if version != RELAY_VERSION {
+        return Err(HeaderError::Version(version));
+    }
+    let kind = match head[0] & 0b11 {
+        0 => Kind::Data,
+        1 => Kind::Probe,
+        2 => Kind::ProbeReply,
+        _ => return Err(HeaderError::UnknownKind),
+    };
+    let label = Label::new(u32::from_be_bytes([head[1], head[2], head[3], head[4]]));
+    match kind {
+        Kind::Data if label.is_none() => return Err(HeaderError::DataWithoutLabel),
+        Kind::Probe | Kind::ProbeReply if datagram.len() < HEADER_LEN + PROBE_LEN => {
+            return Err(HeaderError::Truncated);
+        }
+        _ => {}
+    }
+    Ok(Header { kind, label })
+}
+
+/// The header bytes for `kind` on `label`.
+pub fn encode(kind: Kind, label: Option<Label>) -> [u8; HEADER_LEN] {
+    let l = label.map_or(0, Label::get).to_be_bytes();
+    let first = TAG | ((RELAY_VERSION - 1) << 2) | kind as u8;
+    [first, l[0], l[1], l[2], l[3]]
+}
+
+/// Rewrites the label of a datagram whose header [`parse`] accepted: the whole work of a relay.
+pub fn swap_label(datagram: &mut [u8], label: Label) {
+    datagram[1..HEADER_LEN].copy_from_slice(&label.get().to_be_bytes());
+}
+
+/// A probe (or reply) datagram.
+pub fn probe(kind: Kind, label: Option<Label>, flags: u8, nonce: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + PROBE_LEN);
+    out.extend_from_slice(&encode(kind, label));
+    out.push(flags);
+    out.extend_from_slice(&nonce.to_be_bytes());
+    out
+}
+
+/// The flags and nonce of a probe datagram [`parse`] accepted.
+pub fn probe_body(datagram: &[u8]) -> (u8, u64) {
+    let body = &datagram[HEADER_LEN..HEADER_LEN + PROBE_LEN];
+    let mut nonce = [0; 8];
+    nonce.copy_from_slice(&body[1..]);
+    (body[0], u64::from_be_bytes(nonce))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_parse_round_trip() {
+        let label = Label::new(0xdead_beef);
+        for kind in [Kind::Data, Kind::Probe, Kind::ProbeReply] {
+            let mut d = encode(kind, label).to_vec();
+            d.extend_from_slice(&[0; PROBE_LEN]);
+            assert_eq!(parse(&d), Ok(Header { kind, label }));
+            assert_eq!(d[0] & 0x40, 0, "QUIC's fixed bit stays clear");
+        }
+    }
+
+    #[test]
+    fn rejects_what_it_must() {
+        assert_eq!(parse(&[0x10, 0, 0, 0]), Err(HeaderError::Truncated));
+        assert_eq!(
+            parse(&[0x10, 0, 0, 0, 0]),
+            Err(HeaderError::DataWithoutLabel)
+        );
+        assert_eq!(parse(&[0x13, 0, 0, 0, 1]), Err(HeaderError::UnknownKind));
+        assert_eq!(parse(&[0x14, 0, 0, 0, 1]), Err(HeaderError::Version(2)));
+        assert_eq!(parse(&[0x40, 0, 0, 0, 1]), Err(HeaderError::NotRelay));
+        assert_eq!(parse(&[0x11, 0, 0, 0, 1, 0]), Err(HeaderError::Truncated));
+    }
+}
