@@ -182,7 +182,7 @@ fn auto_falls_back_to_relays_when_the_direct_route_is_blackholed() {
         Some(owner),
         "echo",
         data.clone(),
-        Route::Auto,
+        Route::default(),
     );
     assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
     let app = &net.hosts[CLIENT].apps[&h];
@@ -198,7 +198,7 @@ fn auto_falls_back_to_relays_when_the_direct_route_is_blackholed() {
         Some(owner),
         "echo",
         data.clone(),
-        Route::Auto,
+        Route::default(),
     );
     assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
     assert_eq!(net.hosts[CLIENT].apps[&h2].received, data);

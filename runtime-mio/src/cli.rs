@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
 use vx6_core::record::{Freshness, NameClaim};
@@ -14,7 +14,7 @@ use vx6_core::{Identity, NodeId, Record, SignedRecord, Username};
 use crate::clock::{human_until, unix_now};
 use crate::daemon::{self, Daemon};
 use crate::home::Home;
-use crate::spec::{ForwardSpec, ServeSpec, parse_addr};
+use crate::spec::{ForwardSpec, ServeSpec, Via, parse_addr, parse_hops};
 use crate::{config, identity_file, registry_file};
 
 /// VX6: reach services that listen on localhost, by name, from other machines.
@@ -53,6 +53,17 @@ enum Command {
         home: HomeArg,
         /// username.service, or username.service.<node id prefix>.
         name: String,
+    },
+    /// Show the relay path the daemon would choose to reach NAME now, and why it passed over
+    /// the other relays (or, while a relayed link to NAME is up, the path it uses).
+    Path {
+        #[command(flatten)]
+        home: HomeArg,
+        /// username.service, or username.service.<node id prefix>.
+        name: String,
+        /// Relays on the path.
+        #[arg(long, value_name = "N", default_value = "2", value_parser = parse_hops)]
+        hops: u8,
     },
     /// Show a running daemon's sessions, services and forwards.
     Status {
@@ -93,6 +104,16 @@ struct NodeArgs {
     /// [NODEID@][IPv6]:PORT/SERVICE (repeatable).
     #[arg(long, value_name = "TARGET=LOCALADDR")]
     forward: Vec<ForwardSpec>,
+    /// The path of the --forward it follows: direct, relay or auto [config: via; default
+    /// auto].
+    #[arg(long, value_name = "KIND")]
+    via: Vec<Via>,
+    /// Relays on the path of the --forward it follows [config: hops; default 2].
+    #[arg(long, value_name = "N", value_parser = parse_hops)]
+    hops: Vec<u8>,
+    /// Relay circuits for others (limits in the config) [config: relay].
+    #[arg(long)]
+    relay: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -117,7 +138,7 @@ impl HomeArg {
 /// Parses the command line and runs the command. Usage errors exit here, with clap's code 2 and
 /// a one-line reason; `--help` and `--version` print and exit 0.
 pub fn run() -> Result<()> {
-    let cli = Cli::try_parse().unwrap_or_else(|err| {
+    let usage = |err: clap::Error| -> ! {
         if !err.use_stderr() {
             err.exit();
         }
@@ -129,14 +150,76 @@ pub fn run() -> Result<()> {
             .trim_start_matches("error: ");
         eprintln!("vx6: error: {reason} (see `vx6 --help`)");
         std::process::exit(2);
-    });
+    };
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| usage(e));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage(e));
     match cli.command {
+        Command::Node(mut args) => {
+            let sub = matches.subcommand_matches("node").expect("parsed as node");
+            if let Err(reason) = attach_routes(sub, &mut args) {
+                eprintln!("vx6: error: {reason} (see `vx6 node --help`)");
+                std::process::exit(2);
+            }
+            node(args)
+        }
+        Command::Path { home, name, hops } => path(&home.locate()?, &name, hops),
+        other => run_other(other),
+    }
+}
+
+/// Gives each `--via` and `--hops` to the `--forward` before it on the command line.
+fn attach_routes(m: &clap::ArgMatches, args: &mut NodeArgs) -> Result<(), String> {
+    let forwards: Vec<usize> = m
+        .indices_of("forward")
+        .map_or(Vec::new(), Iterator::collect);
+    let owner = |at: usize, flag: &str| -> Result<usize, String> {
+        forwards
+            .iter()
+            .rposition(|f| *f < at)
+            .ok_or_else(|| format!("{flag} must follow the --forward it applies to"))
+    };
+    let mut via: Vec<Option<Via>> = vec![None; forwards.len()];
+    let mut hops: Vec<Option<u8>> = vec![None; forwards.len()];
+    let via_at: Vec<usize> = m.indices_of("via").map_or(Vec::new(), Iterator::collect);
+    for (at, v) in via_at.into_iter().zip(&args.via) {
+        let i = owner(at, "--via")?;
+        if via[i].replace(*v).is_some() {
+            return Err(format!("two --via for --forward {}", args.forward[i].local));
+        }
+    }
+    let hops_at: Vec<usize> = m.indices_of("hops").map_or(Vec::new(), Iterator::collect);
+    for (at, h) in hops_at.into_iter().zip(&args.hops) {
+        let i = owner(at, "--hops")?;
+        if hops[i].replace(*h).is_some() {
+            return Err(format!(
+                "two --hops for --forward {}",
+                args.forward[i].local
+            ));
+        }
+    }
+    for (i, f) in args.forward.iter_mut().enumerate() {
+        if via[i] == Some(Via::Direct) && hops[i].is_some() {
+            return Err(format!(
+                "--hops for --forward {} that goes --via direct",
+                f.local
+            ));
+        }
+        f.via = via[i];
+        f.hops = hops[i];
+    }
+    Ok(())
+}
+
+fn run_other(command: Command) -> Result<()> {
+    match command {
         Command::Init { home, name } => init(&home.locate()?, &name),
         Command::Id { home } => id(&home.locate()?),
         Command::Records { home } => records(&home.locate()?),
-        Command::Node(args) => node(args),
         Command::Status { home, json } => status(&home.locate()?, json),
         Command::Resolve { home, name } => resolve(&home.locate()?, &name),
+        Command::Node(_) | Command::Path { .. } => unreachable!("handled in run"),
     }
 }
 
@@ -298,6 +381,55 @@ fn node(args: NodeArgs) -> Result<()> {
         forwards.push(f.parse::<ForwardSpec>().map_err(|e| cfg("forward", e))?);
     }
     forwards.extend(args.forward);
+    let default_via = match config.via.as_deref() {
+        None => Via::Auto,
+        Some(v) => v.parse::<Via>().map_err(|e| cfg("via", e))?,
+    };
+    let default_hops = match config.hops {
+        None => vx6_core::node::DEFAULT_HOPS,
+        Some(h) => parse_hops(&h.to_string()).map_err(|e| cfg("hops", e))?,
+    };
+    for f in &mut forwards {
+        f.via.get_or_insert(default_via);
+        if f.via != Some(Via::Direct) {
+            f.hops.get_or_insert(default_hops);
+        }
+    }
+    let mut relay = vx6_core::node::RelayConfig {
+        enabled: args.relay || config.relay,
+        ..Default::default()
+    };
+    if let Some(op) = &config.relay_operator {
+        relay.operator = Some(
+            op.parse()
+                .map_err(|e: vx6_core::names::NameError| cfg("relay_operator", e.to_string()))?,
+        );
+    }
+    let positive = |what: &str, v: Option<u32>, into: &mut u32| -> Result<()> {
+        match v {
+            Some(0) => Err(cfg(what, "must be at least 1".into())),
+            Some(v) => {
+                *into = v;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    };
+    positive(
+        "relay_max_circuits",
+        config.relay_max_circuits,
+        &mut relay.limits.max_circuits,
+    )?;
+    positive(
+        "relay_max_per_peer",
+        config.relay_max_per_peer,
+        &mut relay.limits.max_per_peer,
+    )?;
+    positive(
+        "relay_idle_expiry_secs",
+        config.relay_idle_expiry_secs,
+        &mut relay.limits.idle_expiry_secs,
+    )?;
 
     let mut bootstrap = Vec::new();
     for b in config.bootstrap.iter() {
@@ -331,6 +463,7 @@ fn node(args: NodeArgs) -> Result<()> {
         bootstrap,
         name: config.name.clone(),
         registry_path: home.registry(),
+        relay,
     })?;
     let node_id = daemon.node_id();
     tracing::info!(
@@ -353,6 +486,19 @@ fn resolve(home: &Home, name: &str) -> Result<()> {
     name.parse::<vx6_core::resolve::Target>()
         .map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
     let reply = daemon::request(&home.dir().join("control.sock"), &format!("resolve {name}"))?;
+    if let Some(err) = reply.strip_prefix("error: ") {
+        bail!("{}", err.trim());
+    }
+    print_stdout(&reply)
+}
+
+fn path(home: &Home, name: &str, hops: u8) -> Result<()> {
+    name.parse::<vx6_core::resolve::Target>()
+        .map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+    let reply = daemon::request(
+        &home.dir().join("control.sock"),
+        &format!("path {hops} {name}"),
+    )?;
     if let Some(err) = reply.strip_prefix("error: ") {
         bail!("{}", err.trim());
     }

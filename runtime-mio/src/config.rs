@@ -35,6 +35,21 @@ pub struct Config {
     /// `--allow-remote-targets`.
     #[serde(default)]
     pub allow_remote_targets: bool,
+    /// The path forwards take unless `--via` says otherwise: "direct", "relay" or "auto".
+    pub via: Option<String>,
+    /// Relays on a forward's circuit unless `--hops` says otherwise.
+    pub hops: Option<u8>,
+    /// `--relay`: relay circuits for others.
+    #[serde(default)]
+    pub relay: bool,
+    /// The operator this relay declares (path selection avoids two relays of one operator).
+    pub relay_operator: Option<String>,
+    /// Circuits relayed at once, in total.
+    pub relay_max_circuits: Option<u32>,
+    /// Circuits one peer may have through this relay at once.
+    pub relay_max_per_peer: Option<u32>,
+    /// Seconds without traffic after which a relayed circuit is torn down.
+    pub relay_idle_expiry_secs: Option<u32>,
 }
 
 /// The commented file `vx6 init` writes.
@@ -54,7 +69,14 @@ pub fn template(name: &Username) -> String {
          # allow = [\"<node id>\"]              # who may use them ...\n\
          # public = false                      # ... or everyone (an explicit choice)\n\
          # bootstrap = [\"[fd6a::2]:4433\"]        # any live peer, to enter the network\n\
-         # forward = [\"alice.ssh=127.0.0.1:2222\"] # or \"[fd6a::2]:4433/ssh=127.0.0.1:2222\"\n"
+         # forward = [\"alice.ssh=127.0.0.1:2222\"] # or \"[fd6a::2]:4433/ssh=127.0.0.1:2222\"\n\
+         # via = \"auto\"                       # forwards' path: direct, relay or auto\n\
+         # hops = 2                            # relays on a relayed path\n\
+         # relay = false                       # relay circuits for others\n\
+         # relay_operator = \"example-org\"     # who runs this relay\n\
+         # relay_max_circuits = 4096\n\
+         # relay_max_per_peer = 64\n\
+         # relay_idle_expiry_secs = 120\n"
     )
 }
 

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use vx6_core::ServiceName;
 pub use vx6_core::destination::{Destination as ForwardTarget, parse_addr};
+use vx6_core::node::Route;
 
 /// `NAME=HOST:PORT`: offer local `HOST:PORT` as service `NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,64 @@ pub struct ForwardSpec {
     pub target: ForwardTarget,
     /// Local listening address.
     pub local: SocketAddr,
+    /// The path kind (`--via`); the configured policy if unset.
+    pub via: Option<Via>,
+    /// Relays on a relayed path (`--hops`); the configured count if unset.
+    pub hops: Option<u8>,
+}
+
+impl ForwardSpec {
+    /// How connections reach the owner: what was set, else `auto` over 2 relays.
+    pub fn route(&self) -> Route {
+        let hops = self.hops.unwrap_or(vx6_core::node::DEFAULT_HOPS);
+        self.via.unwrap_or(Via::Auto).route(hops)
+    }
+}
+
+/// `--via`: the path a forward takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Straight to the owner.
+    Direct,
+    /// Through relays.
+    Relay,
+    /// Direct if it comes up in time, else relays.
+    Auto,
+}
+
+impl FromStr for Via {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "direct" => Ok(Self::Direct),
+            "relay" => Ok(Self::Relay),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!(
+                "{other:?} is not a path kind: use direct, relay or auto"
+            )),
+        }
+    }
+}
+
+impl Via {
+    /// The route for this path kind with `hops` relays.
+    pub fn route(self, hops: u8) -> Route {
+        match self {
+            Via::Direct => Route::Direct,
+            Via::Relay => Route::Relay { hops },
+            Via::Auto => Route::Auto { hops },
+        }
+    }
+}
+
+/// `--hops`: relays on a forward's circuit (1 to the most a circuit may have).
+pub fn parse_hops(s: &str) -> Result<u8, String> {
+    let max = vx6_core::relay::control::MAX_HOPS;
+    match s.parse::<u8>() {
+        Ok(n) if n >= 1 && usize::from(n) <= max => Ok(n),
+        _ => Err(format!("{s:?} is not a hop count from 1 to {max}")),
+    }
 }
 
 impl FromStr for ServeSpec {
@@ -48,6 +107,8 @@ impl FromStr for ForwardSpec {
         Ok(Self {
             target: target.parse().map_err(|e| format!("{s:?}: {e}"))?,
             local: parse_addr(local)?,
+            via: None,
+            hops: None,
         })
     }
 }

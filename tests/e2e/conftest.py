@@ -28,6 +28,7 @@ NEEDED_TOOLS = {  # command -> Debian package
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "iperf3": "iperf3",
+    "tcpdump": "tcpdump",
 }
 _FIGURES = []
 

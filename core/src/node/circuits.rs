@@ -29,7 +29,7 @@ use crate::relay::{Constraints, SelectError, Selection, select};
 use crate::session::StreamRead;
 
 /// How a client stream reaches its owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// A session straight to the owner.
     Direct,
@@ -38,10 +38,18 @@ pub enum Route {
         /// Relays on the circuit.
         hops: u8,
     },
-    /// Direct when a direct session comes up within [`AUTO_DEADLINE`], else relayed; direct
-    /// is preferred whenever it works.
-    #[default]
-    Auto,
+    /// Direct when a direct session comes up within [`AUTO_DEADLINE`], else through a
+    /// circuit of `hops` relays; direct is preferred whenever it works.
+    Auto {
+        /// Relays on the circuit, if one is needed.
+        hops: u8,
+    },
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Route::Auto { hops: DEFAULT_HOPS }
+    }
 }
 
 /// Relays on a circuit unless told otherwise.
@@ -373,7 +381,9 @@ impl Node {
         match (route, dial.expected) {
             (Route::Direct, _) => self.attach(now, handle, dial),
             // Relays carry QUIC only: an `auto` TCP forward stays direct.
-            (Route::Auto, _) if dial.transport == Transport::Tcp => self.attach(now, handle, dial),
+            (Route::Auto { .. }, _) if dial.transport == Transport::Tcp => {
+                self.attach(now, handle, dial)
+            }
             (_, _) if !relay_ok => {
                 let failure = Failure::new(
                     Cause::Unreachable,
@@ -385,7 +395,7 @@ impl Node {
                     failure,
                 });
             }
-            (Route::Auto, None) => self.attach(now, handle, dial),
+            (Route::Auto { .. }, None) => self.attach(now, handle, dial),
             (_, None) => {
                 let failure = Failure::new(
                     Cause::Unreachable,
@@ -400,7 +410,7 @@ impl Node {
             (Route::Relay { hops }, Some(owner)) => {
                 self.attach_relayed(now, handle, owner, dial.addr, hops)
             }
-            (Route::Auto, Some(owner)) => {
+            (Route::Auto { hops }, Some(owner)) => {
                 let direct_up = self
                     .dials
                     .get(&(dial.transport, dial.addr))
@@ -416,14 +426,13 @@ impl Node {
                     .is_some_and(|s| s.established && !s.down);
                 if relayed_up && !direct_up {
                     // Direct has not worked lately; keep trying it for the next stream.
-                    self.attach_relayed(now, handle, owner, dial.addr, DEFAULT_HOPS);
+                    self.attach_relayed(now, handle, owner, dial.addr, hops);
                     return;
                 }
                 if !direct_up {
-                    self.circuits.auto.insert(
-                        handle,
-                        (now + AUTO_DEADLINE, owner, dial.addr, DEFAULT_HOPS),
-                    );
+                    self.circuits
+                        .auto
+                        .insert(handle, (now + AUTO_DEADLINE, owner, dial.addr, hops));
                 }
                 self.attach(now, handle, dial);
             }

@@ -203,6 +203,7 @@ impl Node {
             return;
         }
         self.discovery.next_maintenance = Some(now + MAINTENANCE_INTERVAL);
+        self.refresh_directory(now);
         let round = self.discovery.maintenance_rounds;
         self.discovery.maintenance_rounds += 1;
         let local = self.node_id;

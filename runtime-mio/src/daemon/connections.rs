@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
-use vx6_core::node::{Dial, SessionId, StreamHandle};
+use vx6_core::node::{Dial, Route, SessionId, StreamHandle};
+use vx6_core::record::Transport;
 use vx6_core::{Cause, Failure};
 
 use super::limits::{AcceptRetry, Outbox};
@@ -85,22 +86,29 @@ impl Daemon {
                 return;
             };
             let spec = &self.forwards[i].0;
+            let route = spec.route();
             let stream = match &spec.target {
                 ForwardTarget::Direct {
                     expected,
                     addr,
                     service,
                 } => {
+                    // Relays carry QUIC: a relayed forward reaches the owner's QUIC port.
+                    let transport = match route {
+                        Route::Relay { .. } => Transport::Quic,
+                        _ => self.transport,
+                    };
                     let dial = Dial {
                         addr: *addr,
-                        transport: self.transport,
+                        transport,
                         expected: *expected,
                     };
-                    self.node.open_stream(now, &dial, service.clone())
+                    self.node
+                        .open_stream_routed(now, &dial, service.clone(), route)
                 }
                 ForwardTarget::Named(target) => {
                     self.node
-                        .open_stream_by_name(now, target.clone(), self.transport)
+                        .open_stream_by_name_routed(now, target.clone(), self.transport, route)
                 }
             };
             let spec = &self.forwards[i].0;

@@ -60,6 +60,8 @@ pub struct Options {
     pub name: Username,
     /// The registry file: peers remembered from the last run, and where this run's go.
     pub registry_path: PathBuf,
+    /// Whether and within which limits this node relays.
+    pub relay: vx6_core::node::RelayConfig,
 }
 
 pub struct Daemon {
@@ -87,6 +89,8 @@ pub struct Daemon {
     name: Username,
     registry: vx6_core::Registry,
     registry_path: PathBuf,
+    /// `vx6 path` requests waiting for their name to resolve: the hop count asked.
+    path_requests: HashMap<u64, u8>,
 }
 
 impl Daemon {
@@ -103,6 +107,7 @@ impl Daemon {
         );
         config.services = opts.services;
         config.pins = opts.pins;
+        config.relay = opts.relay;
         let mut node = Node::new(now, config).context("starting the node")?;
         let unix = crate::clock::unix_now();
         node.set_unix_time(unix);
@@ -125,6 +130,8 @@ impl Daemon {
                 _ => None,
             })
             .collect();
+        // Relays and keys from records remembered, so relayed paths work before the DHT syncs.
+        node.learn_records(now, registry.iter().filter(|r| r.owner() != own));
         if !remembered.is_empty() {
             tracing::info!(
                 "re-entering through {} peers remembered in the registry",
@@ -191,6 +198,7 @@ impl Daemon {
             name: opts.name,
             registry,
             registry_path: opts.registry_path,
+            path_requests: HashMap::new(),
         })
     }
 
@@ -441,6 +449,19 @@ impl Daemon {
                 "refused stream for {service:?} from node {peer}: {failure} ({})",
                 failure.cause.as_str()
             ),
+            Event::Resolved { id, name, result } if self.path_requests.contains_key(&id) => {
+                let hops = self.path_requests.remove(&id).unwrap_or(2);
+                let reply = match &result {
+                    Ok((node, _)) => status::path(
+                        &name,
+                        *node,
+                        self.node.link_selection(node).cloned(),
+                        self.node.explain_path(Instant::now(), *node, hops),
+                    ),
+                    Err(failure) => format!("error: {failure}\n"),
+                };
+                self.control.resolved(self.poll.registry(), id, reply);
+            }
             Event::Resolved { id, name, result } => {
                 let reply = match &result {
                     Ok((node, addrs)) => {
@@ -510,6 +531,29 @@ impl Daemon {
         let Some(request) = self.control.read(self.poll.registry(), token) else {
             return;
         };
+        if let Some(rest) = request.strip_prefix("path ") {
+            let mut parts = rest.trim().splitn(2, ' ');
+            let hops = parts.next().and_then(|h| crate::spec::parse_hops(h).ok());
+            let target = parts
+                .next()
+                .map(|n| n.trim().parse::<vx6_core::resolve::Target>());
+            match (hops, target) {
+                (Some(hops), Some(Ok(target))) => {
+                    let id = self.node.resolve(Instant::now(), target);
+                    self.path_requests.insert(id, hops);
+                    self.control.wait_for(id, token);
+                }
+                (_, Some(Err(e))) => {
+                    let reply = format!("error: {e}\n");
+                    self.control.reply(self.poll.registry(), token, reply);
+                }
+                _ => {
+                    let reply = "error: expected: path HOPS NAME\n".to_owned();
+                    self.control.reply(self.poll.registry(), token, reply);
+                }
+            }
+            return;
+        }
         if let Some(name) = request.strip_prefix("resolve ") {
             match name.trim().parse::<vx6_core::resolve::Target>() {
                 Ok(target) => {

@@ -5,7 +5,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use vx6_core::Failure;
-use vx6_core::node::{Counters, NodeStatus};
+use vx6_core::NodeId;
+use vx6_core::node::{CircuitRole, CircuitStatus, Counters, NodeStatus, Route};
+use vx6_core::relay::{SelectError, Selection};
 use vx6_core::service::{Access, ServiceTable};
 
 use crate::spec::ForwardSpec;
@@ -17,8 +19,106 @@ struct StatusJson {
     services: Vec<ServiceJson>,
     forwards: Vec<ForwardJson>,
     streams: usize,
+    circuits: Vec<CircuitJson>,
+    relays_known: usize,
     handshakes_in_flight: usize,
     counters: Counters,
+}
+
+#[derive(Serialize)]
+struct CircuitJson {
+    role: &'static str,
+    owner: Option<String>,
+    path: Vec<String>,
+    ready: bool,
+    /// Client: carries the link's datagrams (else standby). Owner: replies go out on it.
+    active: bool,
+    rtt_ms: Option<f64>,
+    probes_sent: u64,
+    probes_answered: u64,
+    packets: u64,
+    bytes: u64,
+    limits: Vec<LimitsJson>,
+}
+
+#[derive(Serialize)]
+struct LimitsJson {
+    max_circuits: u32,
+    max_per_peer: u32,
+    idle_expiry_secs: u32,
+    setups_per_second: u32,
+}
+
+fn role_name(r: CircuitRole) -> &'static str {
+    match r {
+        CircuitRole::Client => "client",
+        CircuitRole::Relay => "relay",
+        CircuitRole::Owner => "owner",
+    }
+}
+
+fn circuit_json(c: &CircuitStatus) -> CircuitJson {
+    CircuitJson {
+        role: role_name(c.role),
+        owner: c.owner.map(|o| o.to_string()),
+        path: c.path.iter().map(ToString::to_string).collect(),
+        ready: c.ready,
+        active: c.active,
+        rtt_ms: c.rtt.map(|r| r.as_secs_f64() * 1000.0),
+        probes_sent: c.probes_sent,
+        probes_answered: c.probes_answered,
+        packets: c.packets,
+        bytes: c.bytes,
+        limits: c
+            .limits
+            .iter()
+            .map(|l| LimitsJson {
+                max_circuits: l.max_circuits,
+                max_per_peer: l.max_per_peer,
+                idle_expiry_secs: l.idle_expiry_secs,
+                setups_per_second: l.setups_per_second,
+            })
+            .collect(),
+    }
+}
+
+fn route_text(r: Route) -> String {
+    match r {
+        Route::Direct => "direct".into(),
+        Route::Relay { hops } => format!("relay, {hops} hops"),
+        Route::Auto { hops } => format!("auto, {hops} hops if relayed"),
+    }
+}
+
+/// `vx6 path NAME`: the path of the link to `owner` if one is up, and what selection chooses
+/// now, with the reason for every relay passed over.
+pub fn path(
+    name: &str,
+    owner: NodeId,
+    current: Option<Selection>,
+    fresh: Result<Selection, SelectError>,
+) -> String {
+    use std::fmt::Write;
+    let mut out = format!("{name} is node {owner}\n");
+    let show = |out: &mut String, what: &str, s: &Selection| {
+        let _ = writeln!(out, "{what} ({:?} diversity):", s.diversity);
+        for (i, n) in s.path.iter().enumerate() {
+            let _ = writeln!(out, "  hop {} {n}", i + 1);
+        }
+        for (n, why) in &s.passed_over {
+            let _ = writeln!(out, "  passed over {n}: {why:?}");
+        }
+    };
+    if let Some(s) = &current {
+        show(&mut out, "in use", s);
+    }
+    match fresh {
+        Ok(s) => show(&mut out, "chosen now", &s),
+        Err(e) => {
+            let _ = writeln!(out, "no path now: {e}");
+        }
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -47,6 +147,9 @@ struct ServiceJson {
 struct ForwardJson {
     target: String,
     local: String,
+    /// direct, relay or auto.
+    via: &'static str,
+    hops: Option<u8>,
     connections: usize,
     /// Connections that failed, in total and by cause.
     failed: u64,
@@ -79,6 +182,11 @@ pub struct Context<'a> {
     pub forwards: Vec<ForwardSpec>,
     pub forward_connections: Vec<usize>,
     pub forward_failures: &'a [ForwardFailures],
+}
+
+/// The first 12 characters of a node id, for one-line output.
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
 }
 
 fn transport_name(t: vx6_core::record::Transport) -> &'static str {
@@ -152,6 +260,15 @@ fn json(ctx: &Context<'_>) -> String {
             .map(|((f, n), failed)| ForwardJson {
                 target: forward_target(f),
                 local: f.local.to_string(),
+                via: match f.route() {
+                    Route::Direct => "direct",
+                    Route::Relay { .. } => "relay",
+                    Route::Auto { .. } => "auto",
+                },
+                hops: match f.route() {
+                    Route::Direct => None,
+                    Route::Relay { hops } | Route::Auto { hops } => Some(hops),
+                },
                 connections: *n,
                 failed: failed.failed,
                 failed_by_cause: failed.by_cause.clone(),
@@ -160,6 +277,8 @@ fn json(ctx: &Context<'_>) -> String {
             })
             .collect(),
         streams: s.streams,
+        circuits: s.circuits.iter().map(circuit_json).collect(),
+        relays_known: s.relays_known,
         handshakes_in_flight: s.handshakes_in_flight,
         counters: s.counters,
     };
@@ -211,16 +330,66 @@ fn text(ctx: &Context<'_>) -> String {
     {
         let _ = writeln!(
             out,
-            "  {} -> {} ({n} connections, {} failed)",
+            "  {} -> {} via {} ({n} connections, {} failed)",
             f.local,
             forward_target(f),
+            route_text(f.route()),
             failed.failed
         );
         if let Some(last) = &failed.last {
             let _ = writeln!(out, "     last failure: {last} ({})", last.cause.as_str());
         }
     }
+    let _ = writeln!(
+        out,
+        "\ncircuits ({}; {} relays known):",
+        s.circuits.len(),
+        s.relays_known
+    );
+    for c in &s.circuits {
+        let state = match (c.role, c.ready, c.active) {
+            (_, false, _) => "building",
+            (CircuitRole::Client, true, true) => "active",
+            (CircuitRole::Client, true, false) => "standby",
+            (CircuitRole::Owner, true, true) => "replying",
+            _ => "up",
+        };
+        let path: Vec<String> = c.path.iter().map(|n| short(&n.to_string())).collect();
+        let _ = writeln!(
+            out,
+            "  {:<6} {:<8} {}{} hops [{}] rtt {} probes {}/{} packets {} bytes {}",
+            role_name(c.role),
+            state,
+            c.owner
+                .map_or(String::new(), |o| format!("to {} ", short(&o.to_string()))),
+            c.path.len(),
+            path.join(" > "),
+            c.rtt.map_or("-".to_owned(), |r| format!(
+                "{:.2}ms",
+                r.as_secs_f64() * 1000.0
+            )),
+            c.probes_answered,
+            c.probes_sent,
+            c.packets,
+            c.bytes
+        );
+    }
     let c = s.counters;
+    let _ = writeln!(
+        out,
+        "relay: forwarded {}, dropped {} unknown label, {} wrong source, {} malformed; \
+         circuits built {}, failed {}, refused {}, relayed {}, failovers {}, auto fallbacks {}",
+        c.relay_forwarded,
+        c.relay_unknown_label,
+        c.relay_wrong_source,
+        c.relay_malformed,
+        c.circuits_built,
+        c.circuits_failed,
+        c.circuits_refused,
+        c.circuits_relayed,
+        c.circuit_failovers,
+        c.auto_fallbacks
+    );
     let _ = writeln!(
         out,
         "\nstreams open {}; opened {}; refused: access {}, target {}, bad requests {}; sessions failed {}, refused {}",

@@ -69,11 +69,25 @@ impl Udp {
                     continue;
                 }
             };
-            for (m, buf) in meta.iter().zip(&self.bufs).take(n) {
+            let max_gso = self.state.max_gso_segments().max(1);
+            for (m, buf) in meta.iter().zip(&mut self.bufs).take(n) {
                 let ecn = m
                     .ecn
                     .and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8));
-                for datagram in buf[..m.len].chunks(m.stride.max(1)) {
+                let stride = m.stride.max(1);
+                if m.len > 0 && vx6_core::relay::header::is_relay(buf[0]) {
+                    relay_batch(
+                        node,
+                        &self.state,
+                        &self.socket,
+                        now,
+                        m,
+                        &mut buf[..m.len],
+                        max_gso,
+                    );
+                    continue;
+                }
+                for datagram in buf[..m.len].chunks(stride) {
                     node.handle_datagram(now, m.addr, m.dst_ip, ecn, BytesMut::from(datagram));
                 }
             }
@@ -97,6 +111,61 @@ impl Udp {
             }
         }
     }
+}
+
+/// The userspace relay: the label of each datagram of a received batch is swapped in place,
+/// and runs of datagrams for one next hop leave in one GSO send, straight from the receive
+/// buffer (no copy, no allocation). Datagrams for this node go to it as usual.
+fn relay_batch(
+    node: &mut Node,
+    state: &UdpSocketState,
+    socket: &mio::net::UdpSocket,
+    now: Instant,
+    m: &RecvMeta,
+    batch: &mut [u8],
+    max_gso: usize,
+) {
+    let stride = m.stride.max(1);
+    let ecn = m.ecn;
+    let mut run: Option<(SocketAddr, usize, usize)> = None;
+    let flush = |run: &mut Option<(SocketAddr, usize, usize)>, batch: &[u8]| {
+        if let Some((to, start, end)) = run.take() {
+            for chunk in batch[start..end].chunks(stride * max_gso) {
+                let t = Transmit {
+                    destination: to,
+                    ecn,
+                    contents: chunk,
+                    segment_size: (chunk.len() > stride).then_some(stride),
+                    src_ip: None,
+                };
+                // A full socket drops the datagrams, as a congested link would.
+                if let Err(e) = state.send(socket.into(), &t) {
+                    tracing::trace!("relay send to {to}: {e}");
+                }
+            }
+        }
+    };
+    let mut start = 0;
+    while start < batch.len() {
+        let end = (start + stride).min(batch.len());
+        match node.relay_switch(now, m.addr, &mut batch[start..end]) {
+            Some(to) => match &mut run {
+                Some((dest, _, run_end)) if *dest == to && *run_end == start => *run_end = end,
+                _ => {
+                    flush(&mut run, batch);
+                    run = Some((to, start, end));
+                }
+            },
+            None => {
+                flush(&mut run, batch);
+                let ecn = ecn.and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8));
+                let d = BytesMut::from(&batch[start..end]);
+                node.handle_datagram(now, m.addr, m.dst_ip, ecn, d);
+            }
+        }
+        start = end;
+    }
+    flush(&mut run, batch);
 }
 
 /// Sends one transmit; false means the socket is full (WouldBlock). Other errors are logged and
