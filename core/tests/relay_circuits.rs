@@ -245,3 +245,149 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(a.0, b.0);
     assert_eq!(a.1, b.1);
 }
+
+/// Six relays of which the client knows only `relays`, owners at 1 and `extra_owner`.
+fn small_network(seed: u64, configure: fn(&mut NodeConfig), relays: usize) -> Net {
+    let mut net = Net::new(seed);
+    net.configure = configure;
+    net.add_host(identity(1), ServiceTable::new(false), Pins::default());
+    net.add_host(identity(2), echo_services(Access::Public), Pins::default());
+    for i in 0..relays {
+        net.add_host(
+            identity(10 + i as u8),
+            ServiceTable::new(false),
+            Pins::default(),
+        );
+    }
+    net.add_host(identity(3), echo_services(Access::Public), Pins::default());
+    let mut records = Vec::new();
+    for (host, seed) in (1..2 + relays).zip(std::iter::once(2u8).chain(10..)) {
+        records.push(record(&net, host, seed, host != OWNER));
+    }
+    records.push(record(&net, 2 + relays, 3, false));
+    let now = net.now;
+    net.hosts[CLIENT].node.learn_records(now, &records);
+    net
+}
+
+fn record(net: &Net, host: usize, seed: u8, relay: bool) -> vx6_core::SignedRecord {
+    let id = identity(seed);
+    let username = format!("n{seed}").parse().unwrap();
+    OwnRecords {
+        identity: &id,
+        username: &username,
+        addresses: vec![NodeAddress {
+            transport: Transport::Quic,
+            addr: net.hosts[host].addr,
+        }],
+        services: Vec::new(),
+        relay: relay.then_some(RelayCapability {
+            max_circuits: 100,
+            operator: None,
+        }),
+    }
+    .sign(UNIX_START, 3600)[0]
+        .clone()
+}
+
+#[test]
+fn a_relay_refuses_circuits_past_its_per_peer_limit_and_says_so() {
+    fn one_per_peer(c: &mut NodeConfig) {
+        c.relay.enabled = true;
+        c.relay.limits.max_per_peer = 1;
+    }
+    let mut net = small_network(6, one_per_peer, 2);
+    let first_owner = net.node_id(OWNER);
+    let second = net.hosts.len() - 1;
+    let second_owner = net.node_id(second);
+    let hop = Route::Relay { hops: 1 };
+    let a = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(first_owner),
+        "echo",
+        payload(1000, 1),
+        hop,
+    );
+    assert!(net.run_until(Duration::from_secs(10), |n| n.apps_done(CLIENT)));
+    assert!(net.hosts[CLIENT].apps[&a].failed.is_none());
+    // Both relays now carry one circuit of this client (active and standby): a link to a second
+    // owner finds every relay at its limit for this peer.
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        client_circuits(n).iter().filter(|c| c.ready).count() == 2
+    }));
+    let b = net.open_routed(
+        CLIENT,
+        second,
+        Some(second_owner),
+        "echo",
+        payload(1000, 2),
+        hop,
+    );
+    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
+    let failure = net.hosts[CLIENT].apps[&b].failed.clone().expect("refused");
+    assert_eq!(failure.cause, vx6_core::Cause::LimitReached, "{failure}");
+    assert!(failure.detail.contains("limit for this peer"), "{failure}");
+    let refused: u64 = (2..4)
+        .map(|i| net.hosts[i].node.counters().circuits_refused)
+        .sum();
+    assert!(refused >= 2, "each relay refused and counted: {refused}");
+    // The first link was not disturbed.
+    assert_eq!(
+        client_circuits(&net)
+            .iter()
+            .filter(|c| c.owner == Some(first_owner))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn relayed_circuits_expire_when_idle_and_a_node_that_does_not_relay_refuses() {
+    fn quick_expiry(c: &mut NodeConfig) {
+        c.relay.enabled = true;
+        c.relay.limits.idle_expiry_secs = 2;
+    }
+    let mut net = small_network(7, quick_expiry, 4);
+    let owner = net.node_id(OWNER);
+    net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        payload(1000, 1),
+        Route::Relay { hops: 2 },
+    );
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        client_circuits(n).iter().filter(|c| c.ready).count() == 2
+    }));
+    let relaying = |n: &Net| -> usize {
+        (2..6)
+            .map(|i| n.hosts[i].node.status().circuits.len())
+            .sum()
+    };
+    assert_eq!(relaying(&net), 4, "two circuits of two hops");
+    // The client vanishes without a word: its probes stop, and the relays' circuits idle out.
+    net.down.insert(CLIENT);
+    net.run_until(Duration::from_secs(15), |n| relaying(n) == 0);
+    assert_eq!(relaying(&net), 0);
+    let expired: u64 = (2..6)
+        .map(|i| net.hosts[i].node.counters().circuits_expired)
+        .sum();
+    assert!(expired >= 2, "{expired}");
+
+    // Relaying is an explicit choice: a node that did not make it refuses to extend.
+    let mut net = small_network(8, |_| {}, 2);
+    let owner = net.node_id(OWNER);
+    let h = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        vec![1],
+        Route::Relay { hops: 1 },
+    );
+    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
+    let failure = net.hosts[CLIENT].apps[&h].failed.clone().expect("refused");
+    assert!(failure.detail.contains("NotRelay"), "{failure}");
+}

@@ -52,7 +52,7 @@ pub use async_std::{AsyncStdExecutor, AsyncStdRuntime};
 pub use bridge::bridge;
 pub use error::Error;
 pub use events::{Events, NodeEvent};
-pub use node::{Incoming, Node, NodeConfig, NodeLimits, Resolved};
+pub use node::{Incoming, Node, NodeConfig, NodeLimits, RelayConfig, Resolved, Route};
 pub use runtime::{AsyncListener, AsyncStream, AsyncTimer, AsyncUdpSocket, BoxFuture, Runtime};
 pub use stream::VxStream;
 pub use vx6_core::service::Access;

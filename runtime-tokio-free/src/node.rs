@@ -7,8 +7,8 @@ use std::task::Poll;
 use vx6_core::{Cause, Failure};
 
 use vx6_core::destination::Destination;
-pub use vx6_core::node::NodeLimits;
 use vx6_core::node::{Dial, Node as CoreNode, NodeConfig as CoreConfig, NodeStatus};
+pub use vx6_core::node::{NodeLimits, RelayConfig, Route};
 use vx6_core::pins::Pins;
 use vx6_core::record::{NodeAddress, Transport};
 use vx6_core::resolve::Target;
@@ -42,6 +42,11 @@ pub struct NodeConfig {
     pub allow_non_loopback_targets: bool,
     /// Bounds against hostile or numerous peers.
     pub limits: NodeLimits,
+    /// Whether (and within which limits) the node relays circuits for others.
+    pub relay: RelayConfig,
+    /// How [`Node::connect`] reaches owners: direct, through relays, or `auto` (direct if a
+    /// direct session comes up in time, else relays; the default).
+    pub route: Route,
 }
 
 impl NodeConfig {
@@ -56,6 +61,8 @@ impl NodeConfig {
             pins: Pins::default(),
             allow_non_loopback_targets: false,
             limits: NodeLimits::default(),
+            relay: RelayConfig::default(),
+            route: Route::default(),
         }
     }
 }
@@ -77,6 +84,7 @@ pub struct Node {
     id: NodeId,
     local_addr: SocketAddr,
     transport: Transport,
+    route: Route,
 }
 
 impl Node {
@@ -94,6 +102,7 @@ impl Node {
         core.services = ServiceTable::new(config.allow_non_loopback_targets);
         core.pins = config.pins;
         core.limits = config.limits;
+        core.relay = config.relay;
         let mut node = CoreNode::new(now, core)?;
         node.set_unix_time(runtime.unix_time());
         let udp = runtime
@@ -118,10 +127,18 @@ impl Node {
             );
             Vec::new()
         } else {
-            vec![NodeAddress {
+            // The UDP socket carries QUIC in both modes: relay paths reach owners on it.
+            let mut a = vec![NodeAddress {
                 transport: config.transport,
                 addr: local_addr,
-            }]
+            }];
+            if config.transport == Transport::Tcp {
+                a.push(NodeAddress {
+                    transport: Transport::Quic,
+                    addr: local_addr,
+                });
+            }
+            a
         };
         node.publish_self(now, config.username, addresses);
         let shared = Arc::new(Shared::new(runtime.clone(), node));
@@ -132,6 +149,7 @@ impl Node {
             id,
             local_addr,
             transport: config.transport,
+            route: config.route,
         })
     }
 
@@ -266,6 +284,12 @@ impl Node {
     /// `[NODEID@]ADDR/SERVICE` (direct mode; without the NodeId, the key is pinned on first
     /// use). Returns once the owner accepted it.
     pub async fn connect(&self, destination: &str) -> Result<VxStream, Error> {
+        self.connect_via(destination, self.route).await
+    }
+
+    /// As [`Node::connect`], by `route` (a relay path needs the owner's node id: a name, or
+    /// `NODEID@` in direct mode).
+    pub async fn connect_via(&self, destination: &str, route: Route) -> Result<VxStream, Error> {
         let dest: Destination = destination
             .parse()
             .map_err(|e| Error::BadDestination(format!("{destination:?}: {e}")))?;
@@ -286,10 +310,11 @@ impl Node {
                         transport: self.transport,
                         expected,
                     };
-                    st.node.open_stream(now, &dial, service)
+                    st.node.open_stream_routed(now, &dial, service, route)
                 }
                 Destination::Named(target) => {
-                    st.node.open_stream_by_name(now, target, self.transport)
+                    st.node
+                        .open_stream_by_name_routed(now, target, self.transport, route)
                 }
             };
             st.slot(handle);

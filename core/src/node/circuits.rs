@@ -377,24 +377,10 @@ impl Node {
         dial: &Dial,
         route: Route,
     ) {
-        let relay_ok = dial.transport == Transport::Quic || route == Route::Direct;
+        // A relay path ends in QUIC at the owner, on the port its sessions use (the node's one
+        // UDP socket shares it with TCP), whatever the transport of a direct session.
         match (route, dial.expected) {
             (Route::Direct, _) => self.attach(now, handle, dial),
-            // Relays carry QUIC only: an `auto` TCP forward stays direct.
-            (Route::Auto { .. }, _) if dial.transport == Transport::Tcp => {
-                self.attach(now, handle, dial)
-            }
-            (_, _) if !relay_ok => {
-                let failure = Failure::new(
-                    Cause::Unreachable,
-                    "relay paths run over QUIC; this forward uses TCP",
-                );
-                self.forget(handle);
-                self.events.push_back(Event::StreamFailed {
-                    stream: handle,
-                    failure,
-                });
-            }
             (Route::Auto { .. }, None) => self.attach(now, handle, dial),
             (_, None) => {
                 let failure = Failure::new(
@@ -617,7 +603,14 @@ impl Node {
             }
             Err(e) => Err(e),
         }
-        .map_err(|e| Failure::new(Cause::Unreachable, format!("no relay path: {e}")))?;
+        .map_err(|e| match &link.last_failure {
+            // The refusal that used up the relays says more than the empty choice it left.
+            Some(last) => Failure::new(
+                last.cause,
+                format!("{}; no other relay path: {e}", last.detail),
+            ),
+            None => Failure::new(Cause::Unreachable, format!("no relay path: {e}")),
+        })?;
         let relays: Vec<PathHop> = selection
             .path
             .iter()

@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
-use vx6_core::node::{Dial, Route, SessionId, StreamHandle};
-use vx6_core::record::Transport;
+use vx6_core::node::{Dial, SessionId, StreamHandle};
 use vx6_core::{Cause, Failure};
 
 use super::limits::{AcceptRetry, Outbox};
@@ -93,14 +92,9 @@ impl Daemon {
                     addr,
                     service,
                 } => {
-                    // Relays carry QUIC: a relayed forward reaches the owner's QUIC port.
-                    let transport = match route {
-                        Route::Relay { .. } => Transport::Quic,
-                        _ => self.transport,
-                    };
                     let dial = Dial {
                         addr: *addr,
-                        transport,
+                        transport: self.transport,
                         expected: *expected,
                     };
                     self.node

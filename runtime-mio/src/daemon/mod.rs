@@ -267,10 +267,20 @@ impl Daemon {
     /// its own timer.
     fn publish_self(&mut self, now: Instant) {
         let addresses = match self.listen_addr() {
-            Some(addr) if !addr.ip().is_unspecified() => vec![NodeAddress {
-                transport: self.transport,
-                addr,
-            }],
+            // The UDP socket carries QUIC in both modes: relay paths and relayed owners use it.
+            Some(addr) if !addr.ip().is_unspecified() => {
+                let mut a = vec![NodeAddress {
+                    transport: self.transport,
+                    addr,
+                }];
+                if self.transport == Transport::Tcp {
+                    a.push(NodeAddress {
+                        transport: Transport::Quic,
+                        addr,
+                    });
+                }
+                a
+            }
             _ => {
                 tracing::warn!(
                     "listening on an unspecified address: no node record is published, so \

@@ -1,0 +1,51 @@
+//! Arbitrary bytes as a datagram on the relay data plane: the header parser must reject or accept
+//! cleanly, an accepted header is canonical (encoding its kind and label gives back the very
+//! same bytes), and a relay's label swap keeps it a valid header with only the label changed.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vx6_core::relay::Label;
+use vx6_core::relay::header::{self, HEADER_LEN, Header, Kind, PROBE_LEN};
+
+fuzz_target!(|data: &[u8]| {
+    let parsed = header::parse(data);
+    if let Some(&first) = data.first() {
+        assert!(parsed.is_err() || header::is_relay(first));
+        // QUIC sets the fixed bit in every packet; a relay datagram never does.
+        assert!(!header::is_relay(first) || first & 0x40 == 0);
+    }
+    let Ok(h) = parsed else {
+        return;
+    };
+    assert!(h.kind != Kind::Data || h.label.is_some());
+    let mut again = header::encode(h.kind, h.label).to_vec();
+    again.extend_from_slice(&data[HEADER_LEN..]);
+    assert_eq!(again, data, "an accepted header is the canonical encoding");
+    assert_eq!(header::parse(&again), Ok(h));
+    if h.kind != Kind::Data {
+        let (flags, nonce) = header::probe_body(data);
+        assert_eq!(
+            header::probe(h.kind, h.label, flags, nonce),
+            &data[..HEADER_LEN + PROBE_LEN]
+        );
+    }
+    // A relay swaps in the label the next hop chose: here one drawn from the datagram's tail.
+    let tail: [u8; 4] = data[data.len() - 4..].try_into().expect("4 bytes");
+    let label =
+        Label::new(u32::from_be_bytes(tail).rotate_left(7)).unwrap_or(Label::new(1).unwrap());
+    let mut swapped = data.to_vec();
+    header::swap_label(&mut swapped, label);
+    assert_eq!(
+        header::parse(&swapped),
+        Ok(Header {
+            kind: h.kind,
+            label: Some(label)
+        })
+    );
+    assert_eq!(swapped[0], data[0]);
+    assert_eq!(
+        &swapped[HEADER_LEN..],
+        &data[HEADER_LEN..],
+        "a relay never touches the payload"
+    );
+});
