@@ -45,10 +45,16 @@ fn network(seed: u64) -> Net {
         let signed = OwnRecords {
             identity: &id,
             username: &username,
-            addresses: vec![NodeAddress {
-                transport: Transport::Quic,
-                addr: net.hosts[host].addr,
-            }],
+            addresses: vec![
+                NodeAddress {
+                    transport: Transport::Quic,
+                    addr: net.hosts[host].addr,
+                },
+                NodeAddress {
+                    transport: Transport::Tcp,
+                    addr: net.hosts[host].addr,
+                },
+            ],
             services: Vec::new(),
             relay: (host != OWNER).then_some(RelayCapability {
                 max_circuits: 100,
@@ -276,10 +282,16 @@ fn record(net: &Net, host: usize, seed: u8, relay: bool) -> vx6_core::SignedReco
     OwnRecords {
         identity: &id,
         username: &username,
-        addresses: vec![NodeAddress {
-            transport: Transport::Quic,
-            addr: net.hosts[host].addr,
-        }],
+        addresses: vec![
+            NodeAddress {
+                transport: Transport::Quic,
+                addr: net.hosts[host].addr,
+            },
+            NodeAddress {
+                transport: Transport::Tcp,
+                addr: net.hosts[host].addr,
+            },
+        ],
         services: Vec::new(),
         relay: relay.then_some(RelayCapability {
             max_circuits: 100,
@@ -390,4 +402,50 @@ fn relayed_circuits_expire_when_idle_and_a_node_that_does_not_relay_refuses() {
     assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
     let failure = net.hosts[CLIENT].apps[&h].failed.clone().expect("refused");
     assert!(failure.detail.contains("NotRelay"), "{failure}");
+}
+
+#[test]
+fn tcp_mode_splices_streams_through_two_relays() {
+    let mut net = network(9);
+    net.routed_transport = Transport::Tcp;
+    let owner = net.node_id(OWNER);
+    let data = payload(400_000, 5);
+    let h = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        data.clone(),
+        Route::Relay { hops: 2 },
+    );
+    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
+    let app = &net.hosts[CLIENT].apps[&h];
+    assert!(app.failed.is_none(), "{:?}", app.failed);
+    assert_eq!(app.received, data);
+    let circuits = client_circuits(&net);
+    assert_eq!(
+        circuits.len(),
+        1,
+        "a spliced circuit has no standby: {circuits:?}"
+    );
+    assert_eq!(circuits[0].path.len(), 2);
+    assert!(circuits[0].bytes > 400_000, "{circuits:?}");
+    // The relays spliced the bytes; neither holds a session with both ends.
+    let spliced: u64 = (2..2 + RELAYS)
+        .flat_map(|i| net.hosts[i].node.status().circuits)
+        .map(|c| c.bytes)
+        .sum();
+    assert!(spliced > 2 * 800_000, "{spliced}");
+    // A second stream rides the same virtual session.
+    let h2 = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        data.clone(),
+        Route::Relay { hops: 2 },
+    );
+    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
+    assert_eq!(net.hosts[CLIENT].apps[&h2].received, data);
+    assert_eq!(client_circuits(&net).len(), 1);
 }

@@ -132,7 +132,7 @@ proptest! {
                 prop_assert!((0x10..=0x12).contains(&d[0]));
                 let mut again = header::encode(h.kind, h.label).to_vec();
                 again.extend_from_slice(&d[HEADER_LEN..]);
-                prop_assert_eq!(again, d, "an accepted header is the canonical encoding");
+                prop_assert_eq!(&again, &d, "an accepted header is the canonical encoding");
             }
             Err(HeaderError::NotRelay) => prop_assert!(!(0x10..=0x1f).contains(&d[0])),
             Err(HeaderError::Truncated) => prop_assert!(d.len() < HEADER_LEN + PROBE_LEN),
@@ -195,16 +195,13 @@ proptest! {
         len in (MAX_CONTROL_LEN as u16 + 1)..=u16::MAX,
         rest in prop::collection::vec(any::<u8>(), 0..16),
     ) {
-        for create in [true, false] {
-            let mut d = prefix(create, len);
-            d.extend_from_slice(&rest);
-            let too_long = Err(ControlError::TooLong(usize::from(len)));
-            if create {
-                prop_assert_eq!(Create::decode(&d), too_long);
-            } else {
-                prop_assert_eq!(Reply::decode(&d), too_long);
-            }
-        }
+        let too_long = ControlError::TooLong(usize::from(len));
+        let mut d = prefix(true, len);
+        d.extend_from_slice(&rest);
+        prop_assert_eq!(Create::decode(&d), Err(too_long.clone()));
+        let mut d = prefix(false, len);
+        d.extend_from_slice(&rest);
+        prop_assert_eq!(Reply::decode(&d), Err(too_long));
     }
 
     #[test]

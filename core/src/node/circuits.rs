@@ -138,7 +138,7 @@ pub struct RelayConfig {
     pub operator: Option<crate::names::OperatorName>,
 }
 
-struct Probe {
+pub(super) struct Probe {
     next_at: Instant,
     outstanding: Option<(u64, Instant)>,
     last_heard: Instant,
@@ -147,7 +147,7 @@ struct Probe {
     answered: u64,
 }
 
-enum Circuit {
+pub(super) enum Circuit {
     Client {
         link: u64,
         stream: StreamHandle,
@@ -175,13 +175,66 @@ enum Circuit {
         out: Label,
         fwd_in: Label,
     },
+    /// TCP mode, at the client: the link's TLS/TCP session runs inside `stream`.
+    ClientStream {
+        link: u64,
+        stream: StreamHandle,
+        path: Vec<NodeId>,
+        limits: Vec<RelayLimits>,
+        /// The virtual session, once the circuit is up.
+        vsid: Option<SessionId>,
+        pipe: Pipe,
+    },
+    /// TCP mode, at a relay: bytes spliced between the two streams.
+    Splice {
+        up: StreamHandle,
+        down: StreamHandle,
+        prev: NodeId,
+        next: NodeId,
+        ready: bool,
+        limits: Vec<RelayLimits>,
+        up_down: Pipe,
+        down_up: Pipe,
+        last_used: Instant,
+    },
+    /// TCP mode, at the owner: a virtual incoming TLS/TCP session runs inside `stream`.
+    OwnerStream {
+        stream: StreamHandle,
+        peer: NodeId,
+        vsid: SessionId,
+        pipe: Pipe,
+    },
+}
+
+/// Bytes on their way through a spliced stream: what the next writer has not taken yet.
+#[derive(Default)]
+pub(super) struct Pipe {
+    pub pending: Vec<u8>,
+    /// The source finished: finish the destination once `pending` is out.
+    pub eof: bool,
+    /// The destination was finished.
+    pub closed: bool,
+    pub bytes: u64,
 }
 
 impl Circuit {
+    /// Whether it carries a byte stream (TCP mode) rather than datagrams.
+    fn carries_bytes(&self) -> bool {
+        matches!(
+            self,
+            Circuit::ClientStream { .. } | Circuit::Splice { .. } | Circuit::OwnerStream { .. }
+        )
+    }
+
     fn streams(&self) -> Vec<StreamHandle> {
         match self {
-            Circuit::Client { stream, .. } | Circuit::Owner { stream, .. } => vec![*stream],
-            Circuit::Relay { up, down, .. } => vec![*up, *down],
+            Circuit::Client { stream, .. }
+            | Circuit::Owner { stream, .. }
+            | Circuit::ClientStream { stream, .. }
+            | Circuit::OwnerStream { stream, .. } => vec![*stream],
+            Circuit::Relay { up, down, .. } | Circuit::Splice { up, down, .. } => {
+                vec![*up, *down]
+            }
         }
     }
 
@@ -192,12 +245,17 @@ impl Circuit {
                 back_in, fwd_in, ..
             } => std::iter::once(*back_in).chain(*fwd_in).collect(),
             Circuit::Owner { fwd_in, .. } => vec![*fwd_in],
+            Circuit::ClientStream { .. } | Circuit::Splice { .. } | Circuit::OwnerStream { .. } => {
+                Vec::new()
+            }
         }
     }
 }
 
 /// A client's end-to-end connection to one owner over circuits.
 struct ClientLink {
+    /// QUIC: datagram circuits with failover; TCP: one spliced circuit.
+    transport: Transport,
     owner: NodeId,
     owner_key: PublicKey,
     owner_addr: SocketAddr,
@@ -236,10 +294,14 @@ pub(super) struct Circuits {
     pub directory: Directory,
     rng: ChaCha20Rng,
     next_key: u64,
-    circuits: BTreeMap<u64, Circuit>,
-    by_stream: HashMap<StreamHandle, u64>,
+    pub(super) circuits: BTreeMap<u64, Circuit>,
+    pub(super) by_stream: HashMap<StreamHandle, u64>,
     client_links: BTreeMap<u64, ClientLink>,
-    by_owner: HashMap<NodeId, u64>,
+    by_owner: HashMap<(NodeId, Transport), u64>,
+    /// Virtual TLS/TCP sessions (TCP mode) and the circuit each runs in.
+    pub(super) stream_sessions: HashMap<SessionId, u64>,
+    /// TCP-mode circuits with bytes to move, pumped after the input that caused it.
+    pub(super) dirty: BTreeSet<u64>,
     owner_links: BTreeMap<u64, OwnerLink>,
     by_flow: HashMap<FlowId, u64>,
     by_vaddr: HashMap<SocketAddr, VirtualEnd>,
@@ -251,12 +313,21 @@ pub(super) struct Circuits {
     probe_nonce: u64,
     next_sweep: Option<Instant>,
     /// Streams whose `auto` route moves them to a relay path at the instant, if still waiting.
-    auto: BTreeMap<StreamHandle, (Instant, NodeId, SocketAddr, u8)>,
+    auto: BTreeMap<StreamHandle, (Instant, Owner, u8)>,
     /// Keys of nodes met (sessions, records), for sealing onion layers to owners.
     keys: HashMap<NodeId, PublicKey>,
     /// The last input's clock reading, for work done while events are drained.
     pub clock: Instant,
 }
+
+/// The label spliced (TCP) circuits put where a datagram circuit's would be: never used.
+pub(super) const STREAM_LABEL: Label = match Label::new(1) {
+    Some(l) => l,
+    None => unreachable!(),
+};
+
+/// An owner as a relayed link reaches it: its node, its address, and the transport.
+type Owner = (NodeId, SocketAddr, Transport);
 
 /// Most node keys remembered for circuit setup.
 const MAX_KEYS: usize = 4096;
@@ -275,6 +346,8 @@ impl Circuits {
             next_key: 1,
             circuits: BTreeMap::new(),
             by_stream: HashMap::new(),
+            stream_sessions: HashMap::new(),
+            dirty: BTreeSet::new(),
             client_links: BTreeMap::new(),
             by_owner: HashMap::new(),
             owner_links: BTreeMap::new(),
@@ -377,8 +450,9 @@ impl Node {
         dial: &Dial,
         route: Route,
     ) {
-        // A relay path ends in QUIC at the owner, on the port its sessions use (the node's one
-        // UDP socket shares it with TCP), whatever the transport of a direct session.
+        // A relay path runs over the forward's transport: QUIC circuits carry datagrams (with
+        // failover); TCP circuits splice streams, and the TLS/TCP session runs inside.
+        let transport = dial.transport;
         match (route, dial.expected) {
             (Route::Direct, _) => self.attach(now, handle, dial),
             (Route::Auto { .. }, None) => self.attach(now, handle, dial),
@@ -394,7 +468,7 @@ impl Node {
                 });
             }
             (Route::Relay { hops }, Some(owner)) => {
-                self.attach_relayed(now, handle, owner, dial.addr, hops)
+                self.attach_relayed(now, handle, (owner, dial.addr, transport), hops)
             }
             (Route::Auto { hops }, Some(owner)) => {
                 let direct_up = self
@@ -405,20 +479,21 @@ impl Node {
                 let relayed_up = self
                     .circuits
                     .by_owner
-                    .get(&owner)
+                    .get(&(owner, transport))
                     .and_then(|l| self.circuits.client_links.get(l))
-                    .and_then(|l| self.dials.get(&(Transport::Quic, l.vaddr)))
+                    .and_then(|l| self.dials.get(&(transport, l.vaddr)))
                     .and_then(|sid| self.sessions.get(sid))
                     .is_some_and(|s| s.established && !s.down);
                 if relayed_up && !direct_up {
                     // Direct has not worked lately; keep trying it for the next stream.
-                    self.attach_relayed(now, handle, owner, dial.addr, hops);
+                    self.attach_relayed(now, handle, (owner, dial.addr, transport), hops);
                     return;
                 }
                 if !direct_up {
-                    self.circuits
-                        .auto
-                        .insert(handle, (now + AUTO_DEADLINE, owner, dial.addr, hops));
+                    self.circuits.auto.insert(
+                        handle,
+                        (now + AUTO_DEADLINE, (owner, dial.addr, transport), hops),
+                    );
                 }
                 self.attach(now, handle, dial);
             }
@@ -427,16 +502,10 @@ impl Node {
 
     /// Puts a client stream on the link to `owner`, creating the link (and its first circuit)
     /// if there is none.
-    fn attach_relayed(
-        &mut self,
-        now: Instant,
-        handle: StreamHandle,
-        owner: NodeId,
-        owner_addr: SocketAddr,
-        hops: u8,
-    ) {
+    fn attach_relayed(&mut self, now: Instant, handle: StreamHandle, to: Owner, hops: u8) {
         self.circuits.auto.remove(&handle);
-        let vaddr = match self.client_link(now, owner, owner_addr, hops) {
+        let (owner, _, transport) = to;
+        let vaddr = match self.client_link(now, to, hops) {
             Ok(vaddr) => vaddr,
             Err(failure) => {
                 self.forget(handle);
@@ -449,24 +518,19 @@ impl Node {
         };
         let dial = Dial {
             addr: vaddr,
-            transport: Transport::Quic,
+            transport,
             expected: Some(owner),
         };
         self.attach(now, handle, &dial);
     }
 
-    /// The virtual address of the link to `owner`, building it if needed.
-    fn client_link(
-        &mut self,
-        now: Instant,
-        owner: NodeId,
-        owner_addr: SocketAddr,
-        hops: u8,
-    ) -> Result<SocketAddr, Failure> {
+    /// The virtual address of the link to an owner over a transport, building it if needed.
+    fn client_link(&mut self, now: Instant, to: Owner, hops: u8) -> Result<SocketAddr, Failure> {
+        let (owner, owner_addr, transport) = to;
         if let Some(link) = self
             .circuits
             .by_owner
-            .get(&owner)
+            .get(&(owner, transport))
             .and_then(|l| self.circuits.client_links.get(l))
         {
             return Ok(link.vaddr);
@@ -485,6 +549,7 @@ impl Node {
         self.circuits.client_links.insert(
             key,
             ClientLink {
+                transport,
                 owner,
                 owner_key,
                 owner_addr,
@@ -500,7 +565,7 @@ impl Node {
                 avoid: BTreeMap::new(),
             },
         );
-        self.circuits.by_owner.insert(owner, key);
+        self.circuits.by_owner.insert((owner, transport), key);
         self.circuits
             .by_vaddr
             .insert(vaddr, VirtualEnd::Client(key));
@@ -545,14 +610,18 @@ impl Node {
             endpoints: vec![self.node_id, owner],
             ..Constraints::default()
         };
-        let candidates = self.circuits.directory.candidates(now);
+        let candidates = self.circuits.directory.candidates(now, Transport::Quic);
         let mut rng = self.circuits.rng.clone();
         select(&candidates, &constraints, &mut rng)
     }
 
     /// The path selection behind the link to `owner`, if one is up.
     pub fn link_selection(&self, owner: &NodeId) -> Option<&Selection> {
-        let link = self.circuits.by_owner.get(owner)?;
+        let link = self
+            .circuits
+            .by_owner
+            .get(&(*owner, Transport::Quic))
+            .or_else(|| self.circuits.by_owner.get(&(*owner, Transport::Tcp)))?;
         self.circuits
             .client_links
             .get(link)?
@@ -594,7 +663,8 @@ impl Node {
             ..Constraints::default()
         };
         constraints.exclude.extend(link.avoid.keys().copied());
-        let candidates = self.circuits.directory.candidates(now);
+        let transport = link.transport;
+        let candidates = self.circuits.directory.candidates(now, transport);
         let selection = match select(&candidates, &constraints, &mut self.circuits.rng) {
             Ok(s) => Ok(s),
             Err(SelectError::TooFew { .. }) if constraints.exclude != exclude => {
@@ -619,7 +689,10 @@ impl Node {
                 Some(PathHop {
                     node: *n,
                     key: r.key,
-                    addr: r.addr,
+                    addr: match transport {
+                        Transport::Quic => r.addr,
+                        Transport::Tcp => r.tcp_addr?,
+                    },
                 })
             })
             .collect();
@@ -638,12 +711,16 @@ impl Node {
         link.last_selection = Some(selection);
         let first = relays[0].clone();
         let ckey = self.circuits.key();
-        let back_in = self.circuits.labels.allocate(
-            now,
-            &mut self.circuits.rng,
-            first.addr,
-            Target::Local(ckey),
-        );
+        let back_in = match transport {
+            Transport::Quic => self.circuits.labels.allocate(
+                now,
+                &mut self.circuits.rng,
+                first.addr,
+                Target::Local(ckey),
+            ),
+            // A spliced circuit switches no datagrams: its labels mean nothing.
+            Transport::Tcp => STREAM_LABEL,
+        };
         let request = Create {
             back: back_in,
             onion,
@@ -653,16 +730,25 @@ impl Node {
             Ok(h) => h,
             Err(h) => {
                 self.events.retain(|e| e.stream() != Some(h));
-                self.circuits.labels.remove(back_in);
+                if transport == Transport::Quic {
+                    self.circuits.labels.remove(back_in);
+                }
                 return Err(Failure::new(
                     Cause::LimitReached,
                     "at the node's stream limit",
                 ));
             }
         };
-        self.circuits.circuits.insert(
-            ckey,
-            Circuit::Client {
+        let circuit = match transport {
+            Transport::Tcp => Circuit::ClientStream {
+                link: key,
+                stream: handle,
+                path,
+                limits: Vec::new(),
+                vsid: None,
+                pipe: Pipe::default(),
+            },
+            Transport::Quic => Circuit::Client {
                 link: key,
                 stream: handle,
                 first: first.addr,
@@ -679,14 +765,15 @@ impl Node {
                     answered: 0,
                 },
             },
-        );
+        };
+        self.circuits.circuits.insert(ckey, circuit);
         self.circuits.by_stream.insert(handle, ckey);
         if let Some(link) = self.circuits.client_links.get_mut(&key) {
             link.circuits.push(ckey);
         }
         let dial = Dial {
             addr: first.addr,
-            transport: Transport::Quic,
+            transport,
             expected: Some(first.node),
         };
         self.attach(now, handle, &dial);
@@ -697,7 +784,7 @@ impl Node {
         let Some(link) = self.circuits.client_links.remove(&key) else {
             return;
         };
-        self.circuits.by_owner.remove(&link.owner);
+        self.circuits.by_owner.remove(&(link.owner, link.transport));
         self.circuits.by_vaddr.remove(&link.vaddr);
         for c in link.circuits {
             self.teardown(now, c);
@@ -769,25 +856,51 @@ impl Node {
                 },
             ) => {
                 let (link, path) = (*link, path.clone());
-                let at = path.get(usize::from(hop));
-                if let Some(n) = at {
-                    self.circuits.directory.circuit_result(n, false);
-                }
-                let failure = Failure::new(
-                    match refusal {
-                        Refusal::LimitReached | Refusal::RateLimited => Cause::LimitReached,
-                        _ => Cause::Unreachable,
-                    },
-                    format!(
-                        "circuit refused at hop {}: {refusal:?}: {reason}",
-                        usize::from(hop) + 1
-                    ),
-                );
-                if let Some(l) = self.circuits.client_links.get_mut(&link) {
-                    l.last_failure = Some(failure);
-                }
-                self.stream_reset(now, handle);
-                self.circuit_stream_ended(now, handle);
+                self.circuit_refused(now, handle, link, &path, (refusal, hop, reason));
+            }
+            (
+                Some(Circuit::ClientStream {
+                    link, limits: lim, ..
+                }),
+                Reply::Created { limits, .. },
+            ) => {
+                *lim = limits;
+                let link = *link;
+                self.counters.circuits_built += 1;
+                self.stream_circuit_ready(now, link, ckey);
+            }
+            (
+                Some(Circuit::ClientStream { link, path, .. }),
+                Reply::Refused {
+                    refusal,
+                    hop,
+                    reason,
+                },
+            ) => {
+                let (link, path) = (*link, path.clone());
+                self.circuit_refused(now, handle, link, &path, (refusal, hop, reason));
+            }
+            (
+                Some(Circuit::Splice {
+                    up,
+                    ready,
+                    limits: lim,
+                    ..
+                }),
+                Reply::Created { limits, .. },
+            ) => {
+                *ready = true;
+                let up = *up;
+                let mut all = vec![self.circuits.config.limits];
+                all.extend(limits.iter().take(crate::relay::control::MAX_HOPS - 1));
+                *lim = all.clone();
+                self.counters.circuits_relayed += 1;
+                let reply = Reply::Created {
+                    label: STREAM_LABEL,
+                    limits: all,
+                };
+                self.send_reply(now, up, reply, true);
+                self.circuits.dirty.insert(ckey);
             }
             (
                 Some(Circuit::Relay {
@@ -827,7 +940,7 @@ impl Node {
                 );
             }
             (
-                Some(Circuit::Relay { up, .. }),
+                Some(Circuit::Relay { up, .. } | Circuit::Splice { up, .. }),
                 Reply::Refused {
                     refusal,
                     hop,
@@ -845,6 +958,36 @@ impl Node {
             }
             _ => {}
         }
+    }
+
+    /// A hop refused the circuit this client stream was setting up: its relay is marked, the
+    /// link remembers why, and the circuit goes.
+    fn circuit_refused(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        link: u64,
+        path: &[NodeId],
+        (refusal, hop, reason): (Refusal, u8, String),
+    ) {
+        if let Some(n) = path.get(usize::from(hop)) {
+            self.circuits.directory.circuit_result(n, false);
+        }
+        let failure = Failure::new(
+            match refusal {
+                Refusal::LimitReached | Refusal::RateLimited => Cause::LimitReached,
+                _ => Cause::Unreachable,
+            },
+            format!(
+                "circuit refused at hop {}: {refusal:?}: {reason}",
+                usize::from(hop) + 1
+            ),
+        );
+        if let Some(l) = self.circuits.client_links.get_mut(&link) {
+            l.last_failure = Some(failure);
+        }
+        self.stream_reset(now, handle);
+        self.circuit_stream_ended(now, handle);
     }
 
     /// A circuit of link `link` is up: the first becomes active and releases what waited.
@@ -865,7 +1008,13 @@ impl Node {
     }
 
     /// Writes a reply on a circuit stream; a refusal also ends the stream.
-    fn send_reply(&mut self, now: Instant, handle: StreamHandle, reply: Reply, keep: bool) {
+    pub(super) fn send_reply(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        reply: Reply,
+        keep: bool,
+    ) {
         let Some(st) = self.streams.get_mut(&handle) else {
             return;
         };
@@ -905,12 +1054,12 @@ impl Node {
         };
         let sid = st.session;
         self.streams.request_read(handle);
-        let (peer, remote) = match self.sessions.get(&sid) {
-            Some(s) if s.peer.is_some() && s.transport() == Transport::Quic => {
-                (s.peer.expect("checked"), s.remote)
+        let (peer, remote, transport) = match self.sessions.get(&sid) {
+            Some(s) if s.peer.is_some() && !is_virtual(&s.remote) => {
+                (s.peer.expect("checked"), s.remote, s.transport())
             }
             _ => {
-                let reply = Reply::refused(Refusal::BadRequest, "circuits run on QUIC sessions");
+                let reply = Reply::refused(Refusal::BadRequest, "no circuits inside circuits");
                 self.send_reply(now, handle, reply, false);
                 return;
             }
@@ -949,6 +1098,9 @@ impl Node {
             None => return refuse(self, Refusal::BadRequest, "onion layer does not open"),
         };
         match instruction {
+            Instruction::Deliver { .. } if transport == Transport::Tcp => {
+                self.owner_stream_circuit(now, handle, peer)
+            }
             Instruction::Deliver { flow } => {
                 self.owner_circuit(now, handle, peer, remote, create.back, flow)
             }
@@ -957,6 +1109,9 @@ impl Node {
             }
             Instruction::Extend { next, .. } if next == peer || next == self.node_id => {
                 refuse(self, Refusal::BadRequest, "a circuit may not loop")
+            }
+            Instruction::Extend { next, addr, inner } if transport == Transport::Tcp => {
+                self.splice_circuit(now, handle, peer, (next, addr), inner)
             }
             Instruction::Extend { next, addr, inner } => self.relay_circuit(
                 now,
@@ -969,7 +1124,7 @@ impl Node {
         }
     }
 
-    fn count_peer(&mut self, peer: NodeId, up: bool) {
+    pub(super) fn count_peer(&mut self, peer: NodeId, up: bool) {
         let n = self.circuits.relayed_by_peer.entry(peer).or_default();
         if up {
             *n += 1;
@@ -1104,13 +1259,23 @@ impl Node {
         self.next_sweep_from(now);
     }
 
-    fn next_sweep_from(&mut self, now: Instant) {
+    pub(super) fn next_sweep_from(&mut self, now: Instant) {
         self.circuits.next_sweep.get_or_insert(now + SWEEP_EVERY);
     }
 
     /// A circuit stream is readable after setup: nothing more is sent on it, so this only
     /// finds its end.
     pub(super) fn drain_circuit_stream(&mut self, now: Instant, handle: StreamHandle) {
+        if let Some(&ckey) = self.circuits.by_stream.get(&handle)
+            && self
+                .circuits
+                .circuits
+                .get(&ckey)
+                .is_some_and(Circuit::carries_bytes)
+        {
+            self.circuits.dirty.insert(ckey);
+            return;
+        }
         loop {
             match self.stream_read(now, handle, 4096) {
                 StreamRead::Data(_) => continue,
@@ -1126,9 +1291,14 @@ impl Node {
     /// A circuit stream ended or failed: its circuit goes with it.
     pub(super) fn circuit_stream_ended(&mut self, now: Instant, handle: StreamHandle) {
         if let Some(ckey) = self.circuits.by_stream.remove(&handle) {
-            if let Some(Circuit::Relay {
-                up, fwd_in: None, ..
-            }) = self.circuits.circuits.get(&ckey)
+            if let Some(
+                Circuit::Relay {
+                    up, fwd_in: None, ..
+                }
+                | Circuit::Splice {
+                    up, ready: false, ..
+                },
+            ) = self.circuits.circuits.get(&ckey)
                 && *up != handle
             {
                 // The next hop failed before answering: say so upstream.
@@ -1142,7 +1312,7 @@ impl Node {
     }
 
     /// Ends circuit `ckey` here: its labels, its streams, and its place in a link.
-    fn teardown(&mut self, now: Instant, ckey: u64) {
+    pub(super) fn teardown(&mut self, now: Instant, ckey: u64) {
         let Some(c) = self.circuits.circuits.remove(&ckey) else {
             return;
         };
@@ -1155,6 +1325,30 @@ impl Node {
         }
         match c {
             Circuit::Relay { prev, .. } => self.count_peer(prev.0, false),
+            Circuit::Splice { prev, .. } => self.count_peer(prev, false),
+            Circuit::OwnerStream { peer, vsid, .. } => {
+                self.count_peer(peer, false);
+                self.close_virtual(now, vsid);
+            }
+            Circuit::ClientStream {
+                link, vsid, path, ..
+            } => {
+                if let Some(l) = self.circuits.client_links.get_mut(&link) {
+                    l.circuits.retain(|c| *c != ckey);
+                    l.active = None;
+                    for n in path {
+                        l.avoid.insert(n, now);
+                    }
+                }
+                match vsid {
+                    // The session inside is gone with its circuit (bytes cannot be replayed).
+                    Some(vsid) => self.close_virtual(now, vsid),
+                    None => {
+                        self.counters.circuits_failed += 1;
+                        self.replenish(now, link);
+                    }
+                }
+            }
             Circuit::Owner { link, peer, .. } => {
                 self.count_peer(peer, false);
                 let remove = match self.circuits.owner_links.get_mut(&link) {
@@ -1192,6 +1386,38 @@ impl Node {
                 }
                 self.replenish(now, link);
             }
+        }
+    }
+
+    /// A circuit both of whose directions ended cleanly: forgotten without resetting anything.
+    pub(super) fn forget_circuit(&mut self, _now: Instant, ckey: u64) {
+        if let Some(c) = self.circuits.circuits.remove(&ckey) {
+            for h in c.streams() {
+                self.circuits.by_stream.remove(&h);
+            }
+            if let Circuit::Splice { prev, .. } = c {
+                self.count_peer(prev, false);
+            }
+        }
+    }
+
+    pub(super) fn new_circuit(&mut self, c: Circuit) -> u64 {
+        let ckey = self.circuits.key();
+        self.circuits.circuits.insert(ckey, c);
+        ckey
+    }
+
+    pub(super) fn new_vaddr(&mut self) -> SocketAddr {
+        self.circuits.vaddr()
+    }
+
+    pub(super) fn link_vaddr(&self, link: u64) -> Option<SocketAddr> {
+        self.circuits.client_links.get(&link).map(|l| l.vaddr)
+    }
+
+    pub(super) fn set_link_active(&mut self, link: u64, ckey: u64) {
+        if let Some(l) = self.circuits.client_links.get_mut(&link) {
+            l.active = Some(ckey);
         }
     }
 
@@ -1239,11 +1465,16 @@ impl Node {
         let Some(l) = self.circuits.client_links.get(&link) else {
             return;
         };
-        if l.circuits.len() >= 2 {
+        // A spliced circuit has no standby: the session inside cannot move.
+        let wanted = match l.transport {
+            Transport::Quic => 2,
+            Transport::Tcp => 1,
+        };
+        if l.circuits.len() >= wanted {
             return;
         }
         let vaddr = l.vaddr;
-        let session = self.dials.get(&(Transport::Quic, vaddr)).copied();
+        let session = self.dials.get(&(l.transport, vaddr)).copied();
         let live = session
             .and_then(|s| self.sessions.get(&s))
             .is_some_and(|s| !s.down);
@@ -1293,7 +1524,7 @@ impl Node {
             .map(|(h, _)| *h)
             .collect();
         for h in due {
-            let Some((_, owner, addr, hops)) = self.circuits.auto.remove(&h) else {
+            let Some((_, to, hops)) = self.circuits.auto.remove(&h) else {
                 continue;
             };
             let Some(st) = self.streams.get(&h) else {
@@ -1303,7 +1534,7 @@ impl Node {
                 continue;
             }
             let sid = st.session;
-            let vaddr = match self.client_link(now, owner, addr, hops) {
+            let vaddr = match self.client_link(now, to, hops) {
                 Ok(vaddr) => vaddr,
                 Err(relay) => {
                     if let Some(direct) = direct.filter(|_| failed.contains(&h)) {
@@ -1325,8 +1556,8 @@ impl Node {
             self.counters.auto_fallbacks += 1;
             let dial = Dial {
                 addr: vaddr,
-                transport: Transport::Quic,
-                expected: Some(owner),
+                transport: to.2,
+                expected: Some(to.0),
             };
             self.attach(now, h, &dial);
         }
@@ -1608,14 +1839,17 @@ impl Node {
                 .circuits
                 .circuits
                 .iter()
-                .filter(|(_, c)| matches!(c, Circuit::Relay { .. }))
-                .filter(|(_, c)| {
-                    c.labels().iter().all(|l| {
+                .filter(|(_, c)| match c {
+                    Circuit::Relay { .. } => c.labels().iter().all(|l| {
                         self.circuits
                             .labels
                             .get(*l)
                             .is_none_or(|e| now.saturating_duration_since(e.last_used) >= idle)
-                    })
+                    }),
+                    Circuit::Splice { last_used, .. } => {
+                        now.saturating_duration_since(*last_used) >= idle
+                    }
+                    _ => false,
                 })
                 .map(|(k, _)| *k)
                 .collect();
@@ -1627,7 +1861,7 @@ impl Node {
                 .circuits
                 .circuits
                 .values()
-                .any(|c| matches!(c, Circuit::Relay { .. }))
+                .any(|c| matches!(c, Circuit::Relay { .. } | Circuit::Splice { .. }))
             {
                 self.next_sweep_from(now);
             }
@@ -1756,6 +1990,65 @@ impl Node {
                             limits: limits.clone(),
                         }
                     }
+                    Circuit::ClientStream {
+                        link,
+                        path,
+                        limits,
+                        vsid,
+                        pipe,
+                        ..
+                    } => CircuitStatus {
+                        role: CircuitRole::Client,
+                        owner: self.circuits.client_links.get(link).map(|l| l.owner),
+                        path: path.clone(),
+                        ready: vsid.is_some(),
+                        active: vsid.is_some(),
+                        rtt: vsid
+                            .and_then(|v| self.sessions.get(&v))
+                            .and_then(|s| match &s.kind {
+                                super::session::Kind::Tcp { conn, .. } => conn.mux_ref().rtt(),
+                                super::session::Kind::Quic { .. } => None,
+                            }),
+                        probes_sent: 0,
+                        probes_answered: 0,
+                        packets: 0,
+                        bytes: pipe.bytes,
+                        limits: limits.clone(),
+                    },
+                    Circuit::Splice {
+                        prev,
+                        next,
+                        ready,
+                        limits,
+                        up_down,
+                        down_up,
+                        ..
+                    } => CircuitStatus {
+                        role: CircuitRole::Relay,
+                        owner: None,
+                        path: vec![*prev, *next],
+                        ready: *ready,
+                        active: true,
+                        rtt: None,
+                        probes_sent: 0,
+                        probes_answered: 0,
+                        packets: 0,
+                        bytes: up_down.bytes + down_up.bytes,
+                        limits: limits.clone(),
+                    },
+                    Circuit::OwnerStream { pipe, .. } => CircuitStatus {
+                        role: CircuitRole::Owner,
+                        owner: None,
+                        path: Vec::new(),
+                        ready: true,
+                        active: true,
+                        rtt: None,
+                        probes_sent: 0,
+                        probes_answered: 0,
+                        packets: 0,
+                        bytes: pipe.bytes,
+                        limits: Vec::new(),
+                    },
                     Circuit::Owner { link, fwd_in, .. } => {
                         let (packets, bytes) = traffic(fwd_in);
                         CircuitStatus {

@@ -372,15 +372,10 @@ impl Node {
         target: &Target,
         answer: &resolver::Answer,
     ) {
-        // A relay path reaches the owner's QUIC address whatever the forward's transport.
-        let wanted = match route {
-            Route::Relay { .. } => Transport::Quic,
-            _ => transport,
-        };
         let found = match answer {
             Ok((node, addrs)) => addrs
                 .iter()
-                .find(|a| a.transport == wanted)
+                .find(|a| a.transport == transport)
                 .map(|a| (*node, a.addr))
                 .ok_or_else(|| {
                     Failure::new(
@@ -394,7 +389,7 @@ impl Node {
             Ok((node, addr)) => {
                 let dial = Dial {
                     addr,
-                    transport: wanted,
+                    transport,
                     expected: Some(node),
                 };
                 self.route_stream(now, handle, &dial, route);

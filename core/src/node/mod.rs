@@ -17,6 +17,7 @@ mod rate;
 mod resolver;
 mod session;
 mod session_table;
+mod spliced;
 mod status;
 mod stream;
 mod stream_table;
@@ -261,19 +262,40 @@ impl Node {
 
     /// Next event for the runtime.
     pub fn poll_event(&mut self) -> Option<Event> {
-        // Circuit streams are the node's own: their events are acted on here, never shown.
-        while let Some(ev) = self.events.pop_front() {
-            match ev.stream() {
-                Some(h) if self.circuits.owns(h) => {
-                    if let Event::StreamFailed { .. } = ev {
-                        let now = self.circuits.clock;
-                        self.circuit_stream_ended(now, h);
+        // Circuit streams and virtual sessions are the node's own: their events are acted on
+        // here, never shown, and spliced circuits move their bytes here, after the input.
+        loop {
+            let now = self.circuits.clock;
+            if !self.circuits.dirty.is_empty() {
+                self.pump_dirty(now);
+            }
+            let ev = self.events.pop_front()?;
+            match &ev {
+                Event::TcpConnect { addr, .. } if circuits::is_virtual(addr) => continue,
+                Event::TcpClose { session, .. }
+                    if self.circuits.stream_sessions.contains_key(session) =>
+                {
+                    let ckey = self.circuits.stream_sessions.remove(session);
+                    if let Some(ckey) = ckey {
+                        self.teardown(now, ckey);
                     }
+                    continue;
                 }
+                _ => {}
+            }
+            match ev.stream() {
+                Some(h) if self.circuits.owns(h) => match ev {
+                    Event::StreamFailed { .. } => self.circuit_stream_ended(now, h),
+                    Event::StreamWritable(_) | Event::StreamReadable(_) => {
+                        if let Some(&ckey) = self.circuits.by_stream.get(&h) {
+                            self.circuits.dirty.insert(ckey);
+                        }
+                    }
+                    _ => {}
+                },
                 _ => return Some(ev),
             }
         }
-        None
     }
 
     fn new_session_id(&mut self) -> SessionId {
@@ -1255,6 +1277,9 @@ impl Node {
     /// Processes everything a session has to say after an input touched it.
     fn drive(&mut self, now: Instant, sid: SessionId) {
         self.circuits.clock = now;
+        if let Some(&ckey) = self.circuits.stream_sessions.get(&sid) {
+            self.circuits.dirty.insert(ckey);
+        }
         self.drive_events(now, sid);
         // Whatever the session did may have moved its timer.
         self.sessions.refresh(sid);

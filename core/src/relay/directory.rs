@@ -26,6 +26,8 @@ pub struct RelayInfo {
     pub key: PublicKey,
     /// Where it accepts QUIC sessions and relay datagrams.
     pub addr: SocketAddr,
+    /// Where it accepts TLS/TCP sessions, if it does (TCP-mode circuits).
+    pub tcp_addr: Option<SocketAddr>,
     /// Who runs it, as it declares.
     pub operator: Option<OperatorName>,
     /// Probes and circuits through it that worked.
@@ -66,9 +68,15 @@ impl Directory {
         else {
             return false;
         };
+        let tcp_addr = n
+            .addresses
+            .iter()
+            .find(|a| a.transport == Transport::Tcp)
+            .map(|a| a.addr);
         let node = record.owner();
         if let Some(r) = self.relays.get_mut(&node) {
             r.addr = addr;
+            r.tcp_addr = tcp_addr;
             r.operator = cap.operator.clone();
             return true;
         }
@@ -80,6 +88,7 @@ impl Directory {
             RelayInfo {
                 key: *record.signer(),
                 addr,
+                tcp_addr,
                 operator: cap.operator.clone(),
                 successes: 0,
                 failures: 0,
@@ -112,13 +121,21 @@ impl Directory {
         self.relays.is_empty()
     }
 
-    /// The candidates for path selection, as of `now`.
-    pub fn candidates(&self, now: Instant) -> Vec<Candidate> {
+    /// The candidates for path selection over `transport`, as of `now` (TCP: the relays that
+    /// accept TLS/TCP sessions, at that address).
+    pub fn candidates(&self, now: Instant, transport: Transport) -> Vec<Candidate> {
         self.relays
             .iter()
-            .map(|(node, r)| Candidate {
+            .filter_map(|(node, r)| {
+                let addr = match transport {
+                    Transport::Quic => r.addr,
+                    Transport::Tcp => r.tcp_addr?,
+                };
+                Some((node, r, addr))
+            })
+            .map(|(node, r, addr)| Candidate {
                 node: *node,
-                addr: r.addr,
+                addr,
                 operator: r.operator.clone(),
                 successes: r.successes,
                 failures: r.failures,

@@ -29,8 +29,11 @@ pub struct Label(std::num::NonZeroU32);
 
 impl Label {
     /// A label from its wire value; `None` for zero.
-    pub fn new(value: u32) -> Option<Self> {
-        std::num::NonZeroU32::new(value).map(Self)
+    pub const fn new(value: u32) -> Option<Self> {
+        match std::num::NonZeroU32::new(value) {
+            Some(v) => Some(Self(v)),
+            None => None,
+        }
     }
 
     /// The wire value.

@@ -103,6 +103,8 @@ pub struct Net {
     /// buffer): output beyond it waits in the runtime's buffer, and the node is asked for more
     /// only once that buffer has left, as runtime-mio does. Unbounded by default.
     pub tcp_buffer: usize,
+    /// The transport `open_routed` dials (and relays are reached) over.
+    pub routed_transport: Transport,
     /// Per (host, session): output the socket has not taken yet, and bytes in flight.
     tcp_out: BTreeMap<(usize, SessionId), (Vec<u8>, usize)>,
 }
@@ -154,6 +156,7 @@ impl Net {
             cut: Default::default(),
             configure: |_| {},
             tcp_buffer: usize::MAX,
+            routed_transport: Transport::Quic,
             tcp_out: BTreeMap::new(),
         }
     }
@@ -275,9 +278,10 @@ impl Net {
         data: Vec<u8>,
         route: vx6_core::node::Route,
     ) -> StreamHandle {
+        let transport = self.routed_transport;
         let dial = Dial {
             addr: self.hosts[to].addr,
-            transport: Transport::Quic,
+            transport,
             expected,
         };
         let now = self.now;
