@@ -57,12 +57,17 @@ pub const DEFAULT_HOPS: u8 = 2;
 /// How long `auto` waits for a direct session before it moves a stream to a relay path.
 pub const AUTO_DEADLINE: Duration = Duration::from_secs(3);
 /// Probe interval on a link's active circuit.
-pub const ACTIVE_PROBE_EVERY: Duration = Duration::from_millis(150);
+pub const ACTIVE_PROBE_EVERY: Duration = Duration::from_millis(100);
 /// Probe interval on a standby circuit.
 pub const STANDBY_PROBE_EVERY: Duration = Duration::from_secs(1);
-/// An active circuit that has answered nothing for this long has failed: datagrams move to the
-/// standby.
-pub const DEAD_AFTER: Duration = Duration::from_millis(500);
+/// An active circuit that has answered nothing for this long (at least; twice its RTT plus two
+/// probe intervals when that is longer, and a second before its RTT is known) has failed:
+/// datagrams move to the standby.
+pub const DEAD_AFTER: Duration = Duration::from_millis(300);
+/// The datagrams a link's end last sent, sent again on the circuit it moves to: the far end's
+/// acknowledgements of them restart QUIC's loss recovery at once, instead of at a probe timeout
+/// backed off during the outage.
+const REPLAY: usize = 4;
 /// A standby that has answered nothing for this long is replaced.
 const STANDBY_DEAD_AFTER: Duration = Duration::from_secs(4);
 /// Datagrams a link holds while its first circuit is being built.
@@ -217,6 +222,17 @@ pub(super) struct Pipe {
     pub bytes: u64,
 }
 
+impl Probe {
+    /// Silence after which the circuit counts as failed.
+    fn dead_after(&self, active: bool) -> Duration {
+        match (active, self.rtt) {
+            (false, _) => STANDBY_DEAD_AFTER,
+            (true, None) => Duration::from_secs(1),
+            (true, Some(rtt)) => (rtt * 2 + ACTIVE_PROBE_EVERY * 2).max(DEAD_AFTER),
+        }
+    }
+}
+
 impl Circuit {
     /// Whether it carries a byte stream (TCP mode) rather than datagrams.
     fn carries_bytes(&self) -> bool {
@@ -269,6 +285,8 @@ struct ClientLink {
     /// Why the last build attempt failed, for the streams that fail if none succeeds.
     last_failure: Option<Failure>,
     last_selection: Option<Selection>,
+    /// The last datagrams sent, for [`REPLAY`].
+    recent: Recent,
     /// Relays of circuits that failed lately, avoided while others will do.
     avoid: BTreeMap<NodeId, Instant>,
 }
@@ -279,6 +297,29 @@ struct OwnerLink {
     vaddr: SocketAddr,
     circuits: BTreeSet<u64>,
     send: Option<u64>,
+    recent: Recent,
+}
+
+/// The last [`REPLAY`] datagrams a link's end sent (their buffers reused, so no allocation per
+/// datagram once it is full).
+#[derive(Default)]
+struct Recent(VecDeque<Vec<u8>>);
+
+impl Recent {
+    fn push(&mut self, datagram: &[u8]) {
+        let mut buf = if self.0.len() >= REPLAY {
+            self.0.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        self.0.push_back(buf);
+    }
+
+    fn all(&self) -> Vec<Vec<u8>> {
+        self.0.iter().cloned().collect()
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -562,6 +603,7 @@ impl Node {
                 builds: VecDeque::new(),
                 last_failure: None,
                 last_selection: None,
+                recent: Recent::default(),
                 avoid: BTreeMap::new(),
             },
         );
@@ -1159,6 +1201,7 @@ impl Node {
                         vaddr,
                         circuits: BTreeSet::new(),
                         send: None,
+                        recent: Recent::default(),
                     },
                 );
                 self.circuits.by_flow.insert(flow, key);
@@ -1456,6 +1499,18 @@ impl Node {
             self.counters.circuit_failovers += 1;
             // Tells the owner at once to answer on this circuit too.
             self.send_probe(now, c);
+            self.replay_recent(VirtualEnd::Client(link), c);
+        }
+    }
+
+    /// Sends a link end's last datagrams again on the circuit it moved to (see [`REPLAY`]).
+    fn replay_recent(&mut self, end: VirtualEnd, ckey: u64) {
+        let recent = match end {
+            VirtualEnd::Client(l) => self.circuits.client_links.get(&l).map(|l| l.recent.all()),
+            VirtualEnd::Owner(l) => self.circuits.owner_links.get(&l).map(|l| l.recent.all()),
+        };
+        for d in recent.unwrap_or_default() {
+            self.send_on_circuit(ckey, Datagram::Data, &d);
         }
     }
 
@@ -1635,7 +1690,7 @@ impl Node {
         ecn: Option<quinn_proto::EcnCodepoint>,
         mut data: BytesMut,
     ) {
-        let (vaddr, is_owner) = match self.circuits.circuits.get_mut(&ckey) {
+        let vaddr = match self.circuits.circuits.get_mut(&ckey) {
             Some(Circuit::Client { link, probe, .. }) => {
                 probe.last_heard = now;
                 if kind == Datagram::ProbeReply {
@@ -1652,7 +1707,7 @@ impl Node {
                 }
                 let link = *link;
                 match self.circuits.client_links.get(&link) {
-                    Some(l) => (l.vaddr, false),
+                    Some(l) => l.vaddr,
                     None => return,
                 }
             }
@@ -1664,17 +1719,26 @@ impl Node {
                 match kind {
                     Datagram::Probe => {
                         let (flags, nonce) = header::probe_body(&data);
+                        let moved = flags & PROBE_ACTIVE != 0 && l.send != Some(ckey);
                         if flags & PROBE_ACTIVE != 0 {
                             l.send = Some(ckey);
                         }
                         let reply = header::probe(Datagram::ProbeReply, None, flags, nonce);
                         self.send_on_circuit(ckey, Datagram::ProbeReply, &reply[HEADER_LEN..]);
+                        if moved {
+                            self.replay_recent(VirtualEnd::Owner(link), ckey);
+                        }
                         return;
                     }
                     Datagram::ProbeReply => return,
                     Datagram::Data => {
+                        let moved = l.send != Some(ckey);
                         l.send = Some(ckey);
-                        (l.vaddr, true)
+                        let vaddr = l.vaddr;
+                        if moved {
+                            self.replay_recent(VirtualEnd::Owner(link), ckey);
+                        }
+                        vaddr
                     }
                 }
             }
@@ -1683,7 +1747,6 @@ impl Node {
         if kind != Datagram::Data {
             return;
         }
-        let _ = is_owner;
         data.advance(HEADER_LEN);
         self.handle_quic_datagram(now, vaddr, None, ecn, data);
     }
@@ -1771,6 +1834,23 @@ impl Node {
         let head = header::encode(Datagram::Data, Some(label));
         let seg = t.segment_size.unwrap_or(t.size).max(1);
         let n = t.size.div_ceil(seg);
+        let recent = match end {
+            VirtualEnd::Client(link) => self
+                .circuits
+                .client_links
+                .get_mut(&link)
+                .map(|l| &mut l.recent),
+            VirtualEnd::Owner(link) => self
+                .circuits
+                .owner_links
+                .get_mut(&link)
+                .map(|l| &mut l.recent),
+        };
+        if let Some(recent) = recent {
+            for s in buf[..t.size].chunks(seg).skip(n.saturating_sub(REPLAY)) {
+                recent.push(s);
+            }
+        }
         let old = t.size;
         buf.resize(old + n * HEADER_LEN, 0);
         // From the back, so each segment moves into room no earlier one still needs.
@@ -1813,12 +1893,7 @@ impl Node {
                 .get(link)
                 .is_some_and(|l| l.active == Some(ckey));
             let silent = now.saturating_duration_since(probe.last_heard);
-            let dead = if active {
-                DEAD_AFTER
-            } else {
-                STANDBY_DEAD_AFTER
-            };
-            if silent >= dead {
+            if silent >= probe.dead_after(active) {
                 self.counters.circuits_failed += 1;
                 if let Some(Circuit::Client { path, .. }) = self.circuits.circuits.get(&ckey) {
                     for n in path.clone() {
@@ -1902,12 +1977,11 @@ impl Node {
                         .client_links
                         .get(link)
                         .is_some_and(|l| l.active == Some(*k));
-                    let dead = if active {
-                        DEAD_AFTER
-                    } else {
-                        STANDBY_DEAD_AFTER
-                    };
-                    Some(probe.next_at.min(probe.last_heard + dead))
+                    Some(
+                        probe
+                            .next_at
+                            .min(probe.last_heard + probe.dead_after(active)),
+                    )
                 }
                 _ => None,
             })
