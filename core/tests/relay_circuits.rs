@@ -449,3 +449,36 @@ fn tcp_mode_splices_streams_through_two_relays() {
     assert_eq!(net.hosts[CLIENT].apps[&h2].received, data);
     assert_eq!(client_circuits(&net).len(), 1);
 }
+
+#[test]
+fn circuit_setups_past_a_relays_rate_are_refused_counted_and_retried_later() {
+    fn slow_setups(c: &mut NodeConfig) {
+        c.relay.enabled = true;
+        c.relay.limits.setups_per_second = 1;
+    }
+    // One relay, three owners: three links want a circuit through it at once, against a rate
+    // of one setup a second with bursts of two.
+    let mut net = small_network(10, slow_setups, 1);
+    let third = net.add_host(identity(4), echo_services(Access::Public), Pins::default());
+    let r = record(&net, third, 4, false);
+    let now = net.now;
+    net.hosts[CLIENT].node.learn_records(now, [&r]);
+    let hop = Route::Relay { hops: 1 };
+    let owners = [OWNER, net.hosts.len() - 2, third];
+    let handles: Vec<_> = owners
+        .iter()
+        .map(|&o| {
+            let id = net.node_id(o);
+            net.open_routed(CLIENT, o, Some(id), "echo", payload(1000, o as u8), hop)
+        })
+        .collect();
+    net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT));
+    let refused = net.hosts[2].node.counters().circuits_refused;
+    assert!(refused >= 1, "the relay refused setups over its rate");
+    // Refused setups are built again after a backoff, and get through as the rate allows.
+    for h in handles {
+        let app = &net.hosts[CLIENT].apps[&h];
+        assert!(app.failed.is_none(), "{:?}", app.failed);
+        assert_eq!(app.received.len(), 1000);
+    }
+}

@@ -76,6 +76,10 @@ const MAX_QUEUED: usize = 64;
 /// a link spin.
 const MAX_BUILDS: u32 = 6;
 const BUILD_WINDOW: Duration = Duration::from_secs(10);
+/// The first wait before building again after a circuit failed to come up (doubling, to 4 s).
+const BUILD_BACKOFF: Duration = Duration::from_millis(250);
+/// How often a link without a standby looks for one.
+const STANDBY_RETRY: Duration = Duration::from_secs(5);
 /// How long a link avoids the relays of a circuit that failed.
 const AVOID_FOR: Duration = Duration::from_secs(60);
 /// How often relays look for idle circuits.
@@ -287,6 +291,10 @@ struct ClientLink {
     last_selection: Option<Selection>,
     /// The last datagrams sent, for [`REPLAY`].
     recent: Recent,
+    /// When to try building again after a failed build (backing off), or a missing standby.
+    retry_at: Option<Instant>,
+    /// Builds that failed in a row.
+    failed_builds: u32,
     /// Relays of circuits that failed lately, avoided while others will do.
     avoid: BTreeMap<NodeId, Instant>,
 }
@@ -604,6 +612,8 @@ impl Node {
                 last_failure: None,
                 last_selection: None,
                 recent: Recent::default(),
+                retry_at: None,
+                failed_builds: 0,
                 avoid: BTreeMap::new(),
             },
         );
@@ -883,6 +893,9 @@ impl Node {
                 probe.last_heard = now;
                 probe.next_at = now;
                 let link = *link;
+                if let Some(l) = self.circuits.client_links.get_mut(&link) {
+                    l.failed_builds = 0;
+                }
                 for n in path.clone() {
                     self.circuits.directory.circuit_result(&n, true);
                 }
@@ -908,6 +921,9 @@ impl Node {
             ) => {
                 *lim = limits;
                 let link = *link;
+                if let Some(l) = self.circuits.client_links.get_mut(&link) {
+                    l.failed_builds = 0;
+                }
                 self.counters.circuits_built += 1;
                 self.stream_circuit_ready(now, link, ckey);
             }
@@ -1388,6 +1404,7 @@ impl Node {
                     Some(vsid) => self.close_virtual(now, vsid),
                     None => {
                         self.counters.circuits_failed += 1;
+                        self.build_failed(now, link);
                         self.replenish(now, link);
                     }
                 }
@@ -1415,9 +1432,6 @@ impl Node {
                     return;
                 };
                 l.circuits.retain(|c| *c != ckey);
-                if out.is_none() {
-                    self.counters.circuits_failed += 1;
-                }
                 if out.is_none() || l.active == Some(ckey) {
                     for n in path {
                         l.avoid.insert(n, now);
@@ -1426,6 +1440,10 @@ impl Node {
                 if l.active == Some(ckey) {
                     l.active = None;
                     self.failover(now, link);
+                }
+                if out.is_none() {
+                    self.counters.circuits_failed += 1;
+                    self.build_failed(now, link);
                 }
                 self.replenish(now, link);
             }
@@ -1441,6 +1459,14 @@ impl Node {
             if let Circuit::Splice { prev, .. } = c {
                 self.count_peer(prev, false);
             }
+        }
+    }
+
+    /// Why the link behind virtual address `vaddr` could not build a circuit, if it tried.
+    pub(super) fn link_failure(&self, vaddr: SocketAddr) -> Option<Failure> {
+        match self.circuits.by_vaddr.get(&vaddr)? {
+            VirtualEnd::Client(link) => self.circuits.client_links.get(link)?.last_failure.clone(),
+            VirtualEnd::Owner(_) => None,
         }
     }
 
@@ -1525,7 +1551,7 @@ impl Node {
             Transport::Quic => 2,
             Transport::Tcp => 1,
         };
-        if l.circuits.len() >= wanted {
+        if l.circuits.len() >= wanted || l.retry_at.is_some_and(|t| t > now) {
             return;
         }
         let vaddr = l.vaddr;
@@ -1539,16 +1565,29 @@ impl Node {
             }
             return;
         }
-        if let Err(failure) = self.build_circuit(now, link)
-            && self
-                .circuits
-                .client_links
-                .get(&link)
-                .is_some_and(|l| l.circuits.is_empty())
-            && let Some(sid) = session
-        {
-            // No circuit and none can be built: the link's connection cannot continue.
-            self.abort_session(now, sid, failure);
+        let Err(failure) = self.build_circuit(now, link) else {
+            return;
+        };
+        let Some(l) = self.circuits.client_links.get_mut(&link) else {
+            return;
+        };
+        if l.circuits.is_empty() {
+            if let Some(sid) = session {
+                // No circuit and none can be built: the link's connection cannot continue.
+                self.abort_session(now, sid, failure);
+            }
+        } else {
+            // No standby for now (too few relays): look again later.
+            l.retry_at = Some(now + STANDBY_RETRY);
+        }
+    }
+
+    /// A circuit of `link` failed before it was up: the next build waits, longer each time.
+    fn build_failed(&mut self, now: Instant, link: u64) {
+        if let Some(l) = self.circuits.client_links.get_mut(&link) {
+            let backoff = BUILD_BACKOFF * 2u32.saturating_pow(l.failed_builds.min(4));
+            l.failed_builds += 1;
+            l.retry_at = Some(now + backoff);
         }
     }
 
@@ -1872,6 +1911,19 @@ impl Node {
 
     pub(super) fn circuits_timeout(&mut self, now: Instant) {
         self.circuits.clock = now;
+        let due: Vec<u64> = self
+            .circuits
+            .client_links
+            .iter()
+            .filter(|(_, l)| l.retry_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for link in due {
+            if let Some(l) = self.circuits.client_links.get_mut(&link) {
+                l.retry_at = None;
+            }
+            self.replenish(now, link);
+        }
         if self.circuits.auto.values().any(|(t, ..)| *t <= now) {
             self.auto_fallback(now, &[], None);
         }
@@ -1990,8 +2042,15 @@ impl Node {
         let directory = (!self.circuits.client_links.is_empty())
             .then(|| self.circuits.directory.next_probe())
             .flatten();
+        let retries = self
+            .circuits
+            .client_links
+            .values()
+            .filter_map(|l| l.retry_at)
+            .min();
         [
             probes,
+            retries,
             self.circuits.next_sweep,
             self.circuits.auto.values().map(|(t, ..)| *t).min(),
             directory,

@@ -1215,6 +1215,12 @@ impl Node {
         }
         for sid in self.dialing.expired(now, timeout) {
             let failure = Failure::new(Cause::HandshakeTimeout, format!("after {timeout:?}"));
+            // A relayed link's session waits on its circuits: their failure is the reason.
+            let failure = self
+                .sessions
+                .get(&sid)
+                .and_then(|s| self.link_failure(s.remote))
+                .unwrap_or(failure);
             self.abort_session(now, sid, failure);
         }
         if self.dht.poll_timeout().is_some_and(|t| t <= now) {

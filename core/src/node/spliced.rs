@@ -17,8 +17,9 @@ use crate::record::Transport;
 use crate::relay::control::{Create, Refusal, Reply};
 use crate::session::StreamRead;
 
-/// Bytes read from a stream at a time; also the most a pipe holds.
-const CHUNK: usize = 64 * 1024;
+/// Bytes read from a stream at a time; also the most a pipe holds (a relay at its 4096
+/// circuits, every pipe full both ways, holds 128 MiB; each is read only once emptied).
+const CHUNK: usize = 16 * 1024;
 
 /// Which way bytes move through a splice.
 #[derive(Clone, Copy)]
