@@ -208,6 +208,34 @@ fn auto_falls_back_to_relays_when_the_direct_route_is_blackholed() {
     );
     assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
     assert_eq!(net.hosts[CLIENT].apps[&h2].received, data);
+    // That stream tried direct again beside it; with the route back, the next one goes direct.
+    let direct = |n: &Net| {
+        n.hosts[CLIENT].node.status().sessions.iter().any(|s| {
+            s.peer == Some(owner) && s.established && !vx6_core::node::is_virtual(&s.remote)
+        })
+    };
+    assert!(
+        net.run_until(Duration::from_secs(15), direct),
+        "a direct session came up"
+    );
+    let h3 = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        data.clone(),
+        Route::default(),
+    );
+    assert!(
+        net.run_until(Duration::from_secs(1), |n| {
+            n.hosts[CLIENT].node.status().sessions.iter().any(|s| {
+                s.peer == Some(owner) && !vx6_core::node::is_virtual(&s.remote) && s.streams == 1
+            })
+        }),
+        "the next stream went direct"
+    );
+    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
+    assert_eq!(net.hosts[CLIENT].apps[&h3].received, data);
 }
 
 #[test]

@@ -534,8 +534,13 @@ impl Node {
                     .and_then(|sid| self.sessions.get(sid))
                     .is_some_and(|s| s.established && !s.down);
                 if relayed_up && !direct_up {
-                    // Direct has not worked lately; keep trying it for the next stream.
+                    // Direct has not worked lately: this stream goes relayed, and a direct
+                    // session is tried again beside it (one attempt at a time), so later
+                    // streams go direct once it works.
                     self.attach_relayed(now, handle, (owner, dial.addr, transport), hops);
+                    if let Ok(sid) = self.session_for(now, dial) {
+                        self.drive(now, sid);
+                    }
                     return;
                 }
                 if !direct_up {
