@@ -7,7 +7,8 @@ mod harness;
 use std::time::Duration;
 
 use harness::{Net, UNIX_START, echo_services, identity, payload};
-use vx6_core::node::{CircuitRole, NodeConfig, Route};
+use vx6_core::Cause;
+use vx6_core::node::{CircuitEvent, CircuitRole, Event, NodeConfig, Route};
 use vx6_core::pins::Pins;
 use vx6_core::record::{NodeAddress, OwnRecords, RelayCapability, Transport};
 use vx6_core::service::Access;
@@ -169,6 +170,20 @@ fn a_dead_relay_moves_the_link_to_its_standby_without_losing_the_stream() {
     assert_eq!(app.received, data, "every byte, in order");
     let c = net.hosts[CLIENT].node.counters();
     assert!(c.circuit_failovers >= 1, "{c:?}");
+    // Said as events too: the silent circuit failed (a timeout), the link moved.
+    let log = &net.hosts[CLIENT].log;
+    assert!(log.iter().any(|e| matches!(
+        e,
+        Event::Circuit(CircuitEvent::Failed { failure, .. }) if failure.cause == Cause::Timeout
+    )));
+    assert!(
+        log.iter()
+            .any(|e| matches!(e, Event::Circuit(CircuitEvent::FailedOver { .. })))
+    );
+    assert!(
+        log.iter()
+            .any(|e| matches!(e, Event::Circuit(CircuitEvent::Up { active: false, .. })))
+    );
     let now = client_circuits(&net);
     assert!(
         now.iter().all(|c| !c.path.contains(&active.path[0])),

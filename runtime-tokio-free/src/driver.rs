@@ -441,6 +441,7 @@ impl Driver {
                 service,
                 failure,
             }),
+            Event::Circuit(c) => st.push_event(NodeEvent::Circuit(c)),
         }
     }
 }

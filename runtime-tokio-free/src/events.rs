@@ -54,6 +54,8 @@ pub enum NodeEvent {
         /// How many nodes accepted them.
         stored_at: u32,
     },
+    /// A circuit of a relayed link came up, failed over to its standby, or failed.
+    Circuit(vx6_core::node::CircuitEvent),
     /// A peer was refused a stream to one of this node's services.
     Refused {
         /// Who asked.

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::stream::{Phase, ServiceStream};
-use super::{Dial, Event, Node, SessionId, StreamHandle};
+use super::{CircuitEvent, Dial, Event, Node, SessionId, StreamHandle};
 use crate::failure::{Cause, Failure};
 use crate::identity::{NodeId, PublicKey};
 use crate::record::Transport;
@@ -1058,7 +1058,12 @@ impl Node {
         let Some(l) = self.circuits.client_links.get_mut(&link) else {
             return;
         };
-        if l.active.is_none() {
+        let active = l.active.is_none();
+        self.circuit_up_event(link, ckey, active);
+        let Some(l) = self.circuits.client_links.get_mut(&link) else {
+            return;
+        };
+        if active {
             l.active = Some(ckey);
             let queued: Vec<Vec<u8>> = l.queued.drain(..).collect();
             for payload in queued {
@@ -1352,6 +1357,29 @@ impl Node {
         }
     }
 
+    /// A circuit stream failed with `failure` (its session went, or the next hop reset it).
+    pub(super) fn circuit_stream_failed(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        failure: Failure,
+    ) {
+        if let Some(&ckey) = self.circuits.by_stream.get(&handle)
+            && let Some(
+                Circuit::Client {
+                    link, out: None, ..
+                }
+                | Circuit::ClientStream {
+                    link, vsid: None, ..
+                },
+            ) = self.circuits.circuits.get(&ckey)
+            && let Some(l) = self.circuits.client_links.get_mut(link)
+        {
+            l.last_failure = Some(failure.context("first relay"));
+        }
+        self.circuit_stream_ended(now, handle);
+    }
+
     /// A circuit stream ended or failed: its circuit goes with it.
     pub(super) fn circuit_stream_ended(&mut self, now: Instant, handle: StreamHandle) {
         if let Some(ckey) = self.circuits.by_stream.remove(&handle) {
@@ -1397,6 +1425,7 @@ impl Node {
             Circuit::ClientStream {
                 link, vsid, path, ..
             } => {
+                let path_of_failed = path.clone();
                 if let Some(l) = self.circuits.client_links.get_mut(&link) {
                     l.circuits.retain(|c| *c != ckey);
                     l.active = None;
@@ -1409,6 +1438,7 @@ impl Node {
                     Some(vsid) => self.close_virtual(now, vsid),
                     None => {
                         self.counters.circuits_failed += 1;
+                        self.circuit_failed_event(link, path_of_failed);
                         self.build_failed(now, link);
                         self.replenish(now, link);
                     }
@@ -1433,6 +1463,7 @@ impl Node {
             Circuit::Client {
                 link, out, path, ..
             } => {
+                let path_of_failed = path.clone();
                 let Some(l) = self.circuits.client_links.get_mut(&link) else {
                     return;
                 };
@@ -1448,6 +1479,7 @@ impl Node {
                 }
                 if out.is_none() {
                     self.counters.circuits_failed += 1;
+                    self.circuit_failed_event(link, path_of_failed);
                     self.build_failed(now, link);
                 }
                 self.replenish(now, link);
@@ -1465,6 +1497,37 @@ impl Node {
                 self.count_peer(prev, false);
             }
         }
+    }
+
+    pub(super) fn circuit_up_event(&mut self, link: u64, ckey: u64, active: bool) {
+        let Some(owner) = self.circuits.client_links.get(&link).map(|l| l.owner) else {
+            return;
+        };
+        let path = match self.circuits.circuits.get(&ckey) {
+            Some(Circuit::Client { path, .. } | Circuit::ClientStream { path, .. }) => path.clone(),
+            _ => return,
+        };
+        self.events.push_back(Event::Circuit(CircuitEvent::Up {
+            owner,
+            path,
+            active,
+        }));
+    }
+
+    /// A circuit of `link` through `path` failed, for the reason the link last recorded.
+    fn circuit_failed_event(&mut self, link: u64, path: Vec<NodeId>) {
+        let Some(l) = self.circuits.client_links.get(&link) else {
+            return;
+        };
+        let failure = l
+            .last_failure
+            .clone()
+            .unwrap_or_else(|| Failure::new(Cause::Unreachable, "the first relay did not answer"));
+        self.events.push_back(Event::Circuit(CircuitEvent::Failed {
+            owner: l.owner,
+            path,
+            failure,
+        }));
     }
 
     /// Why the link behind virtual address `vaddr` could not build a circuit, if it tried.
@@ -1528,6 +1591,12 @@ impl Node {
         if let Some(c) = ready {
             l.active = Some(c);
             self.counters.circuit_failovers += 1;
+            let owner = l.owner;
+            if let Some(Circuit::Client { path, .. }) = self.circuits.circuits.get(&c) {
+                let path = path.clone();
+                self.events
+                    .push_back(Event::Circuit(CircuitEvent::FailedOver { owner, path }));
+            }
             // Tells the owner at once to answer on this circuit too.
             self.send_probe(now, c);
             self.replay_recent(VirtualEnd::Client(link), c);
@@ -1952,10 +2021,19 @@ impl Node {
             let silent = now.saturating_duration_since(probe.last_heard);
             if silent >= probe.dead_after(active) {
                 self.counters.circuits_failed += 1;
+                let link = *link;
                 if let Some(Circuit::Client { path, .. }) = self.circuits.circuits.get(&ckey) {
-                    for n in path.clone() {
-                        self.circuits.directory.circuit_result(&n, false);
+                    let path = path.clone();
+                    for n in &path {
+                        self.circuits.directory.circuit_result(n, false);
                     }
+                    if let Some(l) = self.circuits.client_links.get_mut(&link) {
+                        l.last_failure = Some(Failure::new(
+                            Cause::Timeout,
+                            format!("circuit silent for {} ms", silent.as_millis()),
+                        ));
+                    }
+                    self.circuit_failed_event(link, path);
                 }
                 self.teardown(now, ckey);
                 continue;

@@ -126,12 +126,45 @@ pub enum Event {
         /// How many nodes accepted them.
         stored_at: u32,
     },
+    /// Something happened to a circuit this node built (for logs and applications).
+    Circuit(CircuitEvent),
     /// This node refused a peer's stream (owner side; for logs and counters).
     Refused {
         /// Who asked.
         peer: NodeId,
         /// For what (as sent, possibly invalid).
         service: String,
+        /// Why.
+        failure: Failure,
+    },
+}
+
+/// What happened to a circuit of a relayed link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CircuitEvent {
+    /// A circuit of the link to `owner` came up through `path`; `active` if it carries the
+    /// link's datagrams (else it is the standby).
+    Up {
+        /// The owner the link leads to.
+        owner: NodeId,
+        /// Its relays, nearest first.
+        path: Vec<NodeId>,
+        /// Carries the link's datagrams now.
+        active: bool,
+    },
+    /// The link to `owner` moved its datagrams to its standby, through `path`.
+    FailedOver {
+        /// The owner.
+        owner: NodeId,
+        /// The standby's relays, now active.
+        path: Vec<NodeId>,
+    },
+    /// A circuit to `owner` failed: refused, unreachable, or silent too long.
+    Failed {
+        /// The owner.
+        owner: NodeId,
+        /// Its relays.
+        path: Vec<NodeId>,
         /// Why.
         failure: Failure,
     },

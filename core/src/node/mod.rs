@@ -36,7 +36,7 @@ pub use circuits::{
     RelayConfig, Route, is_virtual,
 };
 pub use discovery::{MAINTENANCE_INTERVAL, OWN_RECORD_LIFETIME_SECS, REPUBLISH_INTERVAL};
-pub use event::{Event, SessionId, StreamHandle};
+pub use event::{CircuitEvent, Event, SessionId, StreamHandle};
 pub use limits::NodeLimits;
 pub use rate::RateLimit;
 pub use status::{Counters, NodeStatus, SessionStatus};
@@ -285,7 +285,9 @@ impl Node {
             }
             match ev.stream() {
                 Some(h) if self.circuits.owns(h) => match ev {
-                    Event::StreamFailed { .. } => self.circuit_stream_ended(now, h),
+                    Event::StreamFailed { failure, .. } => {
+                        self.circuit_stream_failed(now, h, failure)
+                    }
                     Event::StreamWritable(_) | Event::StreamReadable(_) => {
                         if let Some(&ckey) = self.circuits.by_stream.get(&h) {
                             self.circuits.dirty.insert(ckey);

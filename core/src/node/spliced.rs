@@ -43,6 +43,7 @@ impl Node {
             *v = Some(vsid);
         }
         self.set_link_active(link, ckey);
+        self.circuit_up_event(link, ckey, true);
         self.circuits.stream_sessions.insert(vsid, ckey);
         self.handle_tcp_connected(now, vsid);
         self.circuits.dirty.insert(ckey);

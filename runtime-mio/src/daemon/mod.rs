@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use vx6_core::node::{Event, Node, NodeConfig, SessionId, StreamHandle};
+use vx6_core::node::{CircuitEvent, Event, Node, NodeConfig, SessionId, StreamHandle};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
 use vx6_core::record::{NodeAddress, name_key};
@@ -459,6 +459,38 @@ impl Daemon {
                 "refused stream for {service:?} from node {peer}: {failure} ({})",
                 failure.cause.as_str()
             ),
+            Event::Circuit(c) => {
+                let path = |p: &[vx6_core::NodeId]| {
+                    p.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" > ")
+                };
+                match c {
+                    CircuitEvent::Up {
+                        owner,
+                        path: p,
+                        active,
+                    } => tracing::info!(
+                        "circuit to {owner} up via {} ({})",
+                        path(&p),
+                        if active { "active" } else { "standby" }
+                    ),
+                    CircuitEvent::FailedOver { owner, path: p } => tracing::warn!(
+                        "link to {owner}: active circuit failed, moved to the standby via {}",
+                        path(&p)
+                    ),
+                    CircuitEvent::Failed {
+                        owner,
+                        path: p,
+                        failure,
+                    } => tracing::warn!(
+                        "circuit to {owner} via {} failed: {failure} ({})",
+                        path(&p),
+                        failure.cause.as_str()
+                    ),
+                }
+            }
             Event::Resolved { id, name, result } if self.path_requests.contains_key(&id) => {
                 let hops = self.path_requests.remove(&id).unwrap_or(2);
                 let reply = match &result {
