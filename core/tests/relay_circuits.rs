@@ -351,7 +351,26 @@ fn a_relay_refuses_circuits_past_its_per_peer_limit_and_says_so() {
         c.relay.enabled = true;
         c.relay.limits.max_per_peer = 1;
     }
-    let mut net = small_network(6, one_per_peer, 2);
+    refused_past_a_limit(one_per_peer, "limit for this peer");
+}
+
+#[test]
+fn a_relay_refuses_circuits_past_its_total_limit_and_says_so() {
+    fn one_in_all(c: &mut NodeConfig) {
+        c.relay.enabled = true;
+        // Owners count circuits ending at them the same way: leave theirs alone.
+        let owners = [identity(2).node_id(), identity(3).node_id()];
+        if !owners.contains(&c.identity.node_id()) {
+            c.relay.limits.max_circuits = 1;
+        }
+    }
+    refused_past_a_limit(one_in_all, "at the circuit limit");
+}
+
+/// Two relays at a limit of one circuit (for this peer, or at all): a first link takes both
+/// (active and standby), a second link is refused everywhere and fails saying why.
+fn refused_past_a_limit(configure: fn(&mut NodeConfig), why: &str) {
+    let mut net = small_network(6, configure, 2);
     let first_owner = net.node_id(OWNER);
     let second = net.hosts.len() - 1;
     let second_owner = net.node_id(second);
@@ -382,7 +401,7 @@ fn a_relay_refuses_circuits_past_its_per_peer_limit_and_says_so() {
     assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
     let failure = net.hosts[CLIENT].apps[&b].failed.clone().expect("refused");
     assert_eq!(failure.cause, vx6_core::Cause::LimitReached, "{failure}");
-    assert!(failure.detail.contains("limit for this peer"), "{failure}");
+    assert!(failure.detail.contains(why), "{failure}");
     let refused: u64 = (2..4)
         .map(|i| net.hosts[i].node.counters().circuits_refused)
         .sum();
