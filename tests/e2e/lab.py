@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -841,3 +842,69 @@ def random_file(path, size):
             f.write(os.urandom(n))
             left -= n
     return sha256_file(path)
+
+
+# --------------------------------------------------------------------------------------------
+# packet captures
+
+
+def read_pcap_udp(path):
+    """(src addr, src port, dst port, UDP payload) of every IPv6/UDP packet in a pcap file."""
+    out = []
+    data = open(path, "rb").read()
+    if len(data) < 24:
+        return out
+    magic = struct.unpack("<I", data[:4])[0]
+    end = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    linktype = struct.unpack(end + "I", data[20:24])[0]
+    off = 24
+    while off + 16 <= len(data):
+        incl = struct.unpack(end + "I", data[off + 8: off + 12])[0]
+        pkt = data[off + 16: off + 16 + incl]
+        off += 16 + incl
+        if linktype == 1:
+            if len(pkt) < 14 or pkt[12:14] != b"\x86\xdd":
+                continue
+            ip = pkt[14:]
+        elif linktype == 113:
+            ip = pkt[16:]
+        else:
+            continue
+        if len(ip) < 48 or ip[0] >> 4 != 6 or ip[6] != 17:
+            continue
+        src = socket.inet_ntop(socket.AF_INET6, ip[8:24])
+        sport, dport = struct.unpack(">HH", ip[40:44])
+        out.append((src, sport, dport, ip[48:]))
+    return out
+
+
+def timed_download(ns, port, total, result, gap_floor=0.05):
+    """Downloads `total` bytes through 127.0.0.1:port in ns with the 'X' exchange, recording in
+    `result` as it goes: 'received' (bytes so far), 'longest' (the longest gap between reads, in
+    seconds) and 'longest_at' (bytes received when it ended), 'gaps' (every gap over gap_floor:
+    (seconds since result['t0'], milliseconds)), 'end', and 'hash_ok' (the server's hash of what
+    it sent matches what arrived). Run it in the namespace (ns.call)."""
+    result.setdefault("t0", time.monotonic())
+    s = ns.connect(port, timeout=10)
+    s.settimeout(60)
+    s.sendall(b"X" + (0).to_bytes(8, "big") + total.to_bytes(8, "big"))
+    h = hashlib.sha256()
+    left, last, longest, at_, gaps = total, time.monotonic(), 0.0, 0, []
+    while left:
+        d = s.recv(min(left, 1 << 16))
+        if not d:
+            raise ConnectionError(f"closed with {left} bytes missing")
+        now = time.monotonic()
+        gap = now - last
+        if gap > longest:
+            longest, at_ = gap, total - left
+        if gap > gap_floor:
+            gaps.append((round(now - result["t0"], 3), round(gap * 1000)))
+        last = now
+        h.update(d)
+        left -= len(d)
+        result["received"] = total - left
+    digests = recv_exact(s, 64)
+    s.close()
+    result.update(hash_ok=digests[32:] == h.digest(), longest=longest, longest_at=at_, gaps=gaps,
+                  end=time.monotonic())

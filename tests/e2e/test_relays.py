@@ -7,7 +7,6 @@ a valid label from the wrong address; and the relay on the active circuit killed
 Relays carry QUIC (the end-to-end session runs inside the circuit); the relayed forward uses it
 whatever the daemons' session transport, so these tests run once."""
 
-import hashlib
 import json
 import os
 import socket
@@ -18,7 +17,7 @@ import time
 import pytest
 
 import lab as labmod
-from lab import VX6_BIN, retry
+from lab import VX6_BIN, read_pcap_udp, retry
 
 RELAYS = 6
 PLAIN_PORT = 7000
@@ -154,35 +153,6 @@ def test_auto_connects_when_direct_routes_are_blackholed(lab, figure):
     assert c["circuits_built"] >= 1, c
 
 
-def read_pcap_udp(path):
-    """(source address, UDP payload) of every IPv6/UDP packet in a pcap file."""
-    out = []
-    data = open(path, "rb").read()
-    if len(data) < 24:
-        return out
-    magic = struct.unpack("<I", data[:4])[0]
-    end = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    linktype = struct.unpack(end + "I", data[20:24])[0]
-    off = 24
-    while off + 16 <= len(data):
-        incl = struct.unpack(end + "I", data[off + 8 : off + 12])[0]
-        pkt = data[off + 16 : off + 16 + incl]
-        off += 16 + incl
-        if linktype == 1:  # Ethernet
-            if len(pkt) < 14 or pkt[12:14] != b"\x86\xdd":
-                continue
-            ip = pkt[14:]
-        elif linktype == 113:  # Linux cooked
-            ip = pkt[16:]
-        else:
-            continue
-        if len(ip) < 48 or ip[0] >> 4 != 6 or ip[6] != 17:
-            continue
-        src = socket.inet_ntop(socket.AF_INET6, ip[8:24])
-        out.append((src, ip[48:]))
-    return out
-
-
 def capture(lab, ns, iface, path):
     p = lab.spawn(f"tcpdump-{ns.name.rsplit('-', 1)[-1]}-{iface}", ns,
                   ["tcpdump", "-i", iface, "-U", "-s", "0", "-w", str(path)])
@@ -211,7 +181,7 @@ def test_relays_see_only_ciphertext_and_drop_spoofed_labels(lab, figure):
     for i, path in caps.items():
         raw = open(path, "rb").read()
         assert marker not in raw, f"relay {i} saw the plaintext marker"
-        relayed += sum(1 for _, payload in read_pcap_udp(path) if payload[:1] and payload[0] & 0xF0 == 0x10)
+        relayed += sum(1 for _, _, _, payload in read_pcap_udp(path) if payload[:1] and payload[0] & 0xF0 == 0x10)
     assert relayed > 0, "the captures saw relay datagrams (the test looked at the traffic)"
     assert marker in open(owner_lo, "rb").read(), "the owner's loopback capture shows the marker"
     figure("relay datagrams captured on relays, none with plaintext", relayed)
@@ -221,7 +191,7 @@ def test_relays_see_only_ciphertext_and_drop_spoofed_labels(lab, figure):
     first_i = [h.id for h in net.relay_homes].index(active["path"][0])
     first = net.relays[first_i]
     sample = None
-    for src, payload in read_pcap_udp(caps[first_i]):
+    for src, _, _, payload in read_pcap_udp(caps[first_i]):
         if src == net.client_ns.addr and len(payload) > 5 and payload[0] == 0x10:
             sample = payload
     assert sample is not None, "a data datagram from the client to its first relay was captured"
@@ -254,26 +224,7 @@ def test_killing_the_active_relay_mid_transfer_keeps_the_stream(lab, figure):
     result = {}
 
     def transfer():
-        s = net.client_ns.connect(2300, timeout=10)
-        s.settimeout(60)
-        s.sendall(b"X" + (0).to_bytes(8, "big") + total.to_bytes(8, "big"))
-        h = hashlib.sha256()
-        left, last, longest, stalls = total, time.monotonic(), 0.0, []
-        while left:
-            d = s.recv(min(left, 1 << 16))
-            if not d:
-                raise ConnectionError(f"closed with {left} bytes missing")
-            now = time.monotonic()
-            gap = now - last
-            if gap > longest:
-                longest = gap
-            last = now
-            h.update(d)
-            left -= len(d)
-            result["received"] = total - left
-        digests = labmod.recv_exact(s, 64)
-        s.close()
-        result.update(hash_ok=digests[32:] == h.digest(), longest=longest)
+        labmod.timed_download(net.client_ns, 2300, total, result)
 
     errors = []
 
