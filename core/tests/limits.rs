@@ -384,3 +384,48 @@ fn datagrams_of_no_known_kind_are_dropped_and_counted() {
     let c = net.hosts[1].node.status().counters;
     assert_eq!((c.relay_unknown_label, c.relay_malformed), (1, 1));
 }
+
+/// Answers to this node's own requests, from where they went, pass the DHT rate limit (peers
+/// sharing a prefix would otherwise fail its lookups); answers nobody asked for do not.
+#[test]
+fn dht_answers_this_node_awaits_pass_the_rate_limit_and_unsolicited_ones_do_not() {
+    use vx6_core::dht::datagram;
+    use vx6_core::dht::message::{Body, DHT_VERSION, Message, Response};
+    let mut net = pair(29, |c| {
+        c.limits.dht_requests.per_second = 1;
+        c.limits.dht_requests.burst = 1;
+    });
+    let now = net.now;
+    let peer = net.hosts[1].addr;
+    let me = net.node_id(0);
+    // Whatever comes from the peer's prefix has used up its bucket...
+    let pong = |txid| {
+        let message = Message {
+            version: DHT_VERSION,
+            txid,
+            listen: None,
+            body: Body::Response(Response::Pong),
+        };
+        datagram::encode(&identity(61), &me, &message).unwrap()
+    };
+    for txid in 0..50 {
+        net.hosts[0]
+            .node
+            .handle_datagram(now, peer, None, None, pong(txid).as_slice().into());
+    }
+    let limited = net.hosts[0].node.status().counters.dht_rate_limited;
+    assert_eq!(limited, 49, "unsolicited answers are limited like requests");
+    // ...yet the node's own bootstrap ping to that peer is answered and counted as such.
+    net.hosts[0].node.bootstrap(&[peer]);
+    net.run_until(Duration::from_secs(2), |n| {
+        n.hosts[0].node.dht().table().contacts().next().is_some()
+    });
+    assert!(
+        net.hosts[0].node.dht().table().contacts().next().is_some(),
+        "the peer's answer got through"
+    );
+    assert_eq!(
+        net.hosts[0].node.status().counters.dht_rate_limited,
+        limited
+    );
+}

@@ -109,6 +109,18 @@ fn a_client_resolves_a_name_it_never_met_and_streams_to_it() {
         net.hosts[client].node.status().sessions[0].peer,
         Some(owner)
     );
+    // The next stream to the same name uses the answer just found: resolved at once, with no
+    // lookup (a forward resolves per connection).
+    let now = net.now;
+    let target: Target = "alice.echo".parse().unwrap();
+    net.hosts[client]
+        .node
+        .open_stream_by_name(now, target, Transport::Quic);
+    let first = net.hosts[client].node.poll_event();
+    assert!(
+        matches!(first, Some(Event::Resolved { result: Ok((node, _)), .. }) if node == owner),
+        "{first:?}"
+    );
 }
 
 #[test]

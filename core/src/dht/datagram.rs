@@ -110,6 +110,16 @@ fn trim(message: &mut Message) -> bool {
     }
 }
 
+/// The transaction a datagram answers, read without checking anything (so cheap enough to do
+/// before a rate limit): `Some(txid)` if its message parses as a response.
+pub fn peek_response(bytes: &[u8]) -> Option<u64> {
+    if bytes.first() != Some(&TAG) || bytes.len() < HEADER {
+        return None;
+    }
+    let (message, _) = Message::decode_prefix(&bytes[HEADER..]).ok()?;
+    matches!(message.body, Body::Response(_)).then_some(message.txid)
+}
+
 /// Decodes a datagram addressed to `local`: checks size, signature, destination and message.
 /// Returns the authenticated sender and the message.
 pub fn decode(bytes: &[u8], local: &NodeId) -> Result<(NodeId, Message), DatagramError> {

@@ -518,6 +518,12 @@ impl Dht {
         c
     }
 
+    /// Whether an answer from `from` to transaction `txid` is awaited: such answers are the
+    /// node's own lookups coming back, not load a peer imposes.
+    pub fn awaits(&self, txid: u64, from: std::net::SocketAddr) -> bool {
+        self.pending.get(&txid).is_some_and(|p| p.to.addr == from)
+    }
+
     /// An answer arrived from `from` for transaction `txid`.
     pub fn handle_response(
         &mut self,

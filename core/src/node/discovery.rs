@@ -95,6 +95,11 @@ impl Node {
         self.queue_datagram(transmit, bytes)
     }
 
+    /// Whether a bootstrap ping `txid` to `from` is unanswered.
+    pub(super) fn discovery_awaits(&self, txid: u64, from: SocketAddr) -> bool {
+        self.discovery.pings.get(&txid) == Some(&from)
+    }
+
     pub(super) fn handle_dht_datagram(&mut self, now: Instant, remote: SocketAddr, data: &[u8]) {
         let Ok((sender, message)) = datagram::decode(data, &self.node_id) else {
             self.discovery.dropped += 1;

@@ -795,7 +795,12 @@ impl Node {
             }
             DatagramClass::Dht => {
                 // Before the signature check: that check is what a flood would make us pay.
-                if self.dht_rate.allow(now, remote) {
+                // Answers to this node's own requests, from where they went, are not a flood:
+                // limiting them would fail its lookups when its peers share a prefix.
+                let awaited = crate::dht::datagram::peek_response(&data).is_some_and(|txid| {
+                    self.dht.awaits(txid, remote) || self.discovery_awaits(txid, remote)
+                });
+                if awaited || self.dht_rate.allow(now, remote) {
                     self.handle_dht_datagram(now, remote, &data);
                 } else {
                     self.counters.dht_rate_limited += 1;

@@ -3,7 +3,7 @@
 //! that wait for the answer. The node feeds it finished lookups and drains what it has to say
 //! with [`Resolver::poll`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use super::StreamHandle;
@@ -56,7 +56,15 @@ pub(super) struct Resolver {
     /// Streams waiting for a resolution, with their transport.
     waiting: BTreeMap<u64, Vec<Waiter>>,
     out: VecDeque<Output>,
+    /// Recent answers, by name, for the streams that follow: a forward resolves its name for
+    /// every connection, and two DHT lookups each time would cost every connection milliseconds.
+    cache: HashMap<String, (Instant, (NodeId, Vec<NodeAddress>))>,
 }
+
+/// How long an answer serves new streams to the same name.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Names whose answers are kept at most.
+const CACHE_MAX: usize = 1024;
 
 impl Resolver {
     /// Starts resolving `target`, for `waiter` if a stream waits for it; the answer comes out of
@@ -70,6 +78,18 @@ impl Resolver {
     ) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
+        let cached = waiter
+            .is_some()
+            .then(|| self.cache.get(&target.to_string()))
+            .flatten();
+        if let Some((at, answer)) = cached
+            && now.saturating_duration_since(*at) < CACHE_TTL
+        {
+            let answer = answer.clone();
+            self.waiting.insert(id, waiter.into_iter().collect());
+            self.finish(id, target, Ok(answer));
+            return id;
+        }
         if let Some(waiter) = waiter {
             self.waiting.insert(id, vec![waiter]);
         }
@@ -156,6 +176,15 @@ impl Resolver {
                 if first_use && pins.insert_name(username.clone(), node) {
                     self.out.push_back(Output::Pinned { username, node });
                 }
+                if self.cache.len() >= CACHE_MAX {
+                    self.cache
+                        .retain(|_, (at, _)| now.saturating_duration_since(*at) < CACHE_TTL);
+                    if self.cache.len() >= CACHE_MAX {
+                        self.cache.clear();
+                    }
+                }
+                self.cache
+                    .insert(res.target.to_string(), (now, (node, addrs.clone())));
                 self.finish(res.id, res.target, Ok((node, addrs)));
             }
         }
