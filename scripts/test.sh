@@ -4,6 +4,7 @@
 # packages with apt-get when root; cargo tools and pytest from their registries).
 #   FUZZ_SECONDS=N  seconds per fuzz target (default 20; 0 skips fuzzing)
 #   E2E=0           skip the end-to-end suite (it needs root)
+#   PLATFORMS=0     skip the cross builds and their wine/qemu tests (scripts/platforms.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,7 +57,11 @@ if [ "${E2E:-1}" != 0 ]; then
   step "end-to-end: real daemons and embedded nodes in network namespaces with OpenSSH, iperf3 and 200 connections"
   cargo build --release --locked --bin vx6
   cargo build --release --locked -p vx6-runtime-smol --examples
-  python3 -m pytest tests/e2e -q
+  python3 -m pytest tests/e2e -q --ignore tests/e2e/test_platforms.py
+fi
+
+if [ "${PLATFORMS:-1}" != 0 ] && [ "${E2E:-1}" != 0 ]; then
+  scripts/platforms.sh
 fi
 
 fuzz_seconds=${FUZZ_SECONDS:-20}

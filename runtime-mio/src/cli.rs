@@ -459,7 +459,7 @@ fn node(args: NodeArgs) -> Result<()> {
         forwards,
         pins,
         pins_path,
-        control_path: cfg!(unix).then(|| home.dir().join("control.sock")),
+        control_path: Some(home.dir().join("control.sock")),
         bootstrap,
         name: config.name.clone(),
         registry_path: home.registry(),

@@ -471,10 +471,14 @@ class Lab:
         extra=(),
         name=None,
         ready_timeout=30.0,
+        binary=None,
     ):
+        """`binary`: the command that runs vx6 (default [VX6_BIN]; e.g. qemu and a cross build)."""
         host = listen_host or ns.addr
         listen = f"[{host}]:{port}"
-        argv = [VX6_BIN, "node", "--home", home.path, "--listen", listen, "--transport", transport]
+        argv = list(binary or [VX6_BIN]) + [
+            "node", "--home", home.path, "--listen", listen, "--transport", transport,
+        ]
         for s in serve:
             argv += ["--serve", s]
         for a in allow:

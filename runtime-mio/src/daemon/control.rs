@@ -1,26 +1,34 @@
-//! The control socket in the home directory: `vx6 status`, `vx6 resolve` and the like connect,
+//! The control channel in the home directory: `vx6 status`, `vx6 resolve` and the like connect,
 //! send one request line and read one reply. The server owns its listener and its clients; the
-//! daemon answers the requests it hands out ([`ControlServer::read`]). Unix only: elsewhere it
-//! binds nothing and the daemon runs without it.
+//! daemon answers the requests it hands out ([`ControlServer::read`]).
+//!
+//! On Unix it is a socket file, `control.sock`, that only the node's user can reach. Elsewhere
+//! (Windows) it is a TCP listener on 127.0.0.1, and `control.sock` is a file naming its address
+//! and a random secret every request line must start with: loopback is reachable by every local
+//! user, the file only by this one (it sits in the user's own profile directory).
 
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
-#[cfg(unix)]
-use std::collections::HashMap;
-#[cfg(unix)]
-use std::io::{ErrorKind, Read, Write};
-
-#[cfg(unix)]
 use anyhow::Context as _;
 use anyhow::Result;
 use mio::{Registry, Token};
 
+#[cfg(unix)]
+type Listener = mio::net::UnixListener;
+#[cfg(unix)]
+type Stream = mio::net::UnixStream;
+#[cfg(not(unix))]
+type Listener = mio::net::TcpListener;
+#[cfg(not(unix))]
+type Stream = mio::net::TcpStream;
+
 /// Longest request line accepted; a client that sends more is dropped.
 pub const MAX_REQUEST: usize = 256;
 
-#[cfg(unix)]
 struct Client {
-    socket: mio::net::UnixStream,
+    socket: Stream,
     request: Vec<u8>,
     reply: Vec<u8>,
     off: usize,
@@ -31,46 +39,41 @@ struct Client {
 /// The listener, its clients, and the resolutions some of them wait for.
 pub struct ControlServer {
     path: Option<PathBuf>,
-    #[cfg(unix)]
-    listener: Option<mio::net::UnixListener>,
-    #[cfg(unix)]
+    listener: Option<Listener>,
     clients: HashMap<Token, Client>,
     /// Clients waiting for a resolution, by resolution id.
-    #[cfg(unix)]
     resolving: HashMap<u64, Token>,
+    /// What every request line must start with (the channel is not a private file).
+    #[cfg(not(unix))]
+    secret: String,
 }
 
 impl ControlServer {
     /// Binds the socket at `path` (if any) under `token`, refusing if another daemon answers on
     /// it and replacing a stale one.
     pub fn bind(registry: &Registry, path: Option<PathBuf>, token: Token) -> Result<Self> {
-        #[cfg(unix)]
+        #[cfg(not(unix))]
+        let secret = new_secret();
         let listener = match &path {
+            #[cfg(unix)]
             Some(path) => Some(bind(registry, path, token)?),
+            #[cfg(not(unix))]
+            Some(path) => Some(bind(registry, path, token, &secret)?),
             None => None,
         };
-        #[cfg(not(unix))]
-        let _ = (registry, token);
         Ok(Self {
             path,
-            #[cfg(unix)]
             listener,
-            #[cfg(unix)]
             clients: HashMap::new(),
-            #[cfg(unix)]
             resolving: HashMap::new(),
+            #[cfg(not(unix))]
+            secret,
         })
     }
 
     /// Whether `token` is one of this server's clients.
     pub fn owns(&self, token: Token) -> bool {
-        #[cfg(unix)]
-        return self.clients.contains_key(&token);
-        #[cfg(not(unix))]
-        {
-            let _ = token;
-            false
-        }
+        self.clients.contains_key(&token)
     }
 
     /// Accepts waiting clients, registering each under a token from `next_token`; returns
@@ -81,7 +84,6 @@ impl ControlServer {
         mut next_token: impl FnMut() -> Token,
     ) -> Vec<Token> {
         let mut accepted = Vec::new();
-        #[cfg(unix)]
         while let Some(listener) = &self.listener {
             let mut socket = match listener.accept() {
                 Ok((s, _)) => s,
@@ -107,15 +109,12 @@ impl ControlServer {
                 accepted.push(token);
             }
         }
-        #[cfg(not(unix))]
-        let _ = (registry, &mut next_token);
         accepted
     }
 
     /// The client's request line, once it is complete (handed out once); meanwhile, what it
     /// has been sent of its reply goes on.
     pub fn read(&mut self, registry: &Registry, token: Token) -> Option<String> {
-        #[cfg(unix)]
         {
             let c = self.clients.get_mut(&token)?;
             if c.answered {
@@ -140,45 +139,41 @@ impl ControlServer {
             }
             let end = c.request.iter().position(|b| *b == b'\n')?;
             c.answered = true;
-            Some(String::from_utf8_lossy(&c.request[..end]).trim().to_owned())
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = (registry, token);
-            None
+            let line = String::from_utf8_lossy(&c.request[..end]).trim().to_owned();
+            #[cfg(not(unix))]
+            let line = match line.split_once(' ') {
+                Some((secret, rest)) if same(secret.as_bytes(), self.secret.as_bytes()) => {
+                    rest.to_owned()
+                }
+                _ => {
+                    self.close(registry, token);
+                    return None;
+                }
+            };
+            Some(line)
         }
     }
 
     /// Sends `text` as the client's reply, then closes it.
     pub fn reply(&mut self, registry: &Registry, token: Token, text: String) {
-        #[cfg(unix)]
         if let Some(c) = self.clients.get_mut(&token) {
             c.reply = text.into_bytes();
             self.flush(registry, token);
         }
-        #[cfg(not(unix))]
-        let _ = (registry, token, text);
     }
 
     /// The client waits for resolution `id` (see [`ControlServer::resolved`]).
     pub fn wait_for(&mut self, id: u64, token: Token) {
-        #[cfg(unix)]
         self.resolving.insert(id, token);
-        #[cfg(not(unix))]
-        let _ = (id, token);
     }
 
     /// Resolution `id` finished: the client waiting for it, if any, gets `text`.
     pub fn resolved(&mut self, registry: &Registry, id: u64, text: String) {
-        #[cfg(unix)]
         if let Some(token) = self.resolving.remove(&id) {
             self.reply(registry, token, text);
         }
-        #[cfg(not(unix))]
-        let _ = (registry, id, text);
     }
 
-    #[cfg(unix)]
     fn flush(&mut self, registry: &Registry, token: Token) {
         let Some(c) = self.clients.get_mut(&token) else {
             return;
@@ -196,7 +191,6 @@ impl ControlServer {
         self.close(registry, token);
     }
 
-    #[cfg(unix)]
     fn close(&mut self, registry: &Registry, token: Token) {
         if let Some(mut c) = self.clients.remove(&token) {
             let _ = registry.deregister(&mut c.socket);
@@ -248,8 +242,72 @@ pub fn request(path: &Path, line: &str) -> Result<String> {
     Ok(reply)
 }
 
-/// Without Unix sockets there is no control channel yet.
+/// Binds 127.0.0.1:0 and writes its address and `secret` to the file at `path`, refusing if
+/// the daemon a previous file names still answers.
 #[cfg(not(unix))]
-pub fn request(_path: &Path, _line: &str) -> Result<String> {
-    anyhow::bail!("the control socket is not supported on this platform yet")
+fn bind(registry: &Registry, path: &Path, token: Token, secret: &str) -> Result<Listener> {
+    if let Ok((addr, _)) = read_channel_file(path)
+        && std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+            .is_ok()
+    {
+        anyhow::bail!(
+            "another vx6 daemon is running for this home (its control channel at {addr}, named \
+             in {}, answers)",
+            path.display()
+        );
+    }
+    let mut listener = mio::net::TcpListener::bind(([127, 0, 0, 1], 0).into())
+        .context("binding the control channel on 127.0.0.1")?;
+    let addr = listener.local_addr()?;
+    crate::atomic::write(path, format!("{addr} {secret}\n").as_bytes())
+        .with_context(|| format!("writing control channel file {}", path.display()))?;
+    registry.register(&mut listener, token, mio::Interest::READABLE)?;
+    Ok(listener)
+}
+
+#[cfg(not(unix))]
+fn new_secret() -> String {
+    let mut bytes = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+#[cfg(not(unix))]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(not(unix))]
+fn read_channel_file(path: &Path) -> Result<(std::net::SocketAddr, String)> {
+    let text = std::fs::read_to_string(path)?;
+    let (addr, secret) = text
+        .trim()
+        .split_once(' ')
+        .with_context(|| format!("control channel file {} is malformed", path.display()))?;
+    let addr = addr
+        .parse()
+        .with_context(|| format!("control channel file {} names no address", path.display()))?;
+    Ok((addr, secret.to_owned()))
+}
+
+/// Sends one request to a running daemon's control channel and returns the reply.
+#[cfg(not(unix))]
+pub fn request(path: &Path, line: &str) -> Result<String> {
+    let (addr, secret) = read_channel_file(path).with_context(|| {
+        format!(
+            "no daemon is running for this home (cannot read {})",
+            path.display()
+        )
+    })?;
+    let mut socket = std::net::TcpStream::connect(addr).with_context(|| {
+        format!("no daemon is running for this home (nothing answers at {addr})")
+    })?;
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    socket.write_all(format!("{secret} {line}\n").as_bytes())?;
+    let mut reply = String::new();
+    socket
+        .read_to_string(&mut reply)
+        .context("reading the daemon's reply")?;
+    Ok(reply)
 }

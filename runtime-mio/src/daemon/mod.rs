@@ -15,6 +15,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -79,7 +80,10 @@ pub struct Daemon {
     by_session: HashMap<SessionId, Token>,
     next_token: usize,
     pins_path: PathBuf,
-    signals: signal_hook_mio::v1_0::Signals,
+    /// Set by the signal handler (SIGINT, SIGTERM, SIGHUP; Ctrl-C or close on Windows), which
+    /// then wakes the loop under `SIGNALS`.
+    stop_requested: Arc<AtomicBool>,
+    _waker: Arc<mio::Waker>,
     /// The read buffer of every session and local socket.
     scratch: Vec<u8>,
     /// Closing session sockets by deadline (soonest first); one may have finished already.
@@ -169,13 +173,16 @@ impl Daemon {
             forwards.push((f, l));
         }
         let control = ControlServer::bind(poll.registry(), opts.control_path, CONTROL)?;
-        let mut signals = signal_hook_mio::v1_0::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-        ])
-        .context("installing signal handlers")?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), SIGNALS)?);
+        let stop_requested = Arc::new(AtomicBool::new(false));
+        {
+            let (waker, stop) = (waker.clone(), stop_requested.clone());
+            ctrlc::set_handler(move || {
+                stop.store(true, Ordering::SeqCst);
+                let _ = waker.wake();
+            })
+            .context("installing signal handlers")?;
+        }
         Ok(Self {
             poll,
             node,
@@ -190,7 +197,8 @@ impl Daemon {
             by_session: HashMap::new(),
             next_token: DYNAMIC_BASE,
             pins_path: opts.pins_path,
-            signals,
+            stop_requested,
+            _waker: waker,
             scratch: vec![0; READ_CHUNK],
             closing: VecDeque::new(),
             accept_retry: AcceptRetry::default(),
@@ -239,7 +247,7 @@ impl Daemon {
             let mut stop = false;
             for ev in events.iter() {
                 match ev.token() {
-                    SIGNALS => stop |= self.signals.pending().next().is_some(),
+                    SIGNALS => stop |= self.stop_requested.load(Ordering::SeqCst),
                     token => self.on_io(now, token, ev.is_readable(), ev.is_writable()),
                 }
             }
