@@ -227,13 +227,18 @@ fn bind(registry: &Registry, path: &Path, token: Token) -> Result<mio::net::Unix
 /// Sends one request to a running daemon's control socket and returns the reply.
 #[cfg(unix)]
 pub fn request(path: &Path, line: &str) -> Result<String> {
-    let mut socket = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+    let socket = std::os::unix::net::UnixStream::connect(path).with_context(|| {
         format!(
             "no daemon is running for this home (cannot connect to {})",
             path.display()
         )
     })?;
     socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    exchange(socket, line)
+}
+
+/// Writes one request line and reads the reply to its end.
+fn exchange(mut socket: impl Read + Write, line: &str) -> Result<String> {
     socket.write_all(format!("{line}\n").as_bytes())?;
     let mut reply = String::new();
     socket
@@ -300,14 +305,9 @@ pub fn request(path: &Path, line: &str) -> Result<String> {
             path.display()
         )
     })?;
-    let mut socket = std::net::TcpStream::connect(addr).with_context(|| {
+    let socket = std::net::TcpStream::connect(addr).with_context(|| {
         format!("no daemon is running for this home (nothing answers at {addr})")
     })?;
     socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    socket.write_all(format!("{secret} {line}\n").as_bytes())?;
-    let mut reply = String::new();
-    socket
-        .read_to_string(&mut reply)
-        .context("reading the daemon's reply")?;
-    Ok(reply)
+    exchange(socket, &format!("{secret} {line}"))
 }
