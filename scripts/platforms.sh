@@ -39,11 +39,25 @@ done
 step "platforms: routers (static musl, router profile)"
 cargo zigbuild --locked --profile router --target aarch64-unknown-linux-musl -p vx6-runtime-mio
 ls -l target/aarch64-unknown-linux-musl/router/vx6
+armv7=target/armv7-unknown-linux-musleabihf/router/vx6
+rm -f "$armv7"
 if rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
   cargo zigbuild --locked --profile router --target armv7-unknown-linux-musleabihf -p vx6-runtime-mio
-  ls -l target/armv7-unknown-linux-musleabihf/router/vx6
+elif rustup toolchain list | grep -q '^nightly' &&
+  rustup component add rust-src --toolchain nightly >/dev/null 2>&1; then
+  # No prebuilt standard library for armv7 musl on this mirror (HTTP 404): build it from source
+  # with nightly, and let zig supply musl's start files (rustc's self-contained ones come with
+  # the prebuilt library only).
+  echo "armv7-unknown-linux-musleabihf: no prebuilt standard library; building it (-Zbuild-std)"
+  RUSTFLAGS="-C link-self-contained=no" cargo +nightly zigbuild --locked \
+    -Zbuild-std=std,panic_abort --profile router --target armv7-unknown-linux-musleabihf \
+    -p vx6-runtime-mio
 else
-  echo "armv7-unknown-linux-musleabihf: rustup cannot fetch its standard library here; not built"
+  echo "armv7-unknown-linux-musleabihf: neither a prebuilt standard library nor nightly with rust-src here; not built"
+fi
+if [ -x "$armv7" ]; then
+  ls -l "$armv7"
+  export VX6_ARMV7=1
 fi
 
 step "platforms: the builds at work (wine, qemu-user in namespaces)"

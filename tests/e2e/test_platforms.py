@@ -1,6 +1,6 @@
 """Other platforms' builds, run here (README "Platforms"):
 
-- the static aarch64 router build (`--profile router`, musl), under qemu-user in a network
+- the static aarch64 and armv7 router builds (`--profile router`, musl), under qemu-user in a network
   namespace, forwards OpenSSH to and from an x86_64 daemon in another, over both transports;
   its memory idle and after a transfer is reported;
 - the Windows build (x86_64-pc-windows-gnu) under wine runs init, id and records, and refuses
@@ -19,19 +19,23 @@ import pytest
 import lab as labmod
 from lab import REPO, retry
 
-ROUTER_BIN = Path(
-    os.environ.get("VX6_ROUTER_BIN", REPO / "target" / "aarch64-unknown-linux-musl" / "router" / "vx6")
-)
+ROUTERS = {
+    "aarch64": (REPO / "target" / "aarch64-unknown-linux-musl" / "router" / "vx6", "qemu-aarch64"),
+    "armv7": (REPO / "target" / "armv7-unknown-linux-musleabihf" / "router" / "vx6", "qemu-arm"),
+}
 WIN_BIN = Path(
     os.environ.get("VX6_WIN_BIN", REPO / "target" / "x86_64-pc-windows-gnu" / "release" / "vx6.exe")
 )
 REQUIRED = os.environ.get("VX6_PLATFORMS") == "1"
+# armv7 is built only where its standard library can be had (scripts/platforms.sh says which).
+ARMV7_REQUIRED = REQUIRED and os.environ.get("VX6_ARMV7") == "1"
 
 
-def need(path, tool):
+def need(path, tool, required=None):
+    required = REQUIRED if required is None else required
     missing = [str(p) for p in (path,) if not Path(p).exists()] + [t for t in (tool,) if not shutil.which(t) and not Path(t).exists()]
     if missing:
-        if REQUIRED:
+        if required:
             pytest.fail(f"VX6_PLATFORMS=1 but missing: {missing}")
         pytest.skip(f"missing {missing} (scripts/test.sh builds them with VX6_PLATFORMS=1)")
 
@@ -44,9 +48,11 @@ def rss_kib(pid):
 
 
 @pytest.mark.timeout_s(300)
-def test_router_build_forwards_ssh_both_ways(lab, transport, figure):
-    need(ROUTER_BIN, "qemu-aarch64")
-    qemu = [shutil.which("qemu-aarch64"), str(ROUTER_BIN)]
+@pytest.mark.parametrize("arch", ["aarch64", "armv7"])
+def test_router_build_forwards_ssh_both_ways(lab, transport, arch, figure):
+    router_bin, emulator = ROUTERS[arch]
+    need(router_bin, emulator, ARMV7_REQUIRED if arch == "armv7" else None)
+    qemu = [shutil.which(emulator), str(router_bin)]
     router_ns, pc_ns = lab.node("router"), lab.node("pc")
     lab.check_link(pc_ns, router_ns)
     router_home, pc_home = lab.home("router"), lab.home("pc")
@@ -78,9 +84,9 @@ def test_router_build_forwards_ssh_both_ways(lab, transport, figure):
     after = rss_kib(router.pid)
     assert router.alive() and pc.alive()
     figure(
-        f"aarch64 router daemon under qemu-user ({transport})",
+        f"{arch} router daemon under qemu-user ({transport})",
         f"RSS idle {idle / 1024:.1f} MiB, after 2 x 20 MB {after / 1024:.1f} MiB (qemu's own memory included); "
-        f"binary {ROUTER_BIN.stat().st_size / 1e6:.2f} MB",
+        f"binary {router_bin.stat().st_size / 1e6:.2f} MB",
     )
 
 
