@@ -35,39 +35,25 @@ fn network(seed: u64) -> Net {
             Pins::default(),
         );
     }
-    let mut records = Vec::new();
-    for (i, seed) in std::iter::once(2u8)
-        .chain(10..10 + RELAYS as u8)
-        .enumerate()
-    {
-        let host = if i == 0 { OWNER } else { 1 + i };
-        let id = identity(seed);
-        let username = format!("n{seed}").parse().unwrap();
-        let signed = OwnRecords {
-            identity: &id,
-            username: &username,
-            addresses: vec![
-                NodeAddress {
-                    transport: Transport::Quic,
-                    addr: net.hosts[host].addr,
-                },
-                NodeAddress {
-                    transport: Transport::Tcp,
-                    addr: net.hosts[host].addr,
-                },
-            ],
-            services: Vec::new(),
-            relay: (host != OWNER).then_some(RelayCapability {
-                max_circuits: 100,
-                operator: None,
-            }),
-        }
-        .sign(UNIX_START, 3600);
-        records.push(signed[0].clone());
+    let mut records = vec![record(&net, OWNER, 2, false)];
+    for i in 0..RELAYS {
+        records.push(record(&net, 2 + i, 10 + i as u8, true));
     }
     let now = net.now;
     net.hosts[CLIENT].node.learn_records(now, &records);
     net
+}
+
+/// Sends `len` bytes from the client to the owner's echo by `route` and checks they come back.
+fn echo_through(net: &mut Net, len: usize, seed: u8, route: Route) -> vx6_core::node::StreamHandle {
+    let owner = net.node_id(OWNER);
+    let data = payload(len, seed);
+    let h = net.open_routed(CLIENT, OWNER, Some(owner), "echo", data.clone(), route);
+    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
+    let app = &net.hosts[CLIENT].apps[&h];
+    assert!(app.failed.is_none(), "{:?}", app.failed);
+    assert_eq!(app.received, data);
+    h
 }
 
 fn client_circuits(net: &Net) -> Vec<vx6_core::node::CircuitStatus> {
@@ -84,19 +70,7 @@ fn client_circuits(net: &Net) -> Vec<vx6_core::node::CircuitStatus> {
 fn a_stream_crosses_two_relays_and_relays_see_only_ciphertext() {
     let mut net = network(1);
     let owner = net.node_id(OWNER);
-    let data = payload(300_000, 7);
-    let h = net.open_routed(
-        CLIENT,
-        OWNER,
-        Some(owner),
-        "echo",
-        data.clone(),
-        Route::Relay { hops: 2 },
-    );
-    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
-    let app = &net.hosts[CLIENT].apps[&h];
-    assert!(app.failed.is_none(), "{:?}", app.failed);
-    assert_eq!(app.received, data);
+    echo_through(&mut net, 300_000, 7, Route::Relay { hops: 2 });
     let circuits = client_circuits(&net);
     assert_eq!(
         circuits.len(),
@@ -197,18 +171,7 @@ fn auto_falls_back_to_relays_when_the_direct_route_is_blackholed() {
     net.cut.insert((CLIENT, OWNER));
     let owner = net.node_id(OWNER);
     let data = payload(50_000, 3);
-    let h = net.open_routed(
-        CLIENT,
-        OWNER,
-        Some(owner),
-        "echo",
-        data.clone(),
-        Route::default(),
-    );
-    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
-    let app = &net.hosts[CLIENT].apps[&h];
-    assert!(app.failed.is_none(), "{:?}", app.failed);
-    assert_eq!(app.received, data);
+    echo_through(&mut net, 50_000, 3, Route::default());
     assert_eq!(net.hosts[CLIENT].node.counters().auto_fallbacks, 1);
     // With the route back, a new auto stream prefers... the direct session once it works; the
     // relayed one meanwhile keeps serving.
@@ -472,18 +435,7 @@ fn tcp_mode_splices_streams_through_two_relays() {
     net.routed_transport = Transport::Tcp;
     let owner = net.node_id(OWNER);
     let data = payload(400_000, 5);
-    let h = net.open_routed(
-        CLIENT,
-        OWNER,
-        Some(owner),
-        "echo",
-        data.clone(),
-        Route::Relay { hops: 2 },
-    );
-    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
-    let app = &net.hosts[CLIENT].apps[&h];
-    assert!(app.failed.is_none(), "{:?}", app.failed);
-    assert_eq!(app.received, data);
+    echo_through(&mut net, 400_000, 5, Route::Relay { hops: 2 });
     let circuits = client_circuits(&net);
     assert_eq!(
         circuits.len(),

@@ -783,10 +783,9 @@ impl Node {
             onion,
         }
         .encode();
-        let handle = match self.new_client_stream(ServiceStream::circuit(request)) {
-            Ok(h) => h,
-            Err(h) => {
-                self.events.retain(|e| e.stream() != Some(h));
+        let handle = match self.new_circuit_stream(request) {
+            Some(h) => h,
+            None => {
                 if transport == Transport::Quic {
                     self.circuits.labels.remove(back_in);
                 }
@@ -908,7 +907,7 @@ impl Node {
                 self.circuit_ready(now, link, ckey);
             }
             (
-                Some(Circuit::Client { link, path, .. }),
+                Some(Circuit::Client { link, path, .. } | Circuit::ClientStream { link, path, .. }),
                 Reply::Refused {
                     refusal,
                     hop,
@@ -931,17 +930,6 @@ impl Node {
                 }
                 self.counters.circuits_built += 1;
                 self.stream_circuit_ready(now, link, ckey);
-            }
-            (
-                Some(Circuit::ClientStream { link, path, .. }),
-                Reply::Refused {
-                    refusal,
-                    hop,
-                    reason,
-                },
-            ) => {
-                let (link, path) = (*link, path.clone());
-                self.circuit_refused(now, handle, link, &path, (refusal, hop, reason));
             }
             (
                 Some(Circuit::Splice {
@@ -1289,10 +1277,9 @@ impl Node {
             onion: inner,
         }
         .encode();
-        let down = match self.new_client_stream(ServiceStream::circuit(request)) {
-            Ok(h) => h,
-            Err(h) => {
-                self.events.retain(|e| e.stream() != Some(h));
+        let down = match self.new_circuit_stream(request) {
+            Some(h) => h,
+            None => {
                 self.circuits.labels.remove(back_in);
                 self.counters.circuits_refused += 1;
                 let reply = Reply::refused(Refusal::LimitReached, "at the node's stream limit");
@@ -1535,6 +1522,18 @@ impl Node {
         match self.circuits.by_vaddr.get(&vaddr)? {
             VirtualEnd::Client(link) => self.circuits.client_links.get(link)?.last_failure.clone(),
             VirtualEnd::Owner(_) => None,
+        }
+    }
+
+    /// A stream to the next hop that opens with `request`, or `None` at the node's stream
+    /// limit (the refusal is the caller's to report: it is no runtime's stream).
+    pub(super) fn new_circuit_stream(&mut self, request: Vec<u8>) -> Option<StreamHandle> {
+        match self.new_client_stream(ServiceStream::circuit(request)) {
+            Ok(h) => Some(h),
+            Err(h) => {
+                self.events.retain(|e| e.stream() != Some(h));
+                None
+            }
         }
     }
 

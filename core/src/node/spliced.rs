@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use super::circuits::{Circuit, Pipe, STREAM_LABEL};
-use super::stream::{Phase, ServiceStream};
+use super::stream::Phase;
 use super::{Dial, Node, SessionId, StreamHandle};
 use crate::failure::{Cause, Failure};
 use crate::identity::NodeId;
@@ -95,10 +95,9 @@ impl Node {
             onion: inner,
         }
         .encode();
-        let down = match self.new_client_stream(ServiceStream::circuit(request)) {
-            Ok(h) => h,
-            Err(h) => {
-                self.events.retain(|e| e.stream() != Some(h));
+        let down = match self.new_circuit_stream(request) {
+            Some(h) => h,
+            None => {
                 self.counters.circuits_refused += 1;
                 let reply = Reply::refused(Refusal::LimitReached, "at the node's stream limit");
                 self.send_reply(now, up, reply, false);
