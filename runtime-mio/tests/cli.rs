@@ -396,3 +396,44 @@ fn port_in_use_and_missing_daemon_are_clear_errors() {
 }
 
 const NODE_ID_EXAMPLE: &str = "t4ylo4fkbhl76t5aqo6a3oadlnqzc2uzhaayx66uob7hw2ydn7cq";
+
+/// `--via` and `--hops` belong to the `--forward` before them; every misuse is named, and the
+/// daemon does not start.
+#[test]
+fn via_and_hops_misuse_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path(), "carol");
+    let home = home_arg(tmp.path());
+    let fwd = "alice.ssh=127.0.0.1:2222";
+    for (extra, needle) in [
+        (vec!["--via", "relay"], "--via must follow the --forward"),
+        (vec!["--hops", "2"], "--hops must follow the --forward"),
+        (
+            vec!["--forward", fwd, "--via", "sideways"],
+            "is not a path kind",
+        ),
+        (
+            vec!["--forward", fwd, "--hops", "0"],
+            "is not a hop count from 1 to 8",
+        ),
+        (
+            vec!["--forward", fwd, "--hops", "9"],
+            "is not a hop count from 1 to 8",
+        ),
+        (
+            vec!["--forward", fwd, "--via", "relay", "--via", "auto"],
+            "two --via",
+        ),
+        (
+            vec!["--forward", fwd, "--via", "direct", "--hops", "2"],
+            "goes --via direct",
+        ),
+    ] {
+        let mut args = vec!["node", "--home", &home, "--listen", "[::1]:0"];
+        args.extend(extra.iter().copied());
+        let out = vx6(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {out:?}");
+        let err = one_line_error(&out);
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+}
