@@ -15,6 +15,7 @@
 //! - [`registry`]: the local registry of records, its merge rules, bounds and file format.
 //! - [`node`]: the node state machine that ties sessions, services and streams together.
 //! - [`pins`]: keys pinned on first use for peers dialed by address.
+//! - [`policy`]: which path a forward uses: preference, SLA thresholds, hold-down.
 //! - [`resolve`]: the rules that turn `username.service` into a node, without silent choices.
 //! - [`session`]: authenticated sessions over QUIC or TLS/TCP, and their streams.
 //! - [`service`]: offered services, access lists and the service-stream handshake.
@@ -50,6 +51,7 @@ pub mod identity;
 pub mod names;
 pub mod node;
 pub mod pins;
+pub mod policy;
 pub mod record;
 pub mod registry;
 pub mod relay;

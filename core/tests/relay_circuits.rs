@@ -10,6 +10,7 @@ use harness::{Net, UNIX_START, echo_services, identity, payload};
 use vx6_core::Cause;
 use vx6_core::node::{CircuitEvent, CircuitRole, Event, NodeConfig, Route};
 use vx6_core::pins::Pins;
+use vx6_core::policy::{PathKind, Policy, PolicyId, SlaState, SwitchReason, Violation};
 use vx6_core::record::{NodeAddress, OwnRecords, RelayCapability, Transport};
 use vx6_core::service::Access;
 use vx6_core::service::ServiceTable;
@@ -495,4 +496,171 @@ fn circuit_setups_past_a_relays_rate_are_refused_counted_and_retried_later() {
         assert!(app.failed.is_none(), "{:?}", app.failed);
         assert_eq!(app.received.len(), 1000);
     }
+}
+
+// ---- managed links: the policy moves a live connection between direct and relayed paths --
+
+fn managed(net: &mut Net, settings: &str) -> PolicyId {
+    let id = PolicyId(1);
+    let policy = Policy::default().with_settings(settings).unwrap();
+    let now = net.now;
+    net.hosts[CLIENT].node.set_policy(now, id, policy);
+    id
+}
+
+fn path_of(net: &Net, id: PolicyId) -> Option<PathKind> {
+    net.hosts[CLIENT].node.policy_status(id).and_then(|s| s.path)
+}
+
+fn switches(net: &Net) -> Vec<(Option<PathKind>, Option<PathKind>, SwitchReason)> {
+    net.hosts[CLIENT]
+        .log
+        .iter()
+        .filter_map(|e| match e {
+            Event::Circuit(CircuitEvent::Switched {
+                from, to, reason, ..
+            }) => Some((*from, *to, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_sla_moves_a_live_stream_off_a_lossy_direct_path_and_back_only_after_the_hold_down() {
+    let mut net = network(21);
+    let owner = net.node_id(OWNER);
+    let id = managed(&mut net, "via=direct,max-loss=5%,hold-down=3s");
+    let data = payload(4_000_000, 4);
+    let h = net.open_routed(CLIENT, OWNER, Some(owner), "echo", data.clone(), Route::Policy(id));
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        path_of(n, id) == Some(PathKind::Direct) && n.hosts[CLIENT].apps[&h].received.len() > 100_000
+    }));
+    // The direct path turns lossy mid-transfer: the stream moves to a relay path and lives.
+    net.lossy.insert((CLIENT, OWNER), 0.3);
+    let degraded = net.now;
+    assert!(net.run_until(Duration::from_secs(10), |n| path_of(n, id)
+        == Some(PathKind::Relay)));
+    let detected = net.now - degraded;
+    assert!(net.run_until(Duration::from_secs(120), |n| n.apps_done(CLIENT)));
+    let app = &net.hosts[CLIENT].apps[&h];
+    assert!(app.failed.is_none(), "{:?}", app.failed);
+    assert_eq!(app.received, data, "every byte, in order, across the switch");
+    assert!(
+        matches!(
+            switches(&net).last(),
+            Some((Some(PathKind::Direct), Some(PathKind::Relay), SwitchReason::Sla(Violation::Loss { .. })))
+        ),
+        "{:?} after {detected:?}",
+        switches(&net)
+    );
+    // The path recovers: the link fails back only once it met the SLA for the hold-down.
+    net.lossy.clear();
+    let recovered = net.now;
+    assert!(net.run_until(Duration::from_secs(20), |n| path_of(n, id)
+        == Some(PathKind::Direct)));
+    assert!(
+        net.now - recovered >= Duration::from_secs(3),
+        "failback waited for the hold-down: {:?}",
+        net.now - recovered
+    );
+    assert_eq!(switches(&net).last().map(|s| s.2), Some(SwitchReason::Failback));
+    echo_through(&mut net, 50_000, 5, Route::Policy(id));
+    let status = net.hosts[CLIENT].node.policy_status(id).unwrap();
+    assert_eq!(status.switches, 2, "{status:?}");
+    assert_eq!(status.sla, SlaState::Met);
+}
+
+#[test]
+fn an_oscillating_path_makes_at_most_one_switch_per_hold_down() {
+    let mut net = network(22);
+    let owner = net.node_id(OWNER);
+    let id = managed(&mut net, "via=direct,max-loss=5%,hold-down=4s");
+    let h = net.open_routed(CLIENT, OWNER, Some(owner), "echo", payload(1000, 1), Route::Policy(id));
+    assert!(net.run_until(Duration::from_secs(10), |n| path_of(n, id)
+        == Some(PathKind::Direct)));
+    let start = net.now;
+    for i in 0..12 {
+        if i % 2 == 0 {
+            net.lossy.insert((CLIENT, OWNER), 0.4);
+        } else {
+            net.lossy.clear();
+        }
+        net.advance(Duration::from_millis(1500));
+    }
+    let elapsed = net.now - start;
+    let n = net.hosts[CLIENT].node.policy_status(id).unwrap().switches;
+    assert!(n >= 1, "the loss was seen");
+    assert!(
+        n <= 1 + (elapsed.as_secs() / 4),
+        "{n} switches in {elapsed:?}: {:?}",
+        switches(&net)
+    );
+    assert!(net.hosts[CLIENT].apps[&h].failed.is_none());
+}
+
+#[test]
+fn a_policy_changed_at_run_time_moves_the_link_at_once() {
+    let mut net = network(23);
+    let id = managed(&mut net, "via=direct");
+    echo_through(&mut net, 10_000, 6, Route::Policy(id));
+    // Until the relay path is up and measured beside the direct one.
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        n.hosts[CLIENT].node.policy_status(id).is_some_and(|s| {
+            s.path == Some(PathKind::Direct)
+                && s.paths.iter().any(|p| p.0 == PathKind::Relay && p.3 == SlaState::Met)
+        })
+    }));
+    let now = net.now;
+    let relay = Policy::default().with_settings("via=relay,hops=2").unwrap();
+    net.hosts[CLIENT].node.set_policy(now, id, relay);
+    assert_eq!(
+        path_of(&net, id),
+        Some(PathKind::Relay),
+        "moved at once: {:?} {:?}",
+        net.hosts[CLIENT].node.policy_status(id),
+        switches(&net)
+    );
+    net.advance(Duration::from_millis(1));
+    assert_eq!(
+        switches(&net).last().copied(),
+        Some((
+            Some(PathKind::Direct),
+            Some(PathKind::Relay),
+            SwitchReason::PolicyChanged
+        ))
+    );
+    echo_through(&mut net, 10_000, 7, Route::Policy(id));
+    let status = net.hosts[CLIENT].node.policy_status(id).unwrap();
+    assert!(
+        status.paths.iter().all(|p| p.0 == PathKind::Relay),
+        "a relay-only policy keeps no direct path: {status:?}"
+    );
+    let now = net.now;
+    let direct = Policy::default().with_settings("via=direct").unwrap();
+    net.hosts[CLIENT].node.set_policy(now, id, direct);
+    assert!(net.run_until(Duration::from_secs(5), |n| path_of(n, id) == Some(PathKind::Direct)));
+    echo_through(&mut net, 10_000, 8, Route::Policy(id));
+}
+
+#[test]
+fn a_strict_policy_uses_no_path_that_breaks_its_sla() {
+    let mut net = network(24);
+    let owner = net.node_id(OWNER);
+    let id = managed(&mut net, "via=relay,max-rtt=100ms,strict");
+    echo_through(&mut net, 10_000, 6, Route::Policy(id));
+    // Every path turns slow: the link stops using them rather than use a bad one.
+    let fast = net.latency;
+    net.latency = Duration::from_millis(30);
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        n.hosts[CLIENT].node.policy_status(id).is_some_and(|s| s.path.is_none())
+    }));
+    assert!(
+        matches!(switches(&net).last(), Some((Some(_), None, SwitchReason::Sla(_)))),
+        "{:?}",
+        switches(&net)
+    );
+    net.latency = fast;
+    assert!(net.run_until(Duration::from_secs(20), |n| path_of(n, id).is_some()));
+    echo_through(&mut net, 10_000, 7, Route::Policy(id));
+    let _ = owner;
 }

@@ -19,6 +19,10 @@ use super::stream::{Phase, ServiceStream};
 use super::{CircuitEvent, Dial, Event, Node, SessionId, StreamHandle};
 use crate::failure::{Cause, Failure};
 use crate::identity::{NodeId, PublicKey};
+use crate::policy::{
+    self as policy, Decision, PathKind, PathStats, PathView, Policy, PolicyId, ProbeWindow,
+    SlaState, SwitchReason,
+};
 use crate::record::Transport;
 use crate::relay::control::{Create, FlowId, Instruction, Refusal, RelayLimits, Reply};
 use crate::relay::directory::Directory;
@@ -27,6 +31,8 @@ use crate::relay::onion::{self, PathHop};
 use crate::relay::table::{DropReason, LabelTable, Target, Verdict};
 use crate::relay::{Constraints, SelectError, Selection, select};
 use crate::session::StreamRead;
+
+mod managed;
 
 /// How a client stream reaches its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,11 @@ pub enum Route {
         /// Relays on the circuit, if one is needed.
         hops: u8,
     },
+    /// A managed link under the policy the node holds for this id (see [`Node::set_policy`]):
+    /// the end-to-end connection runs over circuits, the direct path being one of zero
+    /// relays, so the policy can move it between paths without losing streams (QUIC only; a
+    /// TCP-mode forward takes the policy's preference as a plain route).
+    Policy(PolicyId),
 }
 
 impl Default for Route {
@@ -154,6 +165,25 @@ pub(super) struct Probe {
     rtt: Option<Duration>,
     sent: u64,
     answered: u64,
+    /// The last probes, for the loss and jitter a policy judges.
+    window: ProbeWindow,
+    /// Since when the circuit has met its link's SLA without a break.
+    met_since: Option<Instant>,
+}
+
+impl Probe {
+    fn new(now: Instant) -> Self {
+        Probe {
+            next_at: now,
+            outstanding: None,
+            last_heard: now,
+            rtt: None,
+            sent: 0,
+            answered: 0,
+            window: ProbeWindow::default(),
+            met_since: None,
+        }
+    }
 }
 
 pub(super) enum Circuit {
@@ -297,6 +327,35 @@ struct ClientLink {
     failed_builds: u32,
     /// Relays of circuits that failed lately, avoided while others will do.
     avoid: BTreeMap<NodeId, Instant>,
+    /// The policy that manages it (a direct circuit among its paths), if any.
+    policy: Option<PolicyId>,
+    /// When the policy last moved it from one path to another.
+    last_switch: Option<Instant>,
+    /// How often it did.
+    switches: u64,
+    /// Why, the last time.
+    last_reason: Option<SwitchReason>,
+    /// The active path's standing against the SLA.
+    sla: SlaState,
+    /// The active path's kind (kept for the switch that follows its loss).
+    active_kind: Option<PathKind>,
+}
+
+/// A managed link's state, for status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// The owner it leads to.
+    pub owner: NodeId,
+    /// The path carrying its datagrams, if any.
+    pub path: Option<PathKind>,
+    /// How that path stands against the SLA.
+    pub sla: SlaState,
+    /// Path changes so far.
+    pub switches: u64,
+    /// Why the last one happened.
+    pub last_reason: Option<SwitchReason>,
+    /// Every path the link keeps: kind, relays, what its probes measured, its standing.
+    pub paths: Vec<(PathKind, Vec<NodeId>, PathStats, SlaState)>,
 }
 
 /// An owner's side of a client's end-to-end connection.
@@ -346,7 +405,11 @@ pub(super) struct Circuits {
     pub(super) circuits: BTreeMap<u64, Circuit>,
     pub(super) by_stream: HashMap<StreamHandle, u64>,
     client_links: BTreeMap<u64, ClientLink>,
-    by_owner: HashMap<(NodeId, Transport), u64>,
+    by_owner: HashMap<LinkKey, u64>,
+    /// Policies of managed links, set by the runtime.
+    policies: BTreeMap<PolicyId, Policy>,
+    /// Path switches, by reason (its metric label).
+    pub(super) switches: BTreeMap<&'static str, u64>,
     /// Virtual TLS/TCP sessions (TCP mode) and the circuit each runs in.
     pub(super) stream_sessions: HashMap<SessionId, u64>,
     /// TCP-mode circuits with bytes to move, pumped after the input that caused it.
@@ -377,6 +440,8 @@ pub(super) const STREAM_LABEL: Label = match Label::new(1) {
 
 /// An owner as a relayed link reaches it: its node, its address, and the transport.
 type Owner = (NodeId, SocketAddr, Transport);
+/// Links are kept per owner, transport and managing policy.
+type LinkKey = (NodeId, Transport, Option<PolicyId>);
 
 /// Most node keys remembered for circuit setup.
 const MAX_KEYS: usize = 4096;
@@ -399,6 +464,8 @@ impl Circuits {
             dirty: BTreeSet::new(),
             client_links: BTreeMap::new(),
             by_owner: HashMap::new(),
+            policies: BTreeMap::new(),
+            switches: BTreeMap::new(),
             owner_links: BTreeMap::new(),
             by_flow: HashMap::new(),
             by_vaddr: HashMap::new(),
@@ -502,6 +569,23 @@ impl Node {
         // A relay path runs over the forward's transport: QUIC circuits carry datagrams (with
         // failover); TCP circuits splice streams, and the TLS/TCP session runs inside.
         let transport = dial.transport;
+        let route = match route {
+            Route::Policy(id) => {
+                let policy = self.circuits.policies.get(&id).copied().unwrap_or_default();
+                match (transport, dial.expected) {
+                    (Transport::Quic, Some(owner)) => {
+                        let to = (owner, dial.addr, transport);
+                        return self.attach_relayed(now, handle, to, policy.hops, Some(id));
+                    }
+                    _ => match policy.prefer {
+                        policy::Prefer::Direct => Route::Direct,
+                        policy::Prefer::Relay => Route::Relay { hops: policy.hops },
+                        policy::Prefer::Auto => Route::Auto { hops: policy.hops },
+                    },
+                }
+            }
+            other => other,
+        };
         match (route, dial.expected) {
             (Route::Direct, _) => self.attach(now, handle, dial),
             (Route::Auto { .. }, None) => self.attach(now, handle, dial),
@@ -517,7 +601,7 @@ impl Node {
                 });
             }
             (Route::Relay { hops }, Some(owner)) => {
-                self.attach_relayed(now, handle, (owner, dial.addr, transport), hops)
+                self.attach_relayed(now, handle, (owner, dial.addr, transport), hops, None)
             }
             (Route::Auto { hops }, Some(owner)) => {
                 let direct_up = self
@@ -528,7 +612,7 @@ impl Node {
                 let relayed_up = self
                     .circuits
                     .by_owner
-                    .get(&(owner, transport))
+                    .get(&(owner, transport, None))
                     .and_then(|l| self.circuits.client_links.get(l))
                     .and_then(|l| self.dials.get(&(transport, l.vaddr)))
                     .and_then(|sid| self.sessions.get(sid))
@@ -537,7 +621,7 @@ impl Node {
                     // Direct has not worked lately: this stream goes relayed, and a direct
                     // session is tried again beside it (one attempt at a time), so later
                     // streams go direct once it works.
-                    self.attach_relayed(now, handle, (owner, dial.addr, transport), hops);
+                    self.attach_relayed(now, handle, (owner, dial.addr, transport), hops, None);
                     if let Ok(sid) = self.session_for(now, dial) {
                         self.drive(now, sid);
                     }
@@ -551,15 +635,23 @@ impl Node {
                 }
                 self.attach(now, handle, dial);
             }
+            (Route::Policy(_), _) => unreachable!("resolved above"),
         }
     }
 
     /// Puts a client stream on the link to `owner`, creating the link (and its first circuit)
     /// if there is none.
-    fn attach_relayed(&mut self, now: Instant, handle: StreamHandle, to: Owner, hops: u8) {
+    fn attach_relayed(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        to: Owner,
+        hops: u8,
+        policy: Option<PolicyId>,
+    ) {
         self.circuits.auto.remove(&handle);
         let (owner, _, transport) = to;
-        let vaddr = match self.client_link(now, to, hops) {
+        let vaddr = match self.client_link(now, to, hops, policy) {
             Ok(vaddr) => vaddr,
             Err(failure) => {
                 self.forget(handle);
@@ -579,12 +671,18 @@ impl Node {
     }
 
     /// The virtual address of the link to an owner over a transport, building it if needed.
-    fn client_link(&mut self, now: Instant, to: Owner, hops: u8) -> Result<SocketAddr, Failure> {
+    fn client_link(
+        &mut self,
+        now: Instant,
+        to: Owner,
+        hops: u8,
+        policy: Option<PolicyId>,
+    ) -> Result<SocketAddr, Failure> {
         let (owner, owner_addr, transport) = to;
         if let Some(link) = self
             .circuits
             .by_owner
-            .get(&(owner, transport))
+            .get(&(owner, transport, policy))
             .and_then(|l| self.circuits.client_links.get(l))
         {
             return Ok(link.vaddr);
@@ -620,13 +718,27 @@ impl Node {
                 retry_at: None,
                 failed_builds: 0,
                 avoid: BTreeMap::new(),
+                policy,
+                last_switch: None,
+                switches: 0,
+                last_reason: None,
+                sla: SlaState::Unknown,
+                active_kind: None,
             },
         );
-        self.circuits.by_owner.insert((owner, transport), key);
+        self.circuits
+            .by_owner
+            .insert((owner, transport, policy), key);
         self.circuits
             .by_vaddr
             .insert(vaddr, VirtualEnd::Client(key));
-        if let Err(failure) = self.build_circuit(now, key) {
+        // A managed link builds its paths side by side: the first up carries the traffic.
+        let first = self.build_circuit(now, key);
+        let second = match policy {
+            Some(_) => self.build_circuit(now, key),
+            None => Err(Failure::new(Cause::Unreachable, "not built")),
+        };
+        if let (Err(failure), Err(_)) = (first, second) {
             self.drop_client_link(now, key);
             return Err(failure);
         }
@@ -674,16 +786,11 @@ impl Node {
 
     /// The path selection behind the link to `owner`, if one is up.
     pub fn link_selection(&self, owner: &NodeId) -> Option<&Selection> {
-        let link = self
-            .circuits
-            .by_owner
-            .get(&(*owner, Transport::Quic))
-            .or_else(|| self.circuits.by_owner.get(&(*owner, Transport::Tcp)))?;
         self.circuits
             .client_links
-            .get(link)?
-            .last_selection
-            .as_ref()
+            .values()
+            .filter(|l| l.owner == *owner)
+            .find_map(|l| l.last_selection.as_ref())
     }
 
     /// Starts one more circuit for link `key`, over relays none of its other circuits use.
@@ -705,6 +812,13 @@ impl Node {
             }));
         }
         link.builds.push_back(now);
+        let policy = link.policy.and_then(|id| self.circuits.policies.get(&id)).copied();
+        let has_direct = link.circuits.iter().any(|c| {
+            matches!(self.circuits.circuits.get(c), Some(Circuit::Client { path, .. }) if path.is_empty())
+        });
+        if policy.is_some_and(|p| p.allows_direct()) && !has_direct {
+            return self.build_direct_circuit(now, key);
+        }
         let mut exclude = BTreeSet::new();
         for c in &link.circuits {
             if let Some(Circuit::Client { path, .. }) = self.circuits.circuits.get(c) {
@@ -767,6 +881,39 @@ impl Node {
         let path = selection.path.clone();
         link.last_selection = Some(selection);
         let first = relays[0].clone();
+        self.start_circuit(now, key, first, path, onion)
+    }
+
+    /// Starts link `key`'s circuit of zero relays: the direct path, as the policy's other
+    /// paths are built, so the link's connection can move onto it and off it.
+    fn build_direct_circuit(&mut self, now: Instant, key: u64) -> Result<(), Failure> {
+        let link = self
+            .circuits
+            .client_links
+            .get(&key)
+            .expect("the caller holds it");
+        let end = PathHop {
+            node: link.owner,
+            key: link.owner_key,
+            addr: link.owner_addr,
+        };
+        let onion = onion::wrap(&mut self.circuits.rng, &[], &end, link.flow);
+        self.start_circuit(now, key, end, Vec::new(), onion)
+    }
+
+    /// Sends a circuit's setup for link `key` to its first hop (a relay, or the owner itself
+    /// for the direct path).
+    fn start_circuit(
+        &mut self,
+        now: Instant,
+        key: u64,
+        first: PathHop,
+        path: Vec<NodeId>,
+        onion: Vec<u8>,
+    ) -> Result<(), Failure> {
+        let Some(transport) = self.circuits.client_links.get(&key).map(|l| l.transport) else {
+            return Ok(());
+        };
         let ckey = self.circuits.key();
         let back_in = match transport {
             Transport::Quic => self.circuits.labels.allocate(
@@ -812,14 +959,7 @@ impl Node {
                 back_in,
                 out: None,
                 limits: Vec::new(),
-                probe: Probe {
-                    next_at: now,
-                    outstanding: None,
-                    last_heard: now,
-                    rtt: None,
-                    sent: 0,
-                    answered: 0,
-                },
+                probe: Probe::new(now),
             },
         };
         self.circuits.circuits.insert(ckey, circuit);
@@ -840,7 +980,7 @@ impl Node {
         let Some(link) = self.circuits.client_links.remove(&key) else {
             return;
         };
-        self.circuits.by_owner.remove(&(link.owner, link.transport));
+        self.circuits.by_owner.remove(&(link.owner, link.transport, link.policy));
         self.circuits.by_vaddr.remove(&link.vaddr);
         for c in link.circuits {
             self.teardown(now, c);
@@ -1046,6 +1186,13 @@ impl Node {
         let Some(l) = self.circuits.client_links.get_mut(&link) else {
             return;
         };
+        if l.policy.is_some() {
+            self.circuit_up_event(link, ckey, false);
+            self.apply_policy(now, link, false, None);
+            self.send_probe(now, ckey);
+            self.replenish(now, link);
+            return;
+        }
         let active = l.active.is_none();
         self.circuit_up_event(link, ckey, active);
         let Some(l) = self.circuits.client_links.get_mut(&link) else {
@@ -1581,6 +1728,9 @@ impl Node {
         let Some(l) = self.circuits.client_links.get_mut(&link) else {
             return;
         };
+        if l.policy.is_some() {
+            return self.apply_policy(now, link, true, None);
+        }
         let ready = l.circuits.iter().copied().find(|c| {
             matches!(
                 self.circuits.circuits.get(c),
@@ -1624,7 +1774,15 @@ impl Node {
             Transport::Quic => 2,
             Transport::Tcp => 1,
         };
-        if l.circuits.len() >= wanted || l.retry_at.is_some_and(|t| t > now) {
+        let missing_direct = l
+            .policy
+            .and_then(|id| self.circuits.policies.get(&id))
+            .is_some_and(|p| p.allows_direct())
+            && !l.circuits.iter().any(|c| {
+                matches!(self.circuits.circuits.get(c), Some(Circuit::Client { path, .. }) if path.is_empty())
+            });
+        if (l.circuits.len() >= wanted && !missing_direct) || l.retry_at.is_some_and(|t| t > now)
+        {
             return;
         }
         let vaddr = l.vaddr;
@@ -1701,7 +1859,7 @@ impl Node {
                 continue;
             }
             let sid = st.session;
-            let vaddr = match self.client_link(now, to, hops) {
+            let vaddr = match self.client_link(now, to, hops, None) {
                 Ok(vaddr) => vaddr,
                 Err(relay) => {
                     if let Some(direct) = direct.filter(|_| failed.contains(&h)) {
@@ -1807,6 +1965,7 @@ impl Node {
                 probe.last_heard = now;
                 if kind == Datagram::ProbeReply {
                     let (_, nonce) = header::probe_body(&data);
+                    probe.window.answered(nonce, now);
                     if let Some((n, sent)) = probe.outstanding
                         && n == nonce
                     {
@@ -1881,6 +2040,7 @@ impl Node {
     }
 
     fn send_probe(&mut self, now: Instant, ckey: u64) {
+        let often = self.is_managed(ckey);
         let active = match self.circuits.circuits.get(&ckey) {
             Some(Circuit::Client { link, .. }) => self
                 .circuits
@@ -1902,8 +2062,9 @@ impl Node {
                 *n = nonce;
             }
             probe.sent += 1;
+            probe.window.sent(nonce, now);
             probe.next_at = now
-                + if active {
+                + if active || often {
                     ACTIVE_PROBE_EVERY
                 } else {
                     STANDBY_PROBE_EVERY
@@ -2041,6 +2202,7 @@ impl Node {
                 self.send_probe(now, ckey);
             }
         }
+        self.apply_policies(now);
         if self.circuits.next_sweep.is_some_and(|t| t <= now) {
             self.circuits.next_sweep = None;
             let idle = Duration::from_secs(u64::from(self.circuits.config.limits.idle_expiry_secs));

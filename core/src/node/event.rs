@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::failure::Failure;
 use crate::identity::NodeId;
+use crate::policy::{PathKind, PolicyId, SwitchReason};
 use crate::record::Transport;
 
 /// A session, by node-local number.
@@ -158,6 +159,22 @@ pub enum CircuitEvent {
         owner: NodeId,
         /// The standby's relays, now active.
         path: Vec<NodeId>,
+    },
+    /// A managed link to `owner` moved its traffic from one path to another (`to` is `None`
+    /// when a strict policy finds no path that meets its SLA).
+    Switched {
+        /// The owner.
+        owner: NodeId,
+        /// The policy that manages the link.
+        policy: PolicyId,
+        /// The path it left, if any.
+        from: Option<PathKind>,
+        /// The path it took, if any.
+        to: Option<PathKind>,
+        /// The relays of the path it took (none for the direct path).
+        path: Vec<NodeId>,
+        /// Why.
+        reason: SwitchReason,
     },
     /// A circuit to `owner` failed: refused, unreachable, or silent too long.
     Failed {

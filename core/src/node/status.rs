@@ -78,6 +78,8 @@ pub struct Counters {
     pub circuit_failovers: u64,
     /// `auto` streams that moved to a relay path.
     pub auto_fallbacks: u64,
+    /// Times a managed link moved its traffic to another path (by reason: `Node::path_switches`).
+    pub path_switches: u64,
     /// Relay datagrams forwarded.
     pub relay_forwarded: u64,
     /// Relay datagrams dropped: malformed.

@@ -93,8 +93,9 @@ pub struct PathHop {
     pub addr: std::net::SocketAddr,
 }
 
-/// The onion for a circuit through `relays` (at least one) to `end`, carrying `flow`: the
-/// layer the first relay opens, with every later layer inside it.
+/// The onion for a circuit through `relays` to `end`, carrying `flow`: the layer the first
+/// relay opens, with every later layer inside it (with no relays, the direct path of a
+/// managed link, `end`'s own layer).
 pub fn wrap(rng: &mut impl RngCore, relays: &[PathHop], end: &PathHop, flow: FlowId) -> Vec<u8> {
     let mut layer = seal(rng, &end.key, &Instruction::Deliver { flow }.encode());
     let mut next = end;

@@ -97,6 +97,8 @@ pub struct Net {
     pub down: std::collections::BTreeSet<usize>,
     /// Host pairs between which datagrams vanish (a blackholed route), either way.
     pub cut: std::collections::BTreeSet<(usize, usize)>,
+    /// Host pairs between which this fraction of datagrams vanishes, either way.
+    pub lossy: BTreeMap<(usize, usize), f64>,
     /// Applied to every node's configuration before it starts.
     pub configure: fn(&mut NodeConfig),
     /// Bytes one TCP connection may have in flight in each direction (the socket's send
@@ -154,6 +156,7 @@ impl Net {
             udp_dropped: 0,
             down: Default::default(),
             cut: Default::default(),
+            lossy: Default::default(),
             configure: |_| {},
             tcp_buffer: usize::MAX,
             routed_transport: Transport::Quic,
@@ -426,6 +429,12 @@ impl Net {
                         || self.down.contains(&to)
                         || self.cut.contains(&(i, to))
                         || self.cut.contains(&(to, i))
+                    {
+                        self.udp_dropped += 1;
+                        continue;
+                    }
+                    if let Some(p) = self.lossy.get(&(i, to)).or(self.lossy.get(&(to, i)))
+                        && (self.rng.next_u32() as f64 / u32::MAX as f64) < *p
                     {
                         self.udp_dropped += 1;
                         continue;

@@ -1,0 +1,245 @@
+//! Managed links: a [`Policy`] chooses which of a link's circuits carries its datagrams, the
+//! direct path being the circuit of zero relays, so the end-to-end connection moves between
+//! direct and relayed paths without losing a stream.
+
+use super::*;
+
+impl Node {
+    /// Sets the policy `id` (streams opened with [`Route::Policy`] follow it). Changing it
+    /// applies at once to the links it manages: paths it no longer allows are left, paths it
+    /// now wants are built, and the hold-down starts over.
+    pub fn set_policy(&mut self, now: Instant, id: PolicyId, policy: Policy) {
+        self.circuits.clock = now;
+        if self.circuits.policies.insert(id, policy) == Some(policy) {
+            return;
+        }
+        let links: Vec<u64> = self
+            .circuits
+            .client_links
+            .iter()
+            .filter(|(_, l)| l.policy == Some(id))
+            .map(|(k, _)| *k)
+            .collect();
+        for link in links {
+            let Some(l) = self.circuits.client_links.get_mut(&link) else {
+                continue;
+            };
+            l.hops = usize::from(policy.hops.clamp(1, crate::relay::control::MAX_HOPS as u8));
+            l.last_switch = None;
+            l.retry_at = None;
+            let circuits = l.circuits.clone();
+            self.apply_policy(now, link, false, Some(SwitchReason::PolicyChanged));
+            if !policy.allows_direct() {
+                for c in circuits {
+                    if matches!(self.circuits.circuits.get(&c), Some(Circuit::Client { path, .. }) if path.is_empty())
+                    {
+                        self.teardown(now, c);
+                    }
+                }
+            }
+            self.replenish(now, link);
+        }
+    }
+
+    /// The policy `id`, if set.
+    pub fn policy(&self, id: PolicyId) -> Option<Policy> {
+        self.circuits.policies.get(&id).copied()
+    }
+
+    /// The state of the link policy `id` manages (the first, if it reaches several owners).
+    pub fn policy_status(&self, id: PolicyId) -> Option<PolicyStatus> {
+        let now = self.circuits.clock;
+        let policy = self.circuits.policies.get(&id).copied().unwrap_or_default();
+        let l = self
+            .circuits
+            .client_links
+            .values()
+            .find(|l| l.policy == Some(id))?;
+        let mut path = None;
+        let mut paths = Vec::new();
+        for c in &l.circuits {
+            if let Some(Circuit::Client {
+                path: relays,
+                probe,
+                ..
+            }) = self.circuits.circuits.get(c)
+            {
+                let kind = kind_of(relays);
+                if l.active == Some(*c) {
+                    path = Some(kind);
+                }
+                let stats = probe.window.stats(now);
+                let state = policy::judge(&policy.sla, &stats);
+                paths.push((kind, relays.clone(), stats, state));
+            }
+        }
+        Some(PolicyStatus {
+            owner: l.owner,
+            path,
+            sla: l.sla,
+            switches: l.switches,
+            last_reason: l.last_reason,
+            paths,
+        })
+    }
+
+    /// Path switches of managed links so far, by reason.
+    pub fn path_switches(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.circuits.switches.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Judges link `link`'s paths and moves its traffic if the policy says so. `lost_active`:
+    /// the path that carried it just went.
+    pub(super) fn apply_policy(
+        &mut self,
+        now: Instant,
+        link: u64,
+        lost_active: bool,
+        reason: Option<SwitchReason>,
+    ) {
+        let Some(l) = self.circuits.client_links.get(&link) else {
+            return;
+        };
+        let Some(id) = l.policy else {
+            return;
+        };
+        let policy = self.circuits.policies.get(&id).copied().unwrap_or_default();
+        let active = l.active;
+        let mut keys = Vec::with_capacity(l.circuits.len());
+        let mut views = Vec::with_capacity(l.circuits.len());
+        for c in l.circuits.clone() {
+            if let Some(Circuit::Client {
+                out, probe, path, ..
+            }) = self.circuits.circuits.get_mut(&c)
+            {
+                let stats = probe.window.stats(now);
+                if policy::judge(&policy.sla, &stats) == SlaState::Met {
+                    probe.met_since.get_or_insert(now);
+                } else {
+                    probe.met_since = None;
+                }
+                keys.push(c);
+                views.push(PathView {
+                    kind: kind_of(path),
+                    up: out.is_some(),
+                    stats,
+                    met_since: probe.met_since,
+                });
+            }
+        }
+        let current = match active.and_then(|a| keys.iter().position(|c| *c == a)) {
+            Some(i) => Some(i),
+            None if lost_active || active.is_some() => Some(views.len()),
+            None => None,
+        };
+        let last_switch = self.circuits.client_links.get(&link).and_then(|l| l.last_switch);
+        if let Some(d) = policy::decide(&policy, &views, current, last_switch, now) {
+            let d = Decision {
+                reason: reason.unwrap_or(d.reason),
+                ..d
+            };
+            self.switch_path(now, link, id, (&keys, &views), current, d);
+        }
+        if let Some(l) = self.circuits.client_links.get_mut(&link) {
+            l.sla = l
+                .active
+                .and_then(|a| keys.iter().position(|c| *c == a))
+                .map_or(SlaState::Unknown, |i| {
+                    policy::judge(&policy.sla, &views[i].stats)
+                });
+        }
+    }
+
+    /// Moves link `link`'s traffic as `d` says.
+    fn switch_path(
+        &mut self,
+        now: Instant,
+        link: u64,
+        id: PolicyId,
+        (keys, views): (&[u64], &[PathView]),
+        current: Option<usize>,
+        d: Decision,
+    ) {
+        let to = d.to.map(|i| keys[i]);
+        let Some(l) = self.circuits.client_links.get_mut(&link) else {
+            return;
+        };
+        let from = current.and(l.active_kind);
+        l.active = to;
+        l.active_kind = d.to.map(|i| views[i].kind);
+        l.last_reason = Some(d.reason);
+        let owner = l.owner;
+        // The first path a link takes is no switch; every later change is.
+        if current.is_some() || d.reason != SwitchReason::Initial {
+            l.last_switch = Some(now);
+            l.switches += 1;
+            self.counters.path_switches += 1;
+            *self.circuits.switches.entry(d.reason.as_str()).or_default() += 1;
+        }
+        let path = match to.and_then(|c| self.circuits.circuits.get(&c)) {
+            Some(Circuit::Client { path, .. }) => path.clone(),
+            _ => Vec::new(),
+        };
+        if let Some(c) = to {
+            let queued: Vec<Vec<u8>> = self
+                .circuits
+                .client_links
+                .get_mut(&link)
+                .map(|l| l.queued.drain(..).collect())
+                .unwrap_or_default();
+            for payload in queued {
+                self.send_on_circuit(c, Datagram::Data, &payload);
+            }
+            // The probe marks the circuit active, so the owner answers on it too.
+            self.send_probe(now, c);
+            if current.is_some() {
+                self.replay_recent(VirtualEnd::Client(link), c);
+            }
+        }
+        self.events
+            .push_back(Event::Circuit(CircuitEvent::Switched {
+                owner,
+                policy: id,
+                from,
+                to: d.to.map(|i| views[i].kind),
+                path,
+                reason: d.reason,
+            }));
+    }
+
+    /// Managed links judge their paths on every timer tick.
+    pub(super) fn apply_policies(&mut self, now: Instant) {
+        let managed: Vec<u64> = self
+            .circuits
+            .client_links
+            .iter()
+            .filter(|(_, l)| l.policy.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for link in managed {
+            self.apply_policy(now, link, false, None);
+        }
+    }
+
+    /// Whether circuit `ckey` belongs to a managed link (whose every path is probed as
+    /// often as an active one, so the policy can judge them all).
+    pub(super) fn is_managed(&self, ckey: u64) -> bool {
+        match self.circuits.circuits.get(&ckey) {
+            Some(Circuit::Client { link, .. }) => self
+                .circuits
+                .client_links
+                .get(link)
+                .is_some_and(|l| l.policy.is_some()),
+            _ => false,
+        }
+    }
+}
+
+/// A circuit's kind of path, from its relays.
+pub(super) fn kind_of(relays: &[NodeId]) -> PathKind {
+    if relays.is_empty() {
+        PathKind::Direct
+    } else {
+        PathKind::Relay
+    }
+}
