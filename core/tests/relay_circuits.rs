@@ -509,7 +509,10 @@ fn managed(net: &mut Net, settings: &str) -> PolicyId {
 }
 
 fn path_of(net: &Net, id: PolicyId) -> Option<PathKind> {
-    net.hosts[CLIENT].node.policy_status(id).and_then(|s| s.path)
+    net.hosts[CLIENT]
+        .node
+        .policy_status(id)
+        .and_then(|s| s.path)
 }
 
 fn switches(net: &Net) -> Vec<(Option<PathKind>, Option<PathKind>, SwitchReason)> {
@@ -531,9 +534,17 @@ fn an_sla_moves_a_live_stream_off_a_lossy_direct_path_and_back_only_after_the_ho
     let owner = net.node_id(OWNER);
     let id = managed(&mut net, "via=direct,max-loss=5%,hold-down=3s");
     let data = payload(4_000_000, 4);
-    let h = net.open_routed(CLIENT, OWNER, Some(owner), "echo", data.clone(), Route::Policy(id));
+    let h = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        data.clone(),
+        Route::Policy(id),
+    );
     assert!(net.run_until(Duration::from_secs(10), |n| {
-        path_of(n, id) == Some(PathKind::Direct) && n.hosts[CLIENT].apps[&h].received.len() > 100_000
+        path_of(n, id) == Some(PathKind::Direct)
+            && n.hosts[CLIENT].apps[&h].received.len() > 100_000
     }));
     // The direct path turns lossy mid-transfer: the stream moves to a relay path and lives.
     net.lossy.insert((CLIENT, OWNER), 0.3);
@@ -544,11 +555,18 @@ fn an_sla_moves_a_live_stream_off_a_lossy_direct_path_and_back_only_after_the_ho
     assert!(net.run_until(Duration::from_secs(120), |n| n.apps_done(CLIENT)));
     let app = &net.hosts[CLIENT].apps[&h];
     assert!(app.failed.is_none(), "{:?}", app.failed);
-    assert_eq!(app.received, data, "every byte, in order, across the switch");
+    assert_eq!(
+        app.received, data,
+        "every byte, in order, across the switch"
+    );
     assert!(
         matches!(
             switches(&net).last(),
-            Some((Some(PathKind::Direct), Some(PathKind::Relay), SwitchReason::Sla(Violation::Loss { .. })))
+            Some((
+                Some(PathKind::Direct),
+                Some(PathKind::Relay),
+                SwitchReason::Sla(Violation::Loss { .. })
+            ))
         ),
         "{:?} after {detected:?}",
         switches(&net)
@@ -563,7 +581,10 @@ fn an_sla_moves_a_live_stream_off_a_lossy_direct_path_and_back_only_after_the_ho
         "failback waited for the hold-down: {:?}",
         net.now - recovered
     );
-    assert_eq!(switches(&net).last().map(|s| s.2), Some(SwitchReason::Failback));
+    assert_eq!(
+        switches(&net).last().map(|s| s.2),
+        Some(SwitchReason::Failback)
+    );
     echo_through(&mut net, 50_000, 5, Route::Policy(id));
     let status = net.hosts[CLIENT].node.policy_status(id).unwrap();
     assert_eq!(status.switches, 2, "{status:?}");
@@ -575,7 +596,14 @@ fn an_oscillating_path_makes_at_most_one_switch_per_hold_down() {
     let mut net = network(22);
     let owner = net.node_id(OWNER);
     let id = managed(&mut net, "via=direct,max-loss=5%,hold-down=4s");
-    let h = net.open_routed(CLIENT, OWNER, Some(owner), "echo", payload(1000, 1), Route::Policy(id));
+    let h = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        payload(1000, 1),
+        Route::Policy(id),
+    );
     assert!(net.run_until(Duration::from_secs(10), |n| path_of(n, id)
         == Some(PathKind::Direct)));
     let start = net.now;
@@ -607,7 +635,9 @@ fn a_policy_changed_at_run_time_moves_the_link_at_once() {
     assert!(net.run_until(Duration::from_secs(5), |n| {
         n.hosts[CLIENT].node.policy_status(id).is_some_and(|s| {
             s.path == Some(PathKind::Direct)
-                && s.paths.iter().any(|p| p.0 == PathKind::Relay && p.3 == SlaState::Met)
+                && s.paths
+                    .iter()
+                    .any(|p| p.0 == PathKind::Relay && p.3 == SlaState::Met)
         })
     }));
     let now = net.now;
@@ -638,7 +668,8 @@ fn a_policy_changed_at_run_time_moves_the_link_at_once() {
     let now = net.now;
     let direct = Policy::default().with_settings("via=direct").unwrap();
     net.hosts[CLIENT].node.set_policy(now, id, direct);
-    assert!(net.run_until(Duration::from_secs(5), |n| path_of(n, id) == Some(PathKind::Direct)));
+    assert!(net.run_until(Duration::from_secs(5), |n| path_of(n, id)
+        == Some(PathKind::Direct)));
     echo_through(&mut net, 10_000, 8, Route::Policy(id));
 }
 
@@ -652,10 +683,16 @@ fn a_strict_policy_uses_no_path_that_breaks_its_sla() {
     let fast = net.latency;
     net.latency = Duration::from_millis(30);
     assert!(net.run_until(Duration::from_secs(10), |n| {
-        n.hosts[CLIENT].node.policy_status(id).is_some_and(|s| s.path.is_none())
+        n.hosts[CLIENT]
+            .node
+            .policy_status(id)
+            .is_some_and(|s| s.path.is_none())
     }));
     assert!(
-        matches!(switches(&net).last(), Some((Some(_), None, SwitchReason::Sla(_)))),
+        matches!(
+            switches(&net).last(),
+            Some((Some(_), None, SwitchReason::Sla(_)))
+        ),
         "{:?}",
         switches(&net)
     );

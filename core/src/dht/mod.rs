@@ -135,6 +135,16 @@ pub struct DhtStats {
     pub bad_answers: u64,
     /// RPCs that failed or timed out.
     pub rpc_failures: u64,
+    /// Value lookups that found records.
+    pub lookups_found: u64,
+    /// Value lookups that found none.
+    pub lookups_not_found: u64,
+    /// Node lookups finished.
+    pub lookups_nodes: u64,
+    /// Stores that some node accepted.
+    pub stores_done: u64,
+    /// Stores no node accepted.
+    pub stores_failed: u64,
 }
 
 struct Active {
@@ -442,6 +452,14 @@ impl Dht {
             return;
         };
         let (earlier_queries, earlier_hops) = active.earlier.unwrap_or_default();
+        let outcome = match (&active.purpose, active.records.is_empty()) {
+            (Purpose::FindValue, false) => &mut self.stats.lookups_found,
+            (Purpose::FindValue, true) => &mut self.stats.lookups_not_found,
+            (Purpose::Store(_), _) if active.stored_at > 0 => &mut self.stats.stores_done,
+            (Purpose::Store(_), _) => &mut self.stats.stores_failed,
+            _ => &mut self.stats.lookups_nodes,
+        };
+        *outcome += 1;
         // Answers still in flight for this lookup are dropped when they arrive.
         self.done.push_back(LookupResult {
             id,

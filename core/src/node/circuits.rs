@@ -549,7 +549,7 @@ impl Node {
         route: Route,
     ) -> StreamHandle {
         self.circuits.clock = now;
-        match self.new_client_stream(ServiceStream::client(SessionId(0), service)) {
+        match self.new_client_stream(ServiceStream::client(SessionId(0), service, now)) {
             Ok(handle) => {
                 self.route_stream(now, handle, dial, route);
                 handle
@@ -812,7 +812,10 @@ impl Node {
             }));
         }
         link.builds.push_back(now);
-        let policy = link.policy.and_then(|id| self.circuits.policies.get(&id)).copied();
+        let policy = link
+            .policy
+            .and_then(|id| self.circuits.policies.get(&id))
+            .copied();
         let has_direct = link.circuits.iter().any(|c| {
             matches!(self.circuits.circuits.get(c), Some(Circuit::Client { path, .. }) if path.is_empty())
         });
@@ -980,7 +983,9 @@ impl Node {
         let Some(link) = self.circuits.client_links.remove(&key) else {
             return;
         };
-        self.circuits.by_owner.remove(&(link.owner, link.transport, link.policy));
+        self.circuits
+            .by_owner
+            .remove(&(link.owner, link.transport, link.policy));
         self.circuits.by_vaddr.remove(&link.vaddr);
         for c in link.circuits {
             self.teardown(now, c);
@@ -1781,8 +1786,7 @@ impl Node {
             && !l.circuits.iter().any(|c| {
                 matches!(self.circuits.circuits.get(c), Some(Circuit::Client { path, .. }) if path.is_empty())
             });
-        if (l.circuits.len() >= wanted && !missing_direct) || l.retry_at.is_some_and(|t| t > now)
-        {
+        if (l.circuits.len() >= wanted && !missing_direct) || l.retry_at.is_some_and(|t| t > now) {
             return;
         }
         let vaddr = l.vaddr;
@@ -1961,11 +1965,15 @@ impl Node {
         mut data: BytesMut,
     ) {
         let vaddr = match self.circuits.circuits.get_mut(&ckey) {
-            Some(Circuit::Client { link, probe, .. }) => {
+            Some(Circuit::Client {
+                link, probe, path, ..
+            }) => {
                 probe.last_heard = now;
                 if kind == Datagram::ProbeReply {
                     let (_, nonce) = header::probe_body(&data);
-                    probe.window.answered(nonce, now);
+                    if let Some(sample) = probe.window.answered(nonce, now) {
+                        self.recorded.rtt(managed::kind_of(path), sample);
+                    }
                     if let Some((n, sent)) = probe.outstanding
                         && n == nonce
                     {
@@ -2018,6 +2026,14 @@ impl Node {
         if kind != Datagram::Data {
             return;
         }
+        let client = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.remote == vaddr)
+            .and_then(|(_, s)| s.peer);
+        let path = self.circuit_kind(Some(ckey), client);
+        self.traffic
+            .datagrams(path, false, 1, data.len() - HEADER_LEN);
         data.advance(HEADER_LEN);
         self.handle_quic_datagram(now, vaddr, None, ecn, data);
     }
@@ -2107,6 +2123,16 @@ impl Node {
         let head = header::encode(Datagram::Data, Some(label));
         let seg = t.segment_size.unwrap_or(t.size).max(1);
         let n = t.size.div_ceil(seg);
+        let client = match end {
+            VirtualEnd::Owner(_) => self
+                .sessions
+                .iter()
+                .find(|(_, s)| s.remote == t.destination)
+                .and_then(|(_, s)| s.peer),
+            VirtualEnd::Client(_) => None,
+        };
+        let path = self.circuit_kind(Some(ckey), client);
+        self.traffic.datagrams(path, true, n, t.size);
         let recent = match end {
             VirtualEnd::Client(link) => self
                 .circuits

@@ -325,7 +325,7 @@ impl Node {
         route: Route,
     ) -> StreamHandle {
         let service: ServiceName = target.name.service.clone();
-        let mut st = ServiceStream::client(SessionId(0), service);
+        let mut st = ServiceStream::client(SessionId(0), service, now);
         st.phase = Phase::AwaitResolve;
         let handle = match self.new_client_stream(st) {
             Ok(handle) => handle,

@@ -13,6 +13,7 @@ mod demux;
 mod discovery;
 mod event;
 mod limits;
+mod metrics;
 mod rate;
 mod resolver;
 mod session;
@@ -38,6 +39,7 @@ pub use circuits::{
 pub use discovery::{MAINTENANCE_INTERVAL, OWN_RECORD_LIFETIME_SECS, REPUBLISH_INTERVAL};
 pub use event::{CircuitEvent, Event, SessionId, StreamHandle};
 pub use limits::NodeLimits;
+pub use metrics::{Labels as MetricLabels, SWITCH_REASONS, counter, gauge};
 pub use rate::RateLimit;
 pub use status::{Counters, NodeStatus, SessionStatus};
 
@@ -52,6 +54,7 @@ use crate::failure::{Cause, Failure};
 use crate::identity::{Identity, NodeId};
 use crate::names::ServiceName;
 use crate::pins::Pins;
+use crate::policy::PathKind;
 use crate::record::Transport;
 use crate::service::{Authorization, OpenRequest, OpenResponse, RefusalCode, ServiceTable};
 use crate::session::mux::MuxConfig;
@@ -186,6 +189,8 @@ pub struct Node {
     dht: crate::dht::Dht,
     discovery: discovery::State,
     circuits: circuits::Circuits,
+    traffic: metrics::Traffic,
+    recorded: metrics::Recorded,
 }
 
 impl Node {
@@ -232,6 +237,8 @@ impl Node {
             identity: config.identity,
             discovery: discovery::State::default(),
             circuits: circuits::Circuits::new(now, config.seed, config.relay),
+            traffic: metrics::Traffic::default(),
+            recorded: metrics::Recorded::default(),
         })
     }
 
@@ -311,7 +318,7 @@ impl Node {
     /// Opens a stream to `service` on the node at `dial`, dialing a session if none is up.
     /// Always returns a handle; failures arrive as [`Event::StreamFailed`].
     pub fn open_stream(&mut self, now: Instant, dial: &Dial, service: ServiceName) -> StreamHandle {
-        match self.new_client_stream(ServiceStream::client(SessionId(0), service)) {
+        match self.new_client_stream(ServiceStream::client(SessionId(0), service, now)) {
             Ok(handle) => {
                 self.attach(now, handle, dial);
                 handle
@@ -492,11 +499,18 @@ impl Node {
         if st.phase != Phase::Open {
             return StreamRead::Blocked;
         }
+        let sid = st.session;
+        let counted = !self.circuits.owns(handle);
         if !st.inbuf.is_empty() {
             let n = st.inbuf.len().min(max);
+            if counted {
+                let path = self.session_path(sid);
+                self.traffic.stream(path, false, n);
+            }
+            let st = self.streams.get_mut(&handle).expect("checked above");
             return StreamRead::Data(st.inbuf.split_to(n).freeze());
         }
-        let (sid, id) = (st.session, st.id.expect("open streams have a transport id"));
+        let id = st.id.expect("open streams have a transport id");
         let Some(session) = self.sessions.get_mut(&sid) else {
             return StreamRead::Finished;
         };
@@ -508,6 +522,10 @@ impl Node {
             }
             StreamRead::Reset(_) => self.forget(handle),
             StreamRead::Data(_) | StreamRead::Blocked => {}
+        }
+        if let (StreamRead::Data(d), true) = (&result, counted) {
+            let path = self.session_path(sid);
+            self.traffic.stream(path, false, d.len());
         }
         self.drive(now, sid);
         result
@@ -548,6 +566,12 @@ impl Node {
         }
         let session = self.sessions.get_mut(&sid).ok_or(StreamError::Unknown)?;
         let result = session.write(id, data);
+        if let Ok(n) = &result
+            && !self.circuits.owns(handle)
+        {
+            let path = self.session_path(sid);
+            self.traffic.stream(path, true, *n);
+        }
         if let (Ok(n), Some(st)) = (&result, self.streams.get_mut(&handle))
             && st.phase == Phase::AwaitResponse
             && let Some(replay) = &mut st.replay
@@ -812,6 +836,8 @@ impl Node {
                 return;
             }
         }
+        self.traffic
+            .datagrams(PathKind::Direct, false, 1, data.len());
         self.handle_quic_datagram(now, remote, local_ip, ecn, data);
     }
 
@@ -1076,6 +1102,11 @@ impl Node {
             self.sessions.refresh(sid);
             if let Some(t) = sent {
                 self.transmit_cursor = sid.0;
+                if !circuits::is_virtual(&t.destination) {
+                    let segments = t.size.div_ceil(t.segment_size.unwrap_or(t.size).max(1));
+                    self.traffic
+                        .datagrams(PathKind::Direct, true, segments, t.size);
+                }
                 return Some(t);
             }
             self.transmit_cursor = sid.0 + 1;
@@ -1641,6 +1672,12 @@ impl Node {
                     st.inbuf.advance(used);
                     st.phase = Phase::Open;
                     st.replay = None;
+                    let (sid, opened) = (st.session, st.opened);
+                    if let Some(opened) = opened {
+                        let path = self.session_path(sid);
+                        self.recorded
+                            .connect(path, now.saturating_duration_since(opened));
+                    }
                     self.events.push_back(Event::StreamReadable(handle));
                     return;
                 }

@@ -58,12 +58,15 @@ pub(super) struct ServiceStream {
     pub reset_code: Option<u32>,
     /// A circuit stream (the node's own): the request it opens with.
     pub circuit_request: Option<Vec<u8>>,
+    /// Client streams: when the runtime opened it (for the connect-time histogram).
+    pub opened: Option<Instant>,
 }
 
 impl ServiceStream {
-    pub fn client(session: SessionId, service: ServiceName) -> Self {
+    pub fn client(session: SessionId, service: ServiceName, now: Instant) -> Self {
         let mut s = Self::new(session, None, Some(service), Phase::AwaitSession);
         s.replay = Some(Vec::new());
+        s.opened = Some(now);
         s
     }
 
@@ -104,6 +107,7 @@ impl ServiceStream {
             request_due: None,
             reset_code: None,
             circuit_request: None,
+            opened: None,
         }
     }
 }

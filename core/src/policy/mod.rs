@@ -12,7 +12,7 @@ mod probe_window;
 mod spec;
 
 pub use decide::{Decision, PathKind, PathView, SlaState, SwitchReason, Violation, decide, judge};
-pub use probe_window::{PathStats, ProbeWindow};
+pub use probe_window::{LOST_AFTER, MIN_SAMPLES, PathStats, ProbeWindow, WINDOW};
 pub use spec::PolicyParseError;
 
 use std::time::Duration;

@@ -76,11 +76,7 @@ impl ProbeWindow {
             .filter(|s| s.rtt.is_none() && now.saturating_duration_since(s.at) >= lost_after)
             .count();
         let samples = rtts.len() + lost;
-        let loss_permille = if samples == 0 {
-            0
-        } else {
-            (lost * 1000 / samples) as u16
-        };
+        let loss_permille = (lost * 1000).checked_div(samples).unwrap_or(0) as u16;
         let jitter = (rtts.len() >= 2).then(|| {
             let total: Duration = rtts.windows(2).map(|w| w[0].abs_diff(w[1])).sum();
             total / (rtts.len() - 1) as u32

@@ -13,7 +13,9 @@ use super::{OnViolation, Policy, Prefer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyParseError {
     /// A key no policy has.
-    #[error("unknown policy setting {0:?} (expected via, hops, max-rtt, max-loss, max-jitter, hold-down, strict or best-of-bad)")]
+    #[error(
+        "unknown policy setting {0:?} (expected via, hops, max-rtt, max-loss, max-jitter, hold-down, strict or best-of-bad)"
+    )]
     UnknownKey(String),
     /// A value that does not parse for its key.
     #[error("bad value {value:?} for {key}: {expected}")]
@@ -109,7 +111,9 @@ fn percent(key: &'static str, value: &str) -> Result<u16, PolicyParseError> {
         .strip_suffix('%')
         .ok_or_else(|| bad(key, value, expected))?;
     let (whole, tenth) = number.split_once('.').unwrap_or((number, "0"));
-    let ok = |s: &str, max_len| !s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = |s: &str, max_len| {
+        !s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_digit())
+    };
     if !ok(whole, 3) || !ok(tenth, 1) {
         return Err(bad(key, value, expected));
     }

@@ -73,6 +73,8 @@ pub enum DropReason {
 #[derive(Debug, Default)]
 pub struct LabelTable {
     entries: HashMap<Label, Entry>,
+    /// Bytes of every datagram forwarded, over the table's life.
+    forwarded_bytes: u64,
 }
 
 impl LabelTable {
@@ -121,6 +123,11 @@ impl LabelTable {
         self.entries.get(&label)
     }
 
+    /// Bytes of every datagram forwarded so far.
+    pub fn forwarded_bytes(&self) -> u64 {
+        self.forwarded_bytes
+    }
+
     /// Labels handed out.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -152,6 +159,7 @@ impl LabelTable {
         match e.target {
             Target::Forward { addr, label } => {
                 header::swap_label(datagram, label);
+                self.forwarded_bytes += datagram.len() as u64;
                 Verdict::Forward(addr)
             }
             Target::Local(key) => Verdict::Local { key, kind: h.kind },

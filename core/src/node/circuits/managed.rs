@@ -132,7 +132,11 @@ impl Node {
             None if lost_active || active.is_some() => Some(views.len()),
             None => None,
         };
-        let last_switch = self.circuits.client_links.get(&link).and_then(|l| l.last_switch);
+        let last_switch = self
+            .circuits
+            .client_links
+            .get(&link)
+            .and_then(|l| l.last_switch);
         if let Some(d) = policy::decide(&policy, &views, current, last_switch, now) {
             let d = Decision {
                 reason: reason.unwrap_or(d.reason),
@@ -231,6 +235,42 @@ impl Node {
                 .get(link)
                 .is_some_and(|l| l.policy.is_some()),
             _ => false,
+        }
+    }
+}
+
+impl Node {
+    /// The kind of path session `sid` runs over now (for metrics).
+    pub(in crate::node) fn session_path(&self, sid: SessionId) -> PathKind {
+        let Some(s) = self.sessions.get(&sid) else {
+            return PathKind::Direct;
+        };
+        if !is_virtual(&s.remote) {
+            return PathKind::Direct;
+        }
+        let peer = s.peer;
+        match self.circuits.by_vaddr.get(&s.remote) {
+            Some(VirtualEnd::Client(l)) => self
+                .circuits
+                .client_links
+                .get(l)
+                .and_then(|l| l.active_kind)
+                .unwrap_or(PathKind::Relay),
+            Some(VirtualEnd::Owner(l)) => {
+                let send = self.circuits.owner_links.get(l).and_then(|l| l.send);
+                self.circuit_kind(send, peer)
+            }
+            None => PathKind::Relay,
+        }
+    }
+
+    /// The kind of path circuit `ckey` is; at an owner, a circuit whose previous hop is the
+    /// client itself (`client`) is the direct path.
+    pub(super) fn circuit_kind(&self, ckey: Option<u64>, client: Option<NodeId>) -> PathKind {
+        match ckey.and_then(|c| self.circuits.circuits.get(&c)) {
+            Some(Circuit::Client { path, .. }) => kind_of(path),
+            Some(Circuit::Owner { peer, .. }) if Some(*peer) == client => PathKind::Direct,
+            _ => PathKind::Relay,
         }
     }
 }
