@@ -14,7 +14,7 @@ step "tools"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 if [ "${E2E:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  pkgs=(iproute2 openssh-server openssh-client iperf3 socat tcpdump)
+  pkgs=(iproute2 openssh-server openssh-client iperf3 socat tcpdump nftables prometheus)
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -65,6 +65,34 @@ enum Command {
         #[arg(long, value_name = "N", default_value = "2", value_parser = parse_hops)]
         hops: u8,
     },
+    /// Ping NAME's node through the running daemon: straight to it, and through every relay
+    /// circuit up to it; each answer says which path it took.
+    Ping {
+        #[command(flatten)]
+        home: HomeArg,
+        /// username.service, or username.service.<node id prefix>.
+        name: String,
+        /// Rounds of probes, half a second apart.
+        #[arg(long, value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
+        count: u32,
+    },
+    /// Change the path policy of a running forward (the one listening on LOCALADDR); its
+    /// open connections move with it when it is a managed forward.
+    Policy {
+        #[command(flatten)]
+        home: HomeArg,
+        /// The forward's local address, as given to --forward.
+        local: String,
+        /// direct, relay or auto.
+        #[arg(long, value_name = "KIND")]
+        via: Option<Via>,
+        /// Relays on a relay path.
+        #[arg(long, value_name = "N", value_parser = parse_hops)]
+        hops: Option<u8>,
+        /// Policy settings, as --sla takes them (max-rtt=…,max-loss=…,hold-down=…,strict).
+        #[arg(long, value_name = "SETTINGS", value_parser = parse_settings)]
+        sla: Option<String>,
+    },
     /// Show a running daemon's sessions, services and forwards.
     Status {
         #[command(flatten)]
@@ -111,6 +139,14 @@ struct NodeArgs {
     /// Relays on the path of the --forward it follows [config: hops; default 2].
     #[arg(long, value_name = "N", value_parser = parse_hops)]
     hops: Vec<u8>,
+    /// Path policy of the --forward it follows, making it a managed forward that moves
+    /// between direct and relay paths without dropping connections (QUIC):
+    /// max-rtt=150ms,max-loss=5%,max-jitter=30ms,hold-down=10s,strict [config: sla, policy].
+    #[arg(long, value_name = "SETTINGS", value_parser = parse_settings)]
+    sla: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address) [config: metrics].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Relay circuits for others (limits in the config) [config: relay].
     #[arg(long)]
     relay: bool,
@@ -182,6 +218,14 @@ fn attach_routes(m: &clap::ArgMatches, args: &mut NodeArgs) -> Result<(), String
     };
     let mut via: Vec<Option<Via>> = vec![None; forwards.len()];
     let mut hops: Vec<Option<u8>> = vec![None; forwards.len()];
+    let mut sla: Vec<Option<String>> = vec![None; forwards.len()];
+    let sla_at: Vec<usize> = m.indices_of("sla").map_or(Vec::new(), Iterator::collect);
+    for (at, s) in sla_at.into_iter().zip(&args.sla) {
+        let i = owner(at, "--sla")?;
+        if sla[i].replace(s.clone()).is_some() {
+            return Err(format!("two --sla for --forward {}", args.forward[i].local));
+        }
+    }
     let via_at: Vec<usize> = m.indices_of("via").map_or(Vec::new(), Iterator::collect);
     for (at, v) in via_at.into_iter().zip(&args.via) {
         let i = owner(at, "--via")?;
@@ -208,8 +252,17 @@ fn attach_routes(m: &clap::ArgMatches, args: &mut NodeArgs) -> Result<(), String
         }
         f.via = via[i];
         f.hops = hops[i];
+        f.sla = sla[i].take();
     }
     Ok(())
+}
+
+/// A policy's settings, checked when given (the daemon applies them over the forward's).
+fn parse_settings(s: &str) -> Result<String, String> {
+    vx6_core::policy::Policy::default()
+        .with_settings(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn run_other(command: Command) -> Result<()> {
@@ -219,6 +272,14 @@ fn run_other(command: Command) -> Result<()> {
         Command::Records { home } => records(&home.locate()?),
         Command::Status { home, json } => status(&home.locate()?, json),
         Command::Resolve { home, name } => resolve(&home.locate()?, &name),
+        Command::Ping { home, name, count } => ping(&home.locate()?, &name, count),
+        Command::Policy {
+            home,
+            local,
+            via,
+            hops,
+            sla,
+        } => policy(&home.locate()?, &local, via, hops, sla),
         Command::Node(_) | Command::Path { .. } => unreachable!("handled in run"),
     }
 }
@@ -314,6 +375,65 @@ fn raise_open_file_limit() {
     }
 }
 
+/// The policy that manages forward `f`, if settings make it a managed forward: the config's
+/// `sla` for every forward, then its `policy` entry for the forward's target, then `--sla`,
+/// each over the last, on top of the forward's path and hops.
+fn managed_policy(
+    f: &ForwardSpec,
+    config: &config::Config,
+    default_via: Via,
+    default_hops: u8,
+    transport: Transport,
+) -> Result<Option<vx6_core::policy::Policy>> {
+    use vx6_core::policy::{Policy, Prefer};
+    let target = f.target.to_string();
+    let layers = [
+        ("config sla", config.sla.as_deref()),
+        (
+            "config policy",
+            config.policy.get(&target).map(String::as_str),
+        ),
+        ("--sla", f.sla.as_deref()),
+    ];
+    if layers.iter().all(|(_, s)| s.is_none()) {
+        return Ok(None);
+    }
+    let mut policy = Policy {
+        prefer: match f.via.unwrap_or(default_via) {
+            Via::Direct => Prefer::Direct,
+            Via::Relay => Prefer::Relay,
+            Via::Auto => Prefer::Auto,
+        },
+        hops: f.hops.unwrap_or(default_hops),
+        ..Policy::default()
+    };
+    for (what, settings) in layers {
+        if let Some(s) = settings {
+            policy = policy
+                .with_settings(s)
+                .map_err(|e| anyhow::anyhow!("{what} for --forward {}: {e}", f.local))?;
+        }
+    }
+    // Flags given on the command line win over the config's settings.
+    if let Some(v) = f.via {
+        policy.prefer = match v {
+            Via::Direct => Prefer::Direct,
+            Via::Relay => Prefer::Relay,
+            Via::Auto => Prefer::Auto,
+        };
+    }
+    if let Some(h) = f.hops {
+        policy.hops = h;
+    }
+    if transport == Transport::Tcp {
+        bail!(
+            "a path policy (--sla, or sla/policy in the config) for --forward {} needs --transport quic: a TLS/TCP session cannot move between paths",
+            f.local
+        );
+    }
+    Ok(Some(policy))
+}
+
 fn node(args: NodeArgs) -> Result<()> {
     let home = args.home.locate()?;
     let identity = identity_file::load(&home.identity())?;
@@ -390,11 +510,22 @@ fn node(args: NodeArgs) -> Result<()> {
         Some(h) => parse_hops(&h.to_string()).map_err(|e| cfg("hops", e))?,
     };
     for f in &mut forwards {
+        f.policy = managed_policy(f, &config, default_via, default_hops, transport)?;
         f.via.get_or_insert(default_via);
         if f.via != Some(Via::Direct) {
             f.hops.get_or_insert(default_hops);
         }
     }
+    let metrics = match args.metrics.as_deref().or(config.metrics.as_deref()) {
+        None => None,
+        Some(m) => {
+            let addr = parse_addr(m).map_err(|e| anyhow::anyhow!("--metrics: {e}"))?;
+            if !addr.ip().is_loopback() {
+                bail!("--metrics {addr}: serve metrics on a loopback address (127.0.0.1 or [::1])");
+            }
+            Some(addr)
+        }
+    };
     let mut relay = vx6_core::node::RelayConfig {
         enabled: args.relay || config.relay,
         ..Default::default()
@@ -448,7 +579,7 @@ fn node(args: NodeArgs) -> Result<()> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", pins_path.display())),
     };
 
-    crate::logging::init();
+    crate::logging::init()?;
     #[cfg(unix)]
     raise_open_file_limit();
     let daemon = Daemon::bind(daemon::Options {
@@ -464,6 +595,7 @@ fn node(args: NodeArgs) -> Result<()> {
         name: config.name.clone(),
         registry_path: home.registry(),
         relay,
+        metrics,
     })?;
     let node_id = daemon.node_id();
     tracing::info!(
@@ -498,6 +630,53 @@ fn path(home: &Home, name: &str, hops: u8) -> Result<()> {
     let reply = daemon::request(
         &home.dir().join("control.sock"),
         &format!("path {hops} {name}"),
+    )?;
+    if let Some(err) = reply.strip_prefix("error: ") {
+        bail!("{}", err.trim());
+    }
+    print_stdout(&reply)
+}
+
+fn ping(home: &Home, name: &str, count: u32) -> Result<()> {
+    name.parse::<vx6_core::resolve::Target>()
+        .map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+    let reply = daemon::request(
+        &home.dir().join("control.sock"),
+        &format!("ping {count} {name}"),
+    )?;
+    if let Some(err) = reply.strip_prefix("error: ") {
+        bail!("{}", err.trim());
+    }
+    print_stdout(&reply)
+}
+
+fn policy(
+    home: &Home,
+    local: &str,
+    via: Option<Via>,
+    hops: Option<u8>,
+    sla: Option<String>,
+) -> Result<()> {
+    let local = parse_addr(local).map_err(|e| anyhow::anyhow!("{local:?}: {e}"))?;
+    let mut settings: Vec<String> = Vec::new();
+    if let Some(v) = via {
+        let v = match v {
+            Via::Direct => "direct",
+            Via::Relay => "relay",
+            Via::Auto => "auto",
+        };
+        settings.push(format!("via={v}"));
+    }
+    if let Some(h) = hops {
+        settings.push(format!("hops={h}"));
+    }
+    settings.extend(sla);
+    if settings.is_empty() {
+        bail!("nothing to change: give --via, --hops or --sla");
+    }
+    let reply = daemon::request(
+        &home.dir().join("control.sock"),
+        &format!("policy {local} {}", settings.join(",")),
     )?;
     if let Some(err) = reply.strip_prefix("error: ") {
         bail!("{}", err.trim());

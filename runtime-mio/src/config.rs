@@ -39,6 +39,13 @@ pub struct Config {
     pub via: Option<String>,
     /// Relays on a forward's circuit unless `--hops` says otherwise.
     pub hops: Option<u8>,
+    /// Policy settings for every forward (as `--sla`), making them managed forwards.
+    pub sla: Option<String>,
+    /// Policy settings per forward target (`"alice.ssh" = "max-loss=5%"`), over `sla`.
+    #[serde(default)]
+    pub policy: std::collections::BTreeMap<String, String>,
+    /// `--metrics`: where to serve Prometheus metrics (a loopback address).
+    pub metrics: Option<String>,
     /// `--relay`: relay circuits for others.
     #[serde(default)]
     pub relay: bool,
@@ -72,11 +79,17 @@ pub fn template(name: &Username) -> String {
          # forward = [\"alice.ssh=127.0.0.1:2222\"] # or \"[fd6a::2]:4433/ssh=127.0.0.1:2222\"\n\
          # via = \"auto\"                       # forwards' path: direct, relay or auto\n\
          # hops = 2                            # relays on a relayed path\n\
+         # sla = \"max-loss=5%,hold-down=10s\" # path policy for every forward (as --sla)\n\
+         # metrics = \"127.0.0.1:9464\"        # Prometheus metrics at /metrics\n\
          # relay = false                       # relay circuits for others\n\
          # relay_operator = \"example-org\"     # who runs this relay\n\
          # relay_max_circuits = 4096\n\
          # relay_max_per_peer = 64\n\
-         # relay_idle_expiry_secs = 120\n"
+         # relay_idle_expiry_secs = 120\n\
+         \n\
+         # Path policy per forward target, over `sla` (--sla on the command line wins):\n\
+         # [policy]\n\
+         # \"alice.ssh\" = \"via=direct,max-rtt=150ms,max-loss=2%,max-jitter=30ms,hold-down=10s\"\n"
     )
 }
 

@@ -27,10 +27,23 @@ pub struct ForwardSpec {
     pub via: Option<Via>,
     /// Relays on a relayed path (`--hops`); the configured count if unset.
     pub hops: Option<u8>,
+    /// Policy settings given with `--sla` (see [`vx6_core::policy`]'s text form).
+    pub sla: Option<String>,
+    /// The policy that manages this forward's paths, once settings made it a managed one.
+    pub policy: Option<vx6_core::policy::Policy>,
 }
 
 impl ForwardSpec {
-    /// How connections reach the owner: what was set, else `auto` over 2 relays.
+    /// How connections of forward number `i` reach the owner: under its policy if it has
+    /// one, else by what was set, else `auto` over 2 relays.
+    pub fn route_of(&self, i: usize) -> Route {
+        match self.policy {
+            Some(_) => Route::Policy(vx6_core::policy::PolicyId(i as u32)),
+            None => self.route(),
+        }
+    }
+
+    /// The plain route: what was set, else `auto` over 2 relays.
     pub fn route(&self) -> Route {
         let hops = self.hops.unwrap_or(vx6_core::node::DEFAULT_HOPS);
         self.via.unwrap_or(Via::Auto).route(hops)
@@ -109,6 +122,8 @@ impl FromStr for ForwardSpec {
             local: parse_addr(local)?,
             via: None,
             hops: None,
+            sla: None,
+            policy: None,
         })
     }
 }

@@ -437,3 +437,87 @@ fn via_and_hops_misuse_is_named() {
         assert!(err.contains(needle), "{extra:?}: {err}");
     }
 }
+
+/// `--sla` belongs to the `--forward` before it and its settings are checked on the spot; a
+/// policy needs QUIC, metrics a loopback address, and the log format a known name.
+#[test]
+fn policy_metrics_and_log_format_misuse_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path(), "carol");
+    let home = home_arg(tmp.path());
+    let fwd = "alice.ssh=127.0.0.1:2222";
+    for (extra, needle, code) in [
+        (
+            vec!["--sla", "max-loss=5%"],
+            "--sla must follow the --forward",
+            2,
+        ),
+        (
+            vec!["--forward", fwd, "--sla", "max-loss=120%"],
+            "bad value \"120%\" for max-loss",
+            2,
+        ),
+        (
+            vec!["--forward", fwd, "--sla", "max-rtt=fast"],
+            "for max-rtt",
+            2,
+        ),
+        (
+            vec!["--forward", fwd, "--sla", "colour=blue"],
+            "unknown policy setting \"colour\"",
+            2,
+        ),
+        (
+            vec!["--forward", fwd, "--sla", "strict", "--sla", "hold-down=3s"],
+            "two --sla",
+            2,
+        ),
+        (
+            vec![
+                "--transport",
+                "tcp",
+                "--forward",
+                fwd,
+                "--sla",
+                "max-loss=5%",
+            ],
+            "needs --transport quic",
+            1,
+        ),
+        (
+            vec!["--metrics", "[fd00::1]:9464"],
+            "serve metrics on a loopback address",
+            1,
+        ),
+    ] {
+        let mut args = vec!["node", "--home", &home, "--listen", "[::1]:0"];
+        args.extend(extra.iter().copied());
+        let out = vx6(&args);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {out:?}");
+        let err = one_line_error(&out);
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_vx6"))
+        .args(["node", "--home", &home, "--listen", "[::1]:0"])
+        .env("VX6_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains("VX6_LOG_FORMAT=\"xml\""));
+    for args in [
+        vec!["policy", "--home", &home, "127.0.0.1:2222"],
+        vec![
+            "policy",
+            "--home",
+            &home,
+            "127.0.0.1:2222",
+            "--sla",
+            "max-loss=x",
+        ],
+        vec!["ping", "--home", &home, "alice.ssh", "--count", "0"],
+    ] {
+        let out = vx6(&args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(!one_line_error(&out).is_empty());
+    }
+}

@@ -442,6 +442,19 @@ impl Driver {
                 failure,
             }),
             Event::Circuit(c) => st.push_event(NodeEvent::Circuit(c)),
+            Event::PingReply {
+                id,
+                path,
+                relays,
+                circuit,
+                rtt,
+            } => st.push_event(NodeEvent::PingReply {
+                id,
+                path,
+                relays,
+                circuit,
+                rtt,
+            }),
         }
     }
 }

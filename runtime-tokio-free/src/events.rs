@@ -54,8 +54,22 @@ pub enum NodeEvent {
         /// How many nodes accepted them.
         stored_at: u32,
     },
-    /// A circuit of a relayed link came up, failed over to its standby, or failed.
+    /// A circuit of a relayed link came up, failed over to its standby, or failed; or a
+    /// managed link switched paths.
     Circuit(vx6_core::node::CircuitEvent),
+    /// An answer to [`Node::ping`](crate::Node::ping).
+    PingReply {
+        /// Which ping.
+        id: u64,
+        /// The path it took.
+        path: vx6_core::policy::PathKind,
+        /// Its relays.
+        relays: Vec<NodeId>,
+        /// Whether it went through a circuit (of zero relays for a managed direct path).
+        circuit: bool,
+        /// The round trip.
+        rtt: std::time::Duration,
+    },
     /// A peer was refused a stream to one of this node's services.
     Refused {
         /// Who asked.

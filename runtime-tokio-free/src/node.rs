@@ -168,6 +168,40 @@ impl Node {
         self.shared.lock().node.status()
     }
 
+    /// The node's Prometheus metrics now (the registry `vx6 node --metrics` serves); register
+    /// the application's own metrics in it and encode it with
+    /// `prometheus_client::encoding::text::encode`.
+    pub fn metrics(&self) -> prometheus_client::registry::Registry {
+        self.shared.lock().node.metrics()
+    }
+
+    /// Sets or changes path policy `id`; streams opened with `Route::Policy(id)` follow it,
+    /// and a managed link it already runs moves at once.
+    pub fn set_policy(&self, id: vx6_core::policy::PolicyId, policy: vx6_core::policy::Policy) {
+        let mut st = self.shared.lock();
+        let now = self.shared.runtime.now();
+        st.node.set_policy(now, id, policy);
+        st.wake_driver();
+    }
+
+    /// The state of the managed link policy `id` runs, if any.
+    pub fn policy_status(
+        &self,
+        id: vx6_core::policy::PolicyId,
+    ) -> Option<vx6_core::node::PolicyStatus> {
+        self.shared.lock().node.policy_status(id)
+    }
+
+    /// Pings `owner` directly at `addr` (if given) and through every circuit up to it; the
+    /// answers arrive as [`NodeEvent::PingReply`] with the id returned.
+    pub fn ping(&self, owner: NodeId, addr: Option<SocketAddr>) -> u64 {
+        let mut st = self.shared.lock();
+        let now = self.shared.runtime.now();
+        let (id, _) = st.node.ping(now, owner, addr);
+        st.wake_driver();
+        id
+    }
+
     /// Keys pinned so far (to keep for the next run's [`NodeConfig::pins`]).
     pub fn pins(&self) -> Pins {
         self.shared.lock().node.pins().clone()

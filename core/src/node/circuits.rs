@@ -34,6 +34,8 @@ use crate::session::StreamRead;
 
 mod managed;
 
+pub use managed::PING_TIMEOUT;
+
 /// How a client stream reaches its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -428,6 +430,10 @@ pub(super) struct Circuits {
     auto: BTreeMap<StreamHandle, (Instant, Owner, u8)>,
     /// Keys of nodes met (sessions, records), for sealing onion layers to owners.
     keys: HashMap<NodeId, PublicKey>,
+    /// Pings in flight, by probe nonce: the ping, the path (`None` for a plain datagram, else
+    /// the circuit's relays), when sent.
+    pings: BTreeMap<u64, (u64, Option<Vec<NodeId>>, Instant)>,
+    next_ping: u64,
     /// The last input's clock reading, for work done while events are drained.
     pub clock: Instant,
 }
@@ -492,6 +498,8 @@ impl Circuits {
             next_sweep: None,
             auto: BTreeMap::new(),
             keys: HashMap::new(),
+            pings: BTreeMap::new(),
+            next_ping: 1,
             clock: now,
         }
     }
@@ -1939,7 +1947,9 @@ impl Node {
                 DropReason::WrongSource => self.counters.relay_wrong_source += 1,
             },
             Verdict::Unlabelled(Datagram::Probe) => {
-                if self.circuits.config.enabled && self.circuits.probe_rate.allow(now, from) {
+                // Every node answers (rate-limited; the answer is no larger than the probe):
+                // relays for path selection, owners for `vx6 ping`.
+                if self.circuits.probe_rate.allow(now, from) {
                     let (flags, nonce) = header::probe_body(&data);
                     let reply = header::probe(Datagram::ProbeReply, None, flags, nonce);
                     self.queue_datagram(plain_transmit(from, reply.len()), reply);
@@ -1949,7 +1959,9 @@ impl Node {
             }
             Verdict::Unlabelled(Datagram::ProbeReply) => {
                 let (_, nonce) = header::probe_body(&data);
-                self.circuits.directory.probe_reply(now, from, nonce);
+                if !self.ping_answered(now, nonce) {
+                    self.circuits.directory.probe_reply(now, from, nonce);
+                }
             }
             Verdict::Unlabelled(Datagram::Data) => self.counters.relay_malformed += 1,
             Verdict::Local { key, kind } => self.local_datagram(now, key, kind, ecn, data),
@@ -1965,12 +1977,18 @@ impl Node {
         mut data: BytesMut,
     ) {
         let vaddr = match self.circuits.circuits.get_mut(&ckey) {
-            Some(Circuit::Client {
-                link, probe, path, ..
-            }) => {
+            Some(Circuit::Client { link, probe, .. }) => {
                 probe.last_heard = now;
                 if kind == Datagram::ProbeReply {
                     let (_, nonce) = header::probe_body(&data);
+                    if self.ping_answered(now, nonce) {
+                        return;
+                    }
+                    let Some(Circuit::Client { probe, path, .. }) =
+                        self.circuits.circuits.get_mut(&ckey)
+                    else {
+                        return;
+                    };
                     if let Some(sample) = probe.window.answered(nonce, now) {
                         self.recorded.rtt(managed::kind_of(path), sample);
                     }

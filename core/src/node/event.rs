@@ -129,6 +129,20 @@ pub enum Event {
     },
     /// Something happened to a circuit this node built (for logs and applications).
     Circuit(CircuitEvent),
+    /// An answer to `Node::ping`.
+    PingReply {
+        /// Which ping.
+        id: u64,
+        /// The path it took.
+        path: PathKind,
+        /// Its relays (none for the direct path).
+        relays: Vec<NodeId>,
+        /// Whether it went through a circuit (a managed link's direct path is one of zero
+        /// relays) rather than as a plain datagram.
+        circuit: bool,
+        /// The round trip.
+        rtt: std::time::Duration,
+    },
     /// This node refused a peer's stream (owner side; for logs and counters).
     Refused {
         /// Who asked.

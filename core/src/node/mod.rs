@@ -34,7 +34,7 @@ use rustls::crypto::CryptoProvider;
 
 pub use circuits::{
     ACTIVE_PROBE_EVERY, AUTO_DEADLINE, CircuitRole, CircuitStatus, DEAD_AFTER, DEFAULT_HOPS,
-    PolicyStatus, RelayConfig, Route, is_virtual,
+    PING_TIMEOUT, PolicyStatus, RelayConfig, Route, is_virtual,
 };
 pub use discovery::{MAINTENANCE_INTERVAL, OWN_RECORD_LIFETIME_SECS, REPUBLISH_INTERVAL};
 pub use event::{CircuitEvent, Event, SessionId, StreamHandle};

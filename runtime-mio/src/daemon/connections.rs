@@ -85,7 +85,7 @@ impl Daemon {
                 return;
             };
             let spec = &self.forwards[i].0;
-            let route = spec.route();
+            let route = spec.route_of(i);
             let stream = match &spec.target {
                 ForwardTarget::Direct {
                     expected,
@@ -199,6 +199,9 @@ impl Daemon {
                 }
             }
             None if self.control.owns(token) => self.serve_control(token),
+            None if self.metrics.as_ref().is_some_and(|m| m.owns(token)) => {
+                self.serve_metrics(token)
+            }
             None => {}
         }
     }

@@ -7,6 +7,8 @@ mod control;
 mod floods;
 mod limits;
 mod local;
+mod metrics;
+mod request;
 mod status;
 mod udp;
 
@@ -33,6 +35,7 @@ use self::control::ControlServer;
 pub use self::control::request;
 use self::limits::{AcceptRetry, CLOSE_GRACE};
 use self::local::Role;
+use self::request::Request;
 use self::udp::Udp;
 use crate::spec::ForwardSpec;
 
@@ -40,6 +43,7 @@ const UDP: Token = Token(0);
 const TCP_LISTENER: Token = Token(1);
 const CONTROL: Token = Token(2);
 const SIGNALS: Token = Token(3);
+const METRICS: Token = Token(4);
 const FORWARD_BASE: usize = 16;
 const DYNAMIC_BASE: usize = 1 << 20;
 /// Bytes read from a socket per call, into the one buffer that session and local sockets share.
@@ -63,7 +67,25 @@ pub struct Options {
     pub registry_path: PathBuf,
     /// Whether and within which limits this node relays.
     pub relay: vx6_core::node::RelayConfig,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
+
+/// A `vx6 ping` waiting for its rounds: the control client, the name, the owner once
+/// resolved, and the answers so far.
+struct PingJob {
+    token: Token,
+    name: String,
+    target: Option<(NodeId, Option<SocketAddr>)>,
+    rounds_left: u32,
+    next_round: Instant,
+    ids: Vec<u64>,
+    sent: usize,
+    lines: Vec<String>,
+}
+
+/// Time between the rounds of `vx6 ping`.
+const PING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub struct Daemon {
     poll: Poll,
@@ -95,6 +117,9 @@ pub struct Daemon {
     registry_path: PathBuf,
     /// `vx6 path` requests waiting for their name to resolve: the hop count asked.
     path_requests: HashMap<u64, u8>,
+    /// `vx6 ping` requests, by the resolution they wait for or the pings they sent.
+    pings: HashMap<u64, PingJob>,
+    metrics: Option<metrics::MetricsServer>,
 }
 
 impl Daemon {
@@ -172,6 +197,22 @@ impl Daemon {
                 .register(&mut l, Token(FORWARD_BASE + i), Interest::READABLE)?;
             forwards.push((f, l));
         }
+        for (i, (f, _)) in forwards.iter().enumerate() {
+            if let Some(policy) = f.policy {
+                node.set_policy(now, vx6_core::policy::PolicyId(i as u32), policy);
+            }
+        }
+        let metrics = match opts.metrics {
+            Some(addr) => Some(metrics::MetricsServer::bind(
+                poll.registry(),
+                addr,
+                METRICS,
+            )?),
+            None => None,
+        };
+        if let Some(addr) = metrics.as_ref().and_then(|m| m.local_addr()) {
+            tracing::info!("serving metrics at http://{addr}/metrics");
+        }
         let control = ControlServer::bind(poll.registry(), opts.control_path, CONTROL)?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), SIGNALS)?);
         let stop_requested = Arc::new(AtomicBool::new(false));
@@ -207,6 +248,8 @@ impl Daemon {
             registry,
             registry_path: opts.registry_path,
             path_requests: HashMap::new(),
+            pings: HashMap::new(),
+            metrics,
         })
     }
 
@@ -236,6 +279,8 @@ impl Daemon {
                 .chain(self.closing.front().map(|c| c.0))
                 .chain(self.accept_retry.deadline())
                 .chain([self.floods.deadline()])
+                .chain(self.metrics.as_ref().and_then(|m| m.deadline()))
+                .chain(self.pings.values().map(|p| p.next_round))
                 .min()
                 .map(|t| t.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
@@ -257,6 +302,10 @@ impl Daemon {
                 self.node.handle_timeout(now);
             }
             self.expire_closing(now);
+            if let Some(m) = &mut self.metrics {
+                m.expire(self.poll.registry(), now);
+            }
+            self.run_pings(now);
             if self.accept_retry.due(now) {
                 self.retry_accepts(now);
             }
@@ -340,6 +389,19 @@ impl Daemon {
                 }
             }
             TCP_LISTENER => self.accept_peers(now),
+            METRICS => {
+                let next = &mut self.next_token;
+                let accepted = match &mut self.metrics {
+                    Some(m) => m.accept(self.poll.registry(), now, || {
+                        *next += 1;
+                        Token(*next)
+                    }),
+                    None => Vec::new(),
+                };
+                for token in accepted {
+                    self.serve_metrics(token);
+                }
+            }
             CONTROL => {
                 let next = &mut self.next_token;
                 let accepted = self.control.accept(self.poll.registry(), || {
@@ -497,6 +559,93 @@ impl Daemon {
                         path(&p),
                         failure.cause.as_str()
                     ),
+                    CircuitEvent::Switched {
+                        policy,
+                        from,
+                        to,
+                        path: p,
+                        reason,
+                        ..
+                    } => {
+                        let Some((f, _)) = self.forwards.get(policy.0 as usize) else {
+                            return;
+                        };
+                        let kind = |k: Option<vx6_core::policy::PathKind>| {
+                            k.map_or("no path", |k| k.as_str())
+                        };
+                        let via = if p.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" via {}", path(&p))
+                        };
+                        let (forward, target) = (f.local, f.target.to_string());
+                        match from {
+                            None => tracing::info!(
+                                forward = %forward,
+                                target = %target,
+                                to = kind(to),
+                                reason = reason.as_str(),
+                                "forward {forward} to {target}: path {}{via} ({reason})",
+                                kind(to)
+                            ),
+                            Some(_) => tracing::warn!(
+                                forward = %forward,
+                                target = %target,
+                                from = kind(from),
+                                to = kind(to),
+                                reason = reason.as_str(),
+                                "forward {forward} to {target}: path switched from {} to {}{via} ({reason})",
+                                kind(from),
+                                kind(to)
+                            ),
+                        }
+                    }
+                }
+            }
+            Event::PingReply {
+                id,
+                path: kind,
+                relays,
+                circuit,
+                rtt,
+            } => {
+                if let Some(job) = self.pings.values_mut().find(|j| j.ids.contains(&id)) {
+                    let via = if relays.is_empty() {
+                        if circuit { " [managed link]" } else { "" }.to_owned()
+                    } else {
+                        let short: Vec<String> = relays
+                            .iter()
+                            .map(|n| n.to_string().chars().take(12).collect())
+                            .collect();
+                        format!(" [{}]", short.join(" > "))
+                    };
+                    job.lines.push(format!(
+                        "reply from {} via {kind}{via}: rtt {:.3} ms",
+                        job.name,
+                        rtt.as_secs_f64() * 1000.0
+                    ));
+                }
+            }
+            Event::Resolved { id, result, .. } if self.pings.contains_key(&id) => {
+                let mut job = self.pings.remove(&id).expect("checked");
+                match result {
+                    Ok((node, addrs)) => {
+                        let quic = addrs
+                            .iter()
+                            .find(|a| a.transport == Transport::Quic)
+                            .map(|a| a.addr);
+                        job.target = Some((node, quic));
+                        job.next_round = now;
+                        let key = self.next_ping_key();
+                        self.pings.insert(key, job);
+                    }
+                    Err(failure) => {
+                        self.control.reply(
+                            self.poll.registry(),
+                            job.token,
+                            format!("error: {failure}\n"),
+                        );
+                    }
                 }
             }
             Event::Resolved { id, name, result } if self.path_requests.contains_key(&id) => {
@@ -578,47 +727,155 @@ impl Daemon {
 
     /// Answers a control client's request, once it has sent it.
     fn serve_control(&mut self, token: Token) {
-        let Some(request) = self.control.read(self.poll.registry(), token) else {
+        let Some(line) = self.control.read(self.poll.registry(), token) else {
             return;
         };
-        if let Some(rest) = request.strip_prefix("path ") {
-            let mut parts = rest.trim().splitn(2, ' ');
-            let hops = parts.next().and_then(|h| crate::spec::parse_hops(h).ok());
-            let target = parts
-                .next()
-                .map(|n| n.trim().parse::<vx6_core::resolve::Target>());
-            match (hops, target) {
-                (Some(hops), Some(Ok(target))) => {
-                    let id = self.node.resolve(Instant::now(), target);
-                    self.path_requests.insert(id, hops);
-                    self.control.wait_for(id, token);
-                }
-                (_, Some(Err(e))) => {
-                    let reply = format!("error: {e}\n");
-                    self.control.reply(self.poll.registry(), token, reply);
-                }
-                _ => {
-                    let reply = "error: expected: path HOPS NAME\n".to_owned();
-                    self.control.reply(self.poll.registry(), token, reply);
-                }
+        let now = Instant::now();
+        let reply = match request::parse(&line) {
+            Err(e) => format!("error: {e}\n"),
+            Ok(Request::Status { json }) => status::answer(json, &self.status_context()),
+            Ok(Request::Policy { local, settings }) => self.change_policy(local, &settings),
+            Ok(Request::Resolve(target)) => {
+                let id = self.node.resolve(now, target);
+                return self.control.wait_for(id, token);
             }
-            return;
-        }
-        if let Some(name) = request.strip_prefix("resolve ") {
-            match name.trim().parse::<vx6_core::resolve::Target>() {
-                Ok(target) => {
-                    let id = self.node.resolve(Instant::now(), target);
-                    self.control.wait_for(id, token);
-                }
-                Err(e) => {
-                    let reply = format!("error: {e}\n");
-                    self.control.reply(self.poll.registry(), token, reply);
-                }
+            Ok(Request::Path { hops, target }) => {
+                let id = self.node.resolve(now, target);
+                self.path_requests.insert(id, hops);
+                return self.control.wait_for(id, token);
             }
-            return;
-        }
-        let reply = status::answer(&request, &self.status_context());
+            Ok(Request::Ping { count, target }) => {
+                let name = target.to_string();
+                let id = self.node.resolve(now, target);
+                self.pings.insert(
+                    id,
+                    PingJob {
+                        token,
+                        name,
+                        target: None,
+                        rounds_left: count,
+                        next_round: now,
+                        ids: Vec::new(),
+                        sent: 0,
+                        lines: Vec::new(),
+                    },
+                );
+                return;
+            }
+        };
         self.control.reply(self.poll.registry(), token, reply);
+    }
+
+    /// `policy LOCALADDR SETTINGS`: the forward listening on LOCALADDR takes SETTINGS over
+    /// its policy; its managed link, if up, follows at once.
+    fn change_policy(&mut self, local: SocketAddr, settings: &str) -> String {
+        let Some(i) = self.forwards.iter().position(|(f, _)| f.local == local) else {
+            return format!("error: no forward listens on {local}\n");
+        };
+        if self.transport == Transport::Tcp {
+            return "error: a path policy needs --transport quic: a TLS/TCP session cannot \
+                    move between paths\n"
+                .to_owned();
+        }
+        let f = &self.forwards[i].0;
+        let was_managed = f.policy.is_some();
+        let current = f.policy.unwrap_or_else(|| plain_policy(f));
+        let policy = match current.with_settings(settings.trim()) {
+            Ok(p) => p,
+            Err(e) => return format!("error: {e}\n"),
+        };
+        self.forwards[i].0.policy = Some(policy);
+        self.node
+            .set_policy(Instant::now(), vx6_core::policy::PolicyId(i as u32), policy);
+        let f = &self.forwards[i].0;
+        tracing::info!(
+            "forward {} to {}: policy set to {policy}",
+            f.local,
+            f.target
+        );
+        let note = if was_managed {
+            ""
+        } else {
+            " (new connections; those open keep the path they have)"
+        };
+        format!(
+            "forward {} to {}: policy {policy}{note}\n",
+            f.local, f.target
+        )
+    }
+
+    /// A key for a ping job once its name resolved (resolution ids are the others).
+    fn next_ping_key(&mut self) -> u64 {
+        u64::MAX - self.next_token as u64 - self.pings.len() as u64
+    }
+
+    /// Sends the pings' rounds that are due, and answers those that are over.
+    fn run_pings(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .pings
+            .iter()
+            .filter(|(_, j)| j.target.is_some() && j.next_round <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(job) = self.pings.get_mut(&key) else {
+                continue;
+            };
+            let Some((owner, addr)) = job.target else {
+                continue;
+            };
+            if job.rounds_left == 0 {
+                let job = self.pings.remove(&key).expect("present");
+                let mut text = job.lines.join("\n");
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                let answered = job.lines.len();
+                text.push_str(&format!(
+                    "{} probes sent, {answered} answered{}\n",
+                    job.sent,
+                    if self.node.link_selection(&owner).is_none()
+                        && !job.lines.iter().any(|l| l.contains("via relay"))
+                    {
+                        " (no relay circuit to it is up: only a relayed or managed forward keeps one)"
+                    } else {
+                        ""
+                    }
+                ));
+                if answered == 0 {
+                    text = format!("error: no answer from {}: {text}", job.name);
+                }
+                self.control.reply(self.poll.registry(), job.token, text);
+                continue;
+            }
+            let (id, sent) = self.node.ping(now, owner, addr);
+            job.ids.push(id);
+            job.sent += sent;
+            job.rounds_left -= 1;
+            job.next_round = now
+                + if job.rounds_left == 0 {
+                    vx6_core::node::PING_TIMEOUT.min(std::time::Duration::from_secs(2))
+                } else {
+                    PING_INTERVAL
+                };
+        }
+    }
+
+    /// Answers a metrics client with the node's registry and the forwards' own series.
+    fn serve_metrics(&mut self, token: Token) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        let (node, forwards) = (&self.node, &self.forwards);
+        m.serve(self.poll.registry(), token, || {
+            let mut registry = node.metrics();
+            metrics_of_forwards(node, forwards, &mut registry);
+            let mut text = String::new();
+            if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+                tracing::warn!("encoding metrics: {e}");
+            }
+            text
+        });
     }
 
     fn status_context(&self) -> status::Context<'_> {
@@ -636,8 +893,103 @@ impl Daemon {
             forwards: self.forwards.iter().map(|(f, _)| f.clone()).collect(),
             forward_connections: per_forward,
             forward_failures: &self.forward_failures,
+            policies: (0..self.forwards.len())
+                .map(|i| {
+                    self.node
+                        .policy_status(vx6_core::policy::PolicyId(i as u32))
+                })
+                .collect(),
+            dht: self.node.dht().stats(),
+            dht_peers: self.node.dht().table().len(),
+            records_held: self.node.dht().store().len(),
+            path_switches: self.node.path_switches().collect(),
         }
     }
+}
+
+/// The policy a forward without one follows in effect: its path and hops, no SLA.
+fn plain_policy(f: &ForwardSpec) -> vx6_core::policy::Policy {
+    use vx6_core::node::Route;
+    use vx6_core::policy::{Policy, Prefer};
+    let (prefer, hops) = match f.route() {
+        Route::Direct => (Prefer::Direct, vx6_core::node::DEFAULT_HOPS),
+        Route::Relay { hops } => (Prefer::Relay, hops),
+        Route::Auto { hops } => (Prefer::Auto, hops),
+        Route::Policy(_) => (Prefer::Auto, vx6_core::node::DEFAULT_HOPS),
+    };
+    Policy {
+        prefer,
+        hops,
+        ..Policy::default()
+    }
+}
+
+/// Adds the forwards' own series to `registry`: path and SLA state of managed forwards, and
+/// connections, labelled by the forward's target as configured (bounded by the config).
+fn metrics_of_forwards(
+    node: &Node,
+    forwards: &[(ForwardSpec, TcpListener)],
+    registry: &mut prometheus_client::registry::Registry,
+) {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    type Labels = Vec<(&'static str, String)>;
+    let mut names: Vec<String> = Vec::new();
+    for (f, _) in forwards {
+        // Never a node id or an address: a name as configured, or the service of a direct one.
+        let base = match &f.target {
+            crate::spec::ForwardTarget::Named(t) => t.to_string(),
+            crate::spec::ForwardTarget::Direct { service, .. } => format!("direct/{service}"),
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while names.contains(&name) {
+            n += 1;
+            name = format!("{base}#{n}");
+        }
+        names.push(name);
+    }
+    let paths = Family::<Labels, Gauge>::default();
+    let slas = Family::<Labels, Gauge>::default();
+    let switches = Family::<Labels, Gauge>::default();
+    for (i, (f, _)) in forwards.iter().enumerate() {
+        if f.policy.is_none() {
+            continue;
+        }
+        let forward = &names[i];
+        let st = node.policy_status(vx6_core::policy::PolicyId(i as u32));
+        let path = st
+            .as_ref()
+            .and_then(|s| s.path)
+            .map_or("none", |k| k.as_str());
+        for p in ["direct", "relay", "none"] {
+            let labels = vec![("forward", forward.clone()), ("path", p.to_owned())];
+            paths.get_or_create(&labels).set(i64::from(p == path));
+        }
+        let sla = st.as_ref().map_or("unknown", |s| s.sla.as_str());
+        for s in ["met", "violated", "unknown"] {
+            let labels = vec![("forward", forward.clone()), ("state", s.to_owned())];
+            slas.get_or_create(&labels).set(i64::from(s == sla));
+        }
+        switches
+            .get_or_create(&vec![("forward", forward.clone())])
+            .set(st.as_ref().map_or(0, |s| s.switches as i64));
+    }
+    registry.register(
+        "vx6_forward_path",
+        "Managed forwards: 1 for the kind of path carrying the forward now",
+        paths,
+    );
+    registry.register(
+        "vx6_forward_sla",
+        "Managed forwards: 1 for the state of the path in use against the SLA",
+        slas,
+    );
+    registry.register(
+        "vx6_forward_switches",
+        "Managed forwards: path switches since the link came up",
+        switches,
+    );
 }
 
 /// Connections the kernel queues for a listener before this daemon accepts them. mio (like std)

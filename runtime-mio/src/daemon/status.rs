@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use vx6_core::Failure;
 use vx6_core::NodeId;
-use vx6_core::node::{CircuitRole, CircuitStatus, Counters, NodeStatus, Route};
+use vx6_core::node::{CircuitRole, CircuitStatus, Counters, NodeStatus, PolicyStatus, Route};
 use vx6_core::relay::{SelectError, Selection};
 use vx6_core::service::{Access, ServiceTable};
 
@@ -22,7 +22,37 @@ struct StatusJson {
     circuits: Vec<CircuitJson>,
     relays_known: usize,
     handshakes_in_flight: usize,
+    dht: DhtJson,
     counters: Counters,
+    /// Path switches of managed forwards, by reason.
+    path_switches: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Serialize)]
+struct DhtJson {
+    peers: usize,
+    records_held: usize,
+    requests: u64,
+    stored: u64,
+    rejected: u64,
+    bad_answers: u64,
+    rpc_failures: u64,
+    lookups_found: u64,
+    lookups_not_found: u64,
+    lookups_nodes: u64,
+    stores_done: u64,
+    stores_failed: u64,
+}
+
+#[derive(Serialize)]
+struct PathJson {
+    kind: &'static str,
+    relays: Vec<String>,
+    rtt_ms: Option<f64>,
+    loss_percent: f64,
+    jitter_ms: Option<f64>,
+    samples: u16,
+    sla: &'static str,
 }
 
 #[derive(Serialize)]
@@ -87,6 +117,7 @@ fn route_text(r: Route) -> String {
         Route::Direct => "direct".into(),
         Route::Relay { hops } => format!("relay, {hops} hops"),
         Route::Auto { hops } => format!("auto, {hops} hops if relayed"),
+        Route::Policy(_) => "policy".into(),
     }
 }
 
@@ -156,6 +187,17 @@ struct ForwardJson {
     failed_by_cause: BTreeMap<&'static str, u64>,
     last_failure: Option<String>,
     last_failure_cause: Option<&'static str>,
+    /// Managed forwards: the policy, in the form `--sla` takes.
+    policy: Option<String>,
+    /// Managed forwards: the path carrying the link now (direct or relay).
+    path: Option<&'static str>,
+    /// Managed forwards: that path against the SLA (met, violated, unknown).
+    sla: Option<&'static str>,
+    /// Managed forwards: path switches so far, and why the last one happened.
+    switches: u64,
+    last_switch: Option<String>,
+    /// Managed forwards: every path kept, with what its probes measure.
+    paths: Vec<PathJson>,
 }
 
 /// Connections of one forward that failed, and why.
@@ -182,6 +224,50 @@ pub struct Context<'a> {
     pub forwards: Vec<ForwardSpec>,
     pub forward_connections: Vec<usize>,
     pub forward_failures: &'a [ForwardFailures],
+    /// Per forward, the state of its managed link (if it is managed and has one).
+    pub policies: Vec<Option<PolicyStatus>>,
+    pub dht: vx6_core::dht::DhtStats,
+    pub dht_peers: usize,
+    pub records_held: usize,
+    pub path_switches: BTreeMap<&'static str, u64>,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn paths_json(p: &PolicyStatus) -> Vec<PathJson> {
+    p.paths
+        .iter()
+        .map(|(kind, relays, stats, sla)| PathJson {
+            kind: kind.as_str(),
+            relays: relays.iter().map(ToString::to_string).collect(),
+            rtt_ms: stats.rtt.map(ms),
+            loss_percent: f64::from(stats.loss_permille) / 10.0,
+            jitter_ms: stats.jitter.map(ms),
+            samples: stats.samples,
+            sla: sla.as_str(),
+        })
+        .collect()
+}
+
+/// The via of a forward: its policy's preference if it is managed.
+fn via_of(f: &ForwardSpec) -> (&'static str, Option<u8>) {
+    use vx6_core::policy::Prefer;
+    if let Some(p) = f.policy {
+        let via = match p.prefer {
+            Prefer::Direct => "direct",
+            Prefer::Relay => "relay",
+            Prefer::Auto => "auto",
+        };
+        return (via, Some(p.hops));
+    }
+    match f.route() {
+        Route::Direct => ("direct", None),
+        Route::Relay { hops } => ("relay", Some(hops)),
+        Route::Auto { hops } => ("auto", Some(hops)),
+        Route::Policy(_) => ("auto", None),
+    }
 }
 
 /// The first 12 characters of a node id, for one-line output.
@@ -213,12 +299,11 @@ fn access_text(a: &Access) -> String {
     }
 }
 
-/// Answers one request line.
-pub fn answer(request: &str, ctx: &Context<'_>) -> String {
-    match request.trim() {
-        "status" => text(ctx),
-        "status json" => json(ctx),
-        other => format!("error: unknown request {other:?}\n"),
+/// `vx6 status`: the daemon's state as text, or as JSON.
+pub fn answer(as_json: bool, ctx: &Context<'_>) -> String {
+    match as_json {
+        true => json(ctx),
+        false => text(ctx),
     }
 }
 
@@ -257,30 +342,50 @@ fn json(ctx: &Context<'_>) -> String {
             .iter()
             .zip(&ctx.forward_connections)
             .zip(ctx.forward_failures)
-            .map(|((f, n), failed)| ForwardJson {
+            .zip(&ctx.policies)
+            .map(|(((f, n), failed), managed)| ForwardJson {
                 target: forward_target(f),
                 local: f.local.to_string(),
-                via: match f.route() {
-                    Route::Direct => "direct",
-                    Route::Relay { .. } => "relay",
-                    Route::Auto { .. } => "auto",
-                },
-                hops: match f.route() {
-                    Route::Direct => None,
-                    Route::Relay { hops } | Route::Auto { hops } => Some(hops),
-                },
+                via: via_of(f).0,
+                hops: via_of(f).1,
                 connections: *n,
                 failed: failed.failed,
                 failed_by_cause: failed.by_cause.clone(),
                 last_failure: failed.last.as_ref().map(ToString::to_string),
                 last_failure_cause: failed.last.as_ref().map(|l| l.cause.as_str()),
+                policy: f.policy.map(|p| p.to_string()),
+                path: managed.as_ref().and_then(|m| m.path).map(|k| k.as_str()),
+                sla: f
+                    .policy
+                    .map(|_| managed.as_ref().map_or("unknown", |m| m.sla.as_str())),
+                switches: managed.as_ref().map_or(0, |m| m.switches),
+                last_switch: managed
+                    .as_ref()
+                    .and_then(|m| m.last_reason)
+                    .map(|r| r.to_string()),
+                paths: managed.as_ref().map_or_else(Vec::new, paths_json),
             })
             .collect(),
         streams: s.streams,
         circuits: s.circuits.iter().map(circuit_json).collect(),
         relays_known: s.relays_known,
         handshakes_in_flight: s.handshakes_in_flight,
+        dht: DhtJson {
+            peers: ctx.dht_peers,
+            records_held: ctx.records_held,
+            requests: ctx.dht.requests,
+            stored: ctx.dht.stored,
+            rejected: ctx.dht.rejected,
+            bad_answers: ctx.dht.bad_answers,
+            rpc_failures: ctx.dht.rpc_failures,
+            lookups_found: ctx.dht.lookups_found,
+            lookups_not_found: ctx.dht.lookups_not_found,
+            lookups_nodes: ctx.dht.lookups_nodes,
+            stores_done: ctx.dht.stores_done,
+            stores_failed: ctx.dht.stores_failed,
+        },
         counters: s.counters,
+        path_switches: ctx.path_switches.clone(),
     };
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("error: {e}"));
     out.push('\n');
@@ -322,20 +427,51 @@ fn text(ctx: &Context<'_>) -> String {
         );
     }
     let _ = writeln!(out, "\nforwards:");
-    for ((f, n), failed) in ctx
+    for (((f, n), failed), managed) in ctx
         .forwards
         .iter()
         .zip(&ctx.forward_connections)
         .zip(ctx.forward_failures)
+        .zip(&ctx.policies)
     {
+        let via = match f.policy {
+            Some(p) => format!("policy {p}"),
+            None => route_text(f.route()),
+        };
         let _ = writeln!(
             out,
-            "  {} -> {} via {} ({n} connections, {} failed)",
+            "  {} -> {} via {via} ({n} connections, {} failed)",
             f.local,
             forward_target(f),
-            route_text(f.route()),
             failed.failed
         );
+        if let Some(m) = managed {
+            let _ = writeln!(
+                out,
+                "     path {} (sla {}), {} switches{}",
+                m.path.map_or("none", |k| k.as_str()),
+                m.sla.as_str(),
+                m.switches,
+                m.last_reason
+                    .map_or(String::new(), |r| format!(", last: {r}"))
+            );
+            for (kind, relays, stats, sla) in &m.paths {
+                let _ = writeln!(
+                    out,
+                    "       {kind:<6} {} hops rtt {} loss {:.1}% jitter {} ({} probes) sla {}",
+                    relays.len(),
+                    stats
+                        .rtt
+                        .map_or("-".to_owned(), |r| format!("{:.2}ms", ms(r))),
+                    f64::from(stats.loss_permille) / 10.0,
+                    stats
+                        .jitter
+                        .map_or("-".to_owned(), |r| format!("{:.2}ms", ms(r))),
+                    stats.samples,
+                    sla.as_str()
+                );
+            }
+        }
         if let Some(last) = &failed.last {
             let _ = writeln!(out, "     last failure: {last} ({})", last.cause.as_str());
         }
@@ -389,6 +525,34 @@ fn text(ctx: &Context<'_>) -> String {
         c.circuits_relayed,
         c.circuit_failovers,
         c.auto_fallbacks
+    );
+    let d = &ctx.dht;
+    let _ = writeln!(
+        out,
+        "dht: {} peers, {} records held; requests {}; records stored {}, rejected {}; \
+         lookups found {}, not found {}, node {}; stores {} ok, {} failed; rpc failures {}, bad answers {}",
+        ctx.dht_peers,
+        ctx.records_held,
+        d.requests,
+        d.stored,
+        d.rejected,
+        d.lookups_found,
+        d.lookups_not_found,
+        d.lookups_nodes,
+        d.stores_done,
+        d.stores_failed,
+        d.rpc_failures,
+        d.bad_answers
+    );
+    let _ = writeln!(
+        out,
+        "drops: handshakes timed out {}, evicted {}, unvalidated {}; dht rate-limited {}; \
+         datagrams unknown or queue full {}",
+        c.handshakes_timed_out,
+        c.handshakes_evicted,
+        c.handshakes_refused,
+        c.dht_rate_limited,
+        c.datagrams_dropped
     );
     let _ = writeln!(
         out,

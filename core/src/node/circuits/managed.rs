@@ -225,6 +225,79 @@ impl Node {
         }
     }
 
+    /// Pings `owner`: one probe straight to `addr` (if given), and one through every circuit
+    /// up to it; each answer arrives as [`Event::PingReply`] with id `.0`. `.1` is how many
+    /// probes went out.
+    pub fn ping(&mut self, now: Instant, owner: NodeId, addr: Option<SocketAddr>) -> (u64, usize) {
+        let id = self.circuits.next_ping;
+        self.circuits.next_ping += 1;
+        self.circuits
+            .pings
+            .retain(|_, p| now.saturating_duration_since(p.2) < PING_TIMEOUT);
+        let mut sent = 0;
+        if let Some(addr) = addr
+            && self.circuits.pings.len() < MAX_PINGS
+        {
+            self.circuits.probe_nonce += 1;
+            let nonce = self.circuits.probe_nonce;
+            let p = header::probe(Datagram::Probe, None, 0, nonce);
+            if self.queue_datagram(plain_transmit(addr, p.len()), p) {
+                self.circuits.pings.insert(nonce, (id, None, now));
+                sent += 1;
+            }
+        }
+        let circuits: Vec<(u64, Vec<NodeId>)> = self
+            .circuits
+            .circuits
+            .iter()
+            .filter_map(|(k, c)| match c {
+                Circuit::Client {
+                    link,
+                    out: Some(_),
+                    path,
+                    ..
+                } if self
+                    .circuits
+                    .client_links
+                    .get(link)
+                    .is_some_and(|l| l.owner == owner) =>
+                {
+                    Some((*k, path.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (ckey, path) in circuits {
+            if self.circuits.pings.len() >= MAX_PINGS {
+                break;
+            }
+            self.circuits.probe_nonce += 1;
+            let nonce = self.circuits.probe_nonce;
+            let body = header::probe(Datagram::Probe, None, 0, nonce);
+            if self.send_on_circuit(ckey, Datagram::Probe, &body[HEADER_LEN..]) {
+                self.circuits.pings.insert(nonce, (id, Some(path), now));
+                sent += 1;
+            }
+        }
+        (id, sent)
+    }
+
+    /// Whether probe answer `nonce` is a ping's (then reported).
+    pub(super) fn ping_answered(&mut self, now: Instant, nonce: u64) -> bool {
+        let Some((id, circuit, sent)) = self.circuits.pings.remove(&nonce) else {
+            return false;
+        };
+        let relays = circuit.clone().unwrap_or_default();
+        self.events.push_back(Event::PingReply {
+            id,
+            path: kind_of(&relays),
+            relays,
+            circuit: circuit.is_some(),
+            rtt: now.saturating_duration_since(sent),
+        });
+        true
+    }
+
     /// Whether circuit `ckey` belongs to a managed link (whose every path is probed as
     /// often as an active one, so the policy can judge them all).
     pub(super) fn is_managed(&self, ckey: u64) -> bool {
@@ -274,6 +347,11 @@ impl Node {
         }
     }
 }
+
+/// Pings in flight at most (their answers are forgotten after [`PING_TIMEOUT`]).
+const MAX_PINGS: usize = 256;
+/// How long a ping's answer is waited for.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A circuit's kind of path, from its relays.
 pub(super) fn kind_of(relays: &[NodeId]) -> PathKind {
