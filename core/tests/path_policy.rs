@@ -288,3 +288,39 @@ fn too_few_samples_judge_nothing_and_all_lost_is_a_violation() {
     assert!(matches!(judge(&sla, &dead), SlaState::Violated(_)));
     assert_eq!(judge(&sla, &stats(20, 0, 0)), SlaState::Met);
 }
+
+#[test]
+fn best_of_bad_never_moves_onto_a_path_that_answers_nothing() {
+    let now = Instant::now();
+    let policy = Policy::default()
+        .with_settings("via=direct,max-rtt=50ms")
+        .unwrap();
+    let slow_relay = PathView {
+        kind: PathKind::Relay,
+        up: true,
+        stats: stats(200, 0, 1),
+        met_since: None,
+    };
+    let silent_direct = PathView {
+        kind: PathKind::Direct,
+        up: true,
+        stats: PathStats {
+            rtt: None,
+            jitter: None,
+            loss_permille: 1000,
+            samples: 10,
+        },
+        met_since: None,
+    };
+    assert_eq!(
+        decide(
+            &policy,
+            &[slow_relay, silent_direct],
+            Some(0),
+            Some(now),
+            now
+        ),
+        None,
+        "the slow path that answers is the least bad"
+    );
+}

@@ -698,6 +698,59 @@ fn a_strict_policy_uses_no_path_that_breaks_its_sla() {
     );
     net.latency = fast;
     assert!(net.run_until(Duration::from_secs(20), |n| path_of(n, id).is_some()));
+    net.advance(Duration::from_millis(1));
+    assert_eq!(
+        switches(&net).last().map(|s| s.2),
+        Some(SwitchReason::Recovered)
+    );
     echo_through(&mut net, 10_000, 7, Route::Policy(id));
     let _ = owner;
+}
+
+#[test]
+fn a_managed_link_without_a_direct_path_rides_relays_and_survives_a_dead_relay() {
+    let mut net = network(25);
+    net.cut.insert((CLIENT, OWNER));
+    let owner = net.node_id(OWNER);
+    let id = managed(&mut net, "via=auto,max-loss=5%");
+    let data = payload(3_000_000, 5);
+    let h = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        data.clone(),
+        Route::Policy(id),
+    );
+    // Two relay paths while the direct one cannot come up, one of them carrying the data.
+    assert!(net.run_until(Duration::from_secs(20), |n| {
+        let relays_up = client_circuits(n)
+            .iter()
+            .filter(|c| c.ready && !c.path.is_empty())
+            .count();
+        relays_up == 2 && n.hosts[CLIENT].apps[&h].received.len() > 200_000
+    }));
+    assert_eq!(path_of(&net, id), Some(PathKind::Relay));
+    let active = client_circuits(&net)
+        .into_iter()
+        .find(|c| c.active)
+        .unwrap();
+    let dead = (0..net.hosts.len())
+        .find(|i| net.node_id(*i) == active.path[0])
+        .unwrap();
+    net.down.insert(dead);
+    assert!(net.run_until(Duration::from_secs(60), |n| n.apps_done(CLIENT)));
+    let app = &net.hosts[CLIENT].apps[&h];
+    assert!(app.failed.is_none(), "{:?}", app.failed);
+    assert_eq!(app.received, data);
+    assert!(
+        switches(&net)
+            .iter()
+            .any(|s| s.2 == SwitchReason::PathDown && s.1 == Some(PathKind::Relay)),
+        "{:?}",
+        switches(&net)
+    );
+    // The direct path was tried again and again on its own backoff, not every tick.
+    let failed = net.hosts[CLIENT].node.counters().circuits_failed;
+    assert!(failed < 20, "{failed} failed builds");
 }

@@ -617,7 +617,11 @@ fn node(args: NodeArgs) -> Result<()> {
 fn resolve(home: &Home, name: &str) -> Result<()> {
     name.parse::<vx6_core::resolve::Target>()
         .map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
-    let reply = daemon::request(&home.dir().join("control.sock"), &format!("resolve {name}"))?;
+    let reply = daemon::request(
+        &home.dir().join("control.sock"),
+        &format!("resolve {name}"),
+        daemon::ANSWER_WITHIN,
+    )?;
     if let Some(err) = reply.strip_prefix("error: ") {
         bail!("{}", err.trim());
     }
@@ -630,6 +634,7 @@ fn path(home: &Home, name: &str, hops: u8) -> Result<()> {
     let reply = daemon::request(
         &home.dir().join("control.sock"),
         &format!("path {hops} {name}"),
+        daemon::ANSWER_WITHIN,
     )?;
     if let Some(err) = reply.strip_prefix("error: ") {
         bail!("{}", err.trim());
@@ -643,6 +648,8 @@ fn ping(home: &Home, name: &str, count: u32) -> Result<()> {
     let reply = daemon::request(
         &home.dir().join("control.sock"),
         &format!("ping {count} {name}"),
+        // The name's resolution, then the rounds half a second apart, then the last answers.
+        daemon::ANSWER_WITHIN + std::time::Duration::from_millis(500) * count,
     )?;
     if let Some(err) = reply.strip_prefix("error: ") {
         bail!("{}", err.trim());
@@ -677,6 +684,7 @@ fn policy(
     let reply = daemon::request(
         &home.dir().join("control.sock"),
         &format!("policy {local} {}", settings.join(",")),
+        daemon::ANSWER_WITHIN,
     )?;
     if let Some(err) = reply.strip_prefix("error: ") {
         bail!("{}", err.trim());
@@ -688,6 +696,7 @@ fn status(home: &Home, json: bool) -> Result<()> {
     let reply = daemon::request(
         &home.dir().join("control.sock"),
         if json { "status json" } else { "status" },
+        daemon::ANSWER_WITHIN,
     )?;
     if let Some(err) = reply.strip_prefix("error: ") {
         bail!("daemon: {}", err.trim());

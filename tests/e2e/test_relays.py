@@ -8,6 +8,7 @@ Relays carry QUIC (the end-to-end session runs inside the circuit); the relayed 
 whatever the daemons' session transport, so these tests run once."""
 
 import json
+import re
 import os
 import socket
 import struct
@@ -133,7 +134,10 @@ def test_ssh_over_two_relays(lab, transport, figure):
         [VX6_BIN, "path", "--home", net.client_home.path, "alice.ssh"], timeout=30, check=False
     )
     assert cp.returncode == 0, cp.stderr
-    assert "in use" in cp.stdout and "chosen now" in cp.stdout, cp.stdout
+    assert "chosen now" in cp.stdout, cp.stdout
+    # The path in use and the standby, each with its relays, then a fresh choice and why.
+    assert re.search(r"^active: relay \S+ > \S+", cp.stdout, re.M), cp.stdout
+    assert re.search(r"^standby: relay \S+ > \S+", cp.stdout, re.M), cp.stdout
     assert "hop 2" in cp.stdout, cp.stdout
     text = net.client_ns.run([VX6_BIN, "status", "--home", net.client_home.path], timeout=30).stdout
     assert "active" in text and "standby" in text, text

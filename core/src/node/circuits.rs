@@ -341,6 +341,11 @@ struct ClientLink {
     sla: SlaState,
     /// The active path's kind (kept for the switch that follows its loss).
     active_kind: Option<PathKind>,
+    /// Managed links: when to try the direct path again after it failed to come up (its own
+    /// backoff, so a direct path that never works neither delays relay builds nor uses up
+    /// their budget), and how often it failed in a row.
+    direct_retry_at: Option<Instant>,
+    direct_failures: u32,
 }
 
 /// A managed link's state, for status and metrics.
@@ -364,6 +369,9 @@ pub struct PolicyStatus {
 struct OwnerLink {
     flow: FlowId,
     vaddr: SocketAddr,
+    /// The client, once its session behind `vaddr` authenticated (for telling its direct
+    /// circuit from relayed ones).
+    client: Option<NodeId>,
     circuits: BTreeSet<u64>,
     send: Option<u64>,
     recent: Recent,
@@ -432,7 +440,9 @@ pub(super) struct Circuits {
     keys: HashMap<NodeId, PublicKey>,
     /// Pings in flight, by probe nonce: the ping, the path (`None` for a plain datagram, else
     /// the circuit's relays), when sent.
-    pings: BTreeMap<u64, (u64, Option<Vec<NodeId>>, Instant)>,
+    pings: BTreeMap<u64, Ping>,
+    /// Circuits being torn down on purpose (a policy change), not failing.
+    quiet: BTreeSet<u64>,
     next_ping: u64,
     /// The last input's clock reading, for work done while events are drained.
     pub clock: Instant,
@@ -446,6 +456,10 @@ pub(super) const STREAM_LABEL: Label = match Label::new(1) {
 
 /// An owner as a relayed link reaches it: its node, its address, and the transport.
 type Owner = (NodeId, SocketAddr, Transport);
+/// A ping's probe in flight: the ping, where it went (a circuit's relays, or straight to an
+/// address), and when.
+type Ping = (u64, Result<Vec<NodeId>, SocketAddr>, Instant);
+
 /// Links are kept per owner, transport and managing policy.
 type LinkKey = (NodeId, Transport, Option<PolicyId>);
 
@@ -499,6 +513,7 @@ impl Circuits {
             auto: BTreeMap::new(),
             keys: HashMap::new(),
             pings: BTreeMap::new(),
+            quiet: BTreeSet::new(),
             next_ping: 1,
             clock: now,
         }
@@ -581,7 +596,10 @@ impl Node {
             Route::Policy(id) => {
                 let policy = self.circuits.policies.get(&id).copied().unwrap_or_default();
                 match (transport, dial.expected) {
-                    (Transport::Quic, Some(owner)) => {
+                    // A managed link seals its setup to the owner's key: until a record or a
+                    // session has shown it, streams take the policy's plain route (whose
+                    // direct session then teaches the key).
+                    (Transport::Quic, Some(owner)) if self.circuits.keys.contains_key(&owner) => {
                         let to = (owner, dial.addr, transport);
                         return self.attach_relayed(now, handle, to, policy.hops, Some(id));
                     }
@@ -732,6 +750,8 @@ impl Node {
                 last_reason: None,
                 sla: SlaState::Unknown,
                 active_kind: None,
+                direct_retry_at: None,
+                direct_failures: 0,
             },
         );
         self.circuits
@@ -741,9 +761,11 @@ impl Node {
             .by_vaddr
             .insert(vaddr, VirtualEnd::Client(key));
         // A managed link builds its paths side by side: the first up carries the traffic.
-        let first = self.build_circuit(now, key);
-        let second = match policy {
-            Some(_) => self.build_circuit(now, key),
+        let first = self.build_circuit(now, key, PathKind::Relay);
+        let managed = policy.map(|id| self.circuits.policies.get(&id).copied().unwrap_or_default());
+        let second = match managed {
+            Some(p) if p.allows_direct() => self.build_circuit(now, key, PathKind::Direct),
+            Some(_) => self.build_circuit(now, key, PathKind::Relay),
             None => Err(Failure::new(Cause::Unreachable, "not built")),
         };
         if let (Err(failure), Err(_)) = (first, second) {
@@ -802,7 +824,13 @@ impl Node {
     }
 
     /// Starts one more circuit for link `key`, over relays none of its other circuits use.
-    fn build_circuit(&mut self, now: Instant, key: u64) -> Result<(), Failure> {
+    fn build_circuit(&mut self, now: Instant, key: u64, kind: PathKind) -> Result<(), Failure> {
+        if kind == PathKind::Direct {
+            return match self.circuits.client_links.contains_key(&key) {
+                true => self.build_direct_circuit(now, key),
+                false => Ok(()),
+            };
+        }
         self.refresh_directory(now);
         let Some(link) = self.circuits.client_links.get_mut(&key) else {
             return Ok(());
@@ -820,16 +848,6 @@ impl Node {
             }));
         }
         link.builds.push_back(now);
-        let policy = link
-            .policy
-            .and_then(|id| self.circuits.policies.get(&id))
-            .copied();
-        let has_direct = link.circuits.iter().any(|c| {
-            matches!(self.circuits.circuits.get(c), Some(Circuit::Client { path, .. }) if path.is_empty())
-        });
-        if policy.is_some_and(|p| p.allows_direct()) && !has_direct {
-            return self.build_direct_circuit(now, key);
-        }
         let mut exclude = BTreeSet::new();
         for c in &link.circuits {
             if let Some(Circuit::Client { path, .. }) = self.circuits.circuits.get(c) {
@@ -1049,9 +1067,12 @@ impl Node {
                 *lim = limits;
                 probe.last_heard = now;
                 probe.next_at = now;
-                let link = *link;
+                let (link, direct) = (*link, path.is_empty());
                 if let Some(l) = self.circuits.client_links.get_mut(&link) {
-                    l.failed_builds = 0;
+                    match direct {
+                        true => l.direct_failures = 0,
+                        false => l.failed_builds = 0,
+                    }
                 }
                 for n in path.clone() {
                     self.circuits.directory.circuit_result(&n, true);
@@ -1373,6 +1394,7 @@ impl Node {
                     OwnerLink {
                         flow,
                         vaddr,
+                        client: None,
                         circuits: BTreeSet::new(),
                         send: None,
                         recent: Recent::default(),
@@ -1624,10 +1646,14 @@ impl Node {
                     l.active = None;
                     self.failover(now, link);
                 }
-                if out.is_none() {
+                if out.is_none() && !self.circuits.quiet.remove(&ckey) {
                     self.counters.circuits_failed += 1;
+                    let direct = path_of_failed.is_empty();
                     self.circuit_failed_event(link, path_of_failed);
-                    self.build_failed(now, link);
+                    match direct {
+                        true => self.direct_failed(now, link),
+                        false => self.build_failed(now, link),
+                    }
                 }
                 self.replenish(now, link);
             }
@@ -1779,24 +1805,12 @@ impl Node {
     /// Keeps a link at two circuits (active and standby) while its session lives; a link that
     /// can build none fails its session.
     fn replenish(&mut self, now: Instant, link: u64) {
+        let Some(kind) = self.wanted_path(now, link) else {
+            return;
+        };
         let Some(l) = self.circuits.client_links.get(&link) else {
             return;
         };
-        // A spliced circuit has no standby: the session inside cannot move.
-        let wanted = match l.transport {
-            Transport::Quic => 2,
-            Transport::Tcp => 1,
-        };
-        let missing_direct = l
-            .policy
-            .and_then(|id| self.circuits.policies.get(&id))
-            .is_some_and(|p| p.allows_direct())
-            && !l.circuits.iter().any(|c| {
-                matches!(self.circuits.circuits.get(c), Some(Circuit::Client { path, .. }) if path.is_empty())
-            });
-        if (l.circuits.len() >= wanted && !missing_direct) || l.retry_at.is_some_and(|t| t > now) {
-            return;
-        }
         let vaddr = l.vaddr;
         let session = self.dials.get(&(l.transport, vaddr)).copied();
         let live = session
@@ -1808,7 +1822,7 @@ impl Node {
             }
             return;
         }
-        let Err(failure) = self.build_circuit(now, link) else {
+        let Err(failure) = self.build_circuit(now, link, kind) else {
             return;
         };
         let Some(l) = self.circuits.client_links.get_mut(&link) else {
@@ -1822,6 +1836,55 @@ impl Node {
         } else {
             // No standby for now (too few relays): look again later.
             l.retry_at = Some(now + STANDBY_RETRY);
+        }
+    }
+
+    /// The kind of circuit link `link` should build next, if any, and if its backoff allows:
+    /// a relay path first (a link with none has nothing to fall back on), then a managed
+    /// link's direct path; a link keeps two circuits (a relay-only or legacy one: two relay
+    /// paths; TCP mode: one, as a spliced circuit cannot move).
+    fn wanted_path(&self, now: Instant, link: u64) -> Option<PathKind> {
+        let l = self.circuits.client_links.get(&link)?;
+        let (mut relays, mut direct, mut direct_up) = (0, false, false);
+        for c in &l.circuits {
+            match self.circuits.circuits.get(c) {
+                Some(Circuit::Client { path, out, .. }) if path.is_empty() => {
+                    direct = true;
+                    direct_up = out.is_some();
+                }
+                Some(_) => relays += 1,
+                None => {}
+            }
+        }
+        let relay_ok = l.retry_at.is_none_or(|t| t <= now);
+        let direct_ok = l.direct_retry_at.is_none_or(|t| t <= now);
+        let allows_direct = l
+            .policy
+            .map(|id| self.circuits.policies.get(&id).copied().unwrap_or_default())
+            .is_some_and(|p| p.allows_direct());
+        // A relay path stands by for a direct one that is up; without one, two relay paths.
+        let wanted_relays = match (l.transport, allows_direct && direct_up) {
+            (Transport::Tcp, _) | (Transport::Quic, true) => 1,
+            (Transport::Quic, false) => 2,
+        };
+        if relays == 0 && relay_ok {
+            Some(PathKind::Relay)
+        } else if allows_direct && !direct && direct_ok {
+            Some(PathKind::Direct)
+        } else if relays < wanted_relays && relay_ok {
+            Some(PathKind::Relay)
+        } else {
+            None
+        }
+    }
+
+    /// A managed link's direct path failed to come up: it is tried again later, on its own
+    /// backoff (doubling from 1 s to 32 s).
+    fn direct_failed(&mut self, now: Instant, link: u64) {
+        if let Some(l) = self.circuits.client_links.get_mut(&link) {
+            let backoff = Duration::from_secs(1) * 2u32.saturating_pow(l.direct_failures.min(5));
+            l.direct_failures += 1;
+            l.direct_retry_at = Some(now + backoff);
         }
     }
 
@@ -1959,7 +2022,7 @@ impl Node {
             }
             Verdict::Unlabelled(Datagram::ProbeReply) => {
                 let (_, nonce) = header::probe_body(&data);
-                if !self.ping_answered(now, nonce) {
+                if !self.ping_answered(now, nonce, Some(from)) {
                     self.circuits.directory.probe_reply(now, from, nonce);
                 }
             }
@@ -1981,7 +2044,7 @@ impl Node {
                 probe.last_heard = now;
                 if kind == Datagram::ProbeReply {
                     let (_, nonce) = header::probe_body(&data);
-                    if self.ping_answered(now, nonce) {
+                    if self.ping_answered(now, nonce, None) {
                         return;
                     }
                     let Some(Circuit::Client { probe, path, .. }) =
@@ -2044,12 +2107,14 @@ impl Node {
         if kind != Datagram::Data {
             return;
         }
-        let client = self
-            .sessions
-            .iter()
-            .find(|(_, s)| s.remote == vaddr)
-            .and_then(|(_, s)| s.peer);
-        let path = self.circuit_kind(Some(ckey), client);
+        let path = match self.circuits.circuits.get(&ckey) {
+            Some(Circuit::Owner { link, .. }) => {
+                let link = *link;
+                let client = self.owner_link_client(link);
+                self.circuit_kind(Some(ckey), client)
+            }
+            _ => self.circuit_kind(Some(ckey), None),
+        };
         self.traffic
             .datagrams(path, false, 1, data.len() - HEADER_LEN);
         data.advance(HEADER_LEN);
@@ -2142,11 +2207,7 @@ impl Node {
         let seg = t.segment_size.unwrap_or(t.size).max(1);
         let n = t.size.div_ceil(seg);
         let client = match end {
-            VirtualEnd::Owner(_) => self
-                .sessions
-                .iter()
-                .find(|(_, s)| s.remote == t.destination)
-                .and_then(|(_, s)| s.peer),
+            VirtualEnd::Owner(link) => self.owner_link_client(link),
             VirtualEnd::Client(_) => None,
         };
         let path = self.circuit_kind(Some(ckey), client);
@@ -2193,12 +2254,15 @@ impl Node {
             .circuits
             .client_links
             .iter()
-            .filter(|(_, l)| l.retry_at.is_some_and(|t| t <= now))
+            .filter(|(_, l)| {
+                l.retry_at.is_some_and(|t| t <= now) || l.direct_retry_at.is_some_and(|t| t <= now)
+            })
             .map(|(k, _)| *k)
             .collect();
         for link in due {
             if let Some(l) = self.circuits.client_links.get_mut(&link) {
-                l.retry_at = None;
+                l.retry_at = l.retry_at.filter(|t| *t > now);
+                l.direct_retry_at = l.direct_retry_at.filter(|t| *t > now);
             }
             self.replenish(now, link);
         }
@@ -2334,7 +2398,8 @@ impl Node {
             .circuits
             .client_links
             .values()
-            .filter_map(|l| l.retry_at)
+            .flat_map(|l| [l.retry_at, l.direct_retry_at])
+            .flatten()
             .min();
         [
             probes,

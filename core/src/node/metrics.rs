@@ -26,13 +26,14 @@ type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 const PATHS: [PathKind; 2] = [PathKind::Direct, PathKind::Relay];
 const DIRECTIONS: [&str; 2] = ["in", "out"];
 /// Reasons a managed link switches paths, as [`crate::policy::SwitchReason::as_str`] names them.
-pub const SWITCH_REASONS: [&str; 7] = [
+pub const SWITCH_REASONS: [&str; 8] = [
     "initial",
     "path_down",
     "sla_rtt",
     "sla_loss",
     "sla_jitter",
     "failback",
+    "recovered",
     "policy_changed",
 ];
 
@@ -198,6 +199,13 @@ impl Node {
             "vx6_sessions",
             "Authenticated sessions open, by transport",
             by("transport", &[("quic", sessions[0]), ("tcp", sessions[1])]),
+        );
+        counter(
+            &mut r,
+            "vx6_sessions_opened",
+            "Sessions that finished their handshake (both roles)",
+            None,
+            one(c.sessions_opened),
         );
         counter(
             &mut r,

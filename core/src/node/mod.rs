@@ -1466,6 +1466,7 @@ impl Node {
         s.peer = Some(peer);
         s.established = true;
         self.established += 1;
+        self.counters.sessions_opened += 1;
         if s.dial.is_none() {
             *self
                 .established_from

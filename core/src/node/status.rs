@@ -42,6 +42,8 @@ pub struct Counters {
     pub refused_target: u64,
     /// Service requests that did not parse.
     pub bad_requests: u64,
+    /// Sessions that finished their handshake (both roles, direct and behind circuits).
+    pub sessions_opened: u64,
     /// Sessions that ended in a failure (handshake or later).
     pub sessions_failed: u64,
     /// Incoming sessions refused at the session limit.

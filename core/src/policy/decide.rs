@@ -58,10 +58,12 @@ pub enum Violation {
 }
 
 impl Violation {
-    /// How far over its threshold, in parts per thousand of it (1000 is at the threshold).
+    /// How far over its threshold, in parts per thousand of it (1000 is at the threshold); a
+    /// path that lost every probe is the worst of all.
     fn badness(&self) -> u64 {
         let ratio = |m: u128, max: u128| (m * 1000 / max.max(1)) as u64;
         match *self {
+            Violation::Loss { measured, .. } if measured >= 1000 => u64::MAX,
             Violation::Rtt { measured, max } | Violation::Jitter { measured, max } => {
                 ratio(measured.as_micros(), max.as_micros())
             }
@@ -136,6 +138,8 @@ pub enum SwitchReason {
     Sla(Violation),
     /// The preferred path met the SLA for the whole hold-down.
     Failback,
+    /// A path came back after a strict policy had left the link without one.
+    Recovered,
     /// The policy changed.
     PolicyChanged,
 }
@@ -150,6 +154,7 @@ impl SwitchReason {
             SwitchReason::Sla(Violation::Loss { .. }) => "sla_loss",
             SwitchReason::Sla(Violation::Jitter { .. }) => "sla_jitter",
             SwitchReason::Failback => "failback",
+            SwitchReason::Recovered => "recovered",
             SwitchReason::PolicyChanged => "policy_changed",
         }
     }
@@ -162,6 +167,7 @@ impl fmt::Display for SwitchReason {
             SwitchReason::PathDown => f.write_str("path down"),
             SwitchReason::Sla(v) => write!(f, "sla: {v}"),
             SwitchReason::Failback => f.write_str("failback after hold-down"),
+            SwitchReason::Recovered => f.write_str("a path meets the SLA again"),
             SwitchReason::PolicyChanged => f.write_str("policy changed"),
         }
     }
@@ -270,9 +276,10 @@ pub fn decide(
     let switch = |to: Option<usize>, reason| (to != current).then_some(Decision { to, reason });
 
     let Some(cur) = current.filter(|&c| c < paths.len() && allowed(c)) else {
-        let reason = match current {
-            Some(_) => SwitchReason::PathDown,
-            None => SwitchReason::Initial,
+        let reason = match (current, last_switch) {
+            (Some(_), _) => SwitchReason::PathDown,
+            (None, Some(_)) => SwitchReason::Recovered,
+            (None, None) => SwitchReason::Initial,
         };
         return match fallback {
             Some(to) => Some(Decision {

@@ -224,16 +224,20 @@ fn bind(registry: &Registry, path: &Path, token: Token) -> Result<mio::net::Unix
     Ok(listener)
 }
 
-/// Sends one request to a running daemon's control socket and returns the reply.
+/// How long a client waits for an answer unless the request says otherwise.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sends one request to a running daemon's control socket and returns the reply, waiting for
+/// it up to `wait`.
 #[cfg(unix)]
-pub fn request(path: &Path, line: &str) -> Result<String> {
+pub fn request(path: &Path, line: &str, wait: std::time::Duration) -> Result<String> {
     let socket = std::os::unix::net::UnixStream::connect(path).with_context(|| {
         format!(
             "no daemon is running for this home (cannot connect to {})",
             path.display()
         )
     })?;
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    socket.set_read_timeout(Some(wait))?;
     exchange(socket, line)
 }
 
@@ -296,9 +300,10 @@ fn read_channel_file(path: &Path) -> Result<(std::net::SocketAddr, String)> {
     Ok((addr, secret.to_owned()))
 }
 
-/// Sends one request to a running daemon's control channel and returns the reply.
+/// Sends one request to a running daemon's control channel and returns the reply, waiting for
+/// it up to `wait`.
 #[cfg(not(unix))]
-pub fn request(path: &Path, line: &str) -> Result<String> {
+pub fn request(path: &Path, line: &str, wait: std::time::Duration) -> Result<String> {
     let (addr, secret) = read_channel_file(path).with_context(|| {
         format!(
             "no daemon is running for this home (cannot read {})",
@@ -308,6 +313,6 @@ pub fn request(path: &Path, line: &str) -> Result<String> {
     let socket = std::net::TcpStream::connect(addr).with_context(|| {
         format!("no daemon is running for this home (nothing answers at {addr})")
     })?;
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    socket.set_read_timeout(Some(wait))?;
     exchange(socket, &format!("{secret} {line}"))
 }

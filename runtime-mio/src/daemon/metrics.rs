@@ -37,6 +37,8 @@ struct Client {
 pub struct MetricsServer {
     listener: TcpListener,
     clients: HashMap<Token, Client>,
+    /// A client left a full table: those waiting in the listen queue can be taken now.
+    freed: bool,
 }
 
 /// What a request asks for.
@@ -111,6 +113,7 @@ impl MetricsServer {
         Ok(Self {
             listener,
             clients: HashMap::new(),
+            freed: false,
         })
     }
 
@@ -122,6 +125,11 @@ impl MetricsServer {
     /// Whether `token` is one of its clients.
     pub fn owns(&self, token: Token) -> bool {
         self.clients.contains_key(&token)
+    }
+
+    /// Whether a client left a full table since this was last asked.
+    pub fn take_freed(&mut self) -> bool {
+        std::mem::take(&mut self.freed)
     }
 
     /// Accepts clients while there is room; returns their tokens.
@@ -168,9 +176,13 @@ impl MetricsServer {
         };
         if c.reply.is_empty() {
             let mut buf = [0u8; 1024];
+            let mut eof = false;
             loop {
                 match c.socket.read(&mut buf) {
-                    Ok(0) => break,
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
                     Ok(n) => c.request.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(_) => return self.close(registry, token),
@@ -187,6 +199,8 @@ impl MetricsServer {
             }
             if c.reply.is_empty() {
                 match parse(&c.request) {
+                    // Gone before asking: its place is free at once.
+                    None if eof => return self.close(registry, token),
                     None => return,
                     Some(Request::Metrics { body, openmetrics }) => {
                         let text = render();
@@ -234,6 +248,7 @@ impl MetricsServer {
     }
 
     fn close(&mut self, registry: &Registry, token: Token) {
+        self.freed |= self.clients.len() >= MAX_CLIENTS;
         if let Some(mut c) = self.clients.remove(&token) {
             let _ = registry.deregister(&mut c.socket);
         }

@@ -32,7 +32,7 @@ use vx6_core::{Cause, Failure, Identity, NodeId, Record, Username};
 
 use self::connections::Conn;
 use self::control::ControlServer;
-pub use self::control::request;
+pub use self::control::{ANSWER_WITHIN, request};
 use self::limits::{AcceptRetry, CLOSE_GRACE};
 use self::local::Role;
 use self::request::Request;
@@ -117,8 +117,10 @@ pub struct Daemon {
     registry_path: PathBuf,
     /// `vx6 path` requests waiting for their name to resolve: the hop count asked.
     path_requests: HashMap<u64, u8>,
-    /// `vx6 ping` requests, by the resolution they wait for or the pings they sent.
-    pings: HashMap<u64, PingJob>,
+    /// `vx6 ping` requests, by their control client.
+    pings: HashMap<Token, PingJob>,
+    /// `vx6 ping` requests waiting for their name to resolve, by resolution.
+    ping_resolving: HashMap<u64, Token>,
     metrics: Option<metrics::MetricsServer>,
 }
 
@@ -249,6 +251,7 @@ impl Daemon {
             registry_path: opts.registry_path,
             path_requests: HashMap::new(),
             pings: HashMap::new(),
+            ping_resolving: HashMap::new(),
             metrics,
         })
     }
@@ -280,7 +283,12 @@ impl Daemon {
                 .chain(self.accept_retry.deadline())
                 .chain([self.floods.deadline()])
                 .chain(self.metrics.as_ref().and_then(|m| m.deadline()))
-                .chain(self.pings.values().map(|p| p.next_round))
+                .chain(
+                    self.pings
+                        .values()
+                        .filter(|p| p.target.is_some())
+                        .map(|p| p.next_round),
+                )
                 .min()
                 .map(|t| t.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
@@ -304,6 +312,9 @@ impl Daemon {
             self.expire_closing(now);
             if let Some(m) = &mut self.metrics {
                 m.expire(self.poll.registry(), now);
+                if m.take_freed() {
+                    self.accept_metrics(now);
+                }
             }
             self.run_pings(now);
             if self.accept_retry.due(now) {
@@ -389,19 +400,7 @@ impl Daemon {
                 }
             }
             TCP_LISTENER => self.accept_peers(now),
-            METRICS => {
-                let next = &mut self.next_token;
-                let accepted = match &mut self.metrics {
-                    Some(m) => m.accept(self.poll.registry(), now, || {
-                        *next += 1;
-                        Token(*next)
-                    }),
-                    None => Vec::new(),
-                };
-                for token in accepted {
-                    self.serve_metrics(token);
-                }
-            }
+            METRICS => self.accept_metrics(now),
             CONTROL => {
                 let next = &mut self.next_token;
                 let accepted = self.control.accept(self.poll.registry(), || {
@@ -626,25 +625,23 @@ impl Daemon {
                     ));
                 }
             }
-            Event::Resolved { id, result, .. } if self.pings.contains_key(&id) => {
-                let mut job = self.pings.remove(&id).expect("checked");
+            Event::Resolved { id, result, .. } if self.ping_resolving.contains_key(&id) => {
+                let token = self.ping_resolving.remove(&id).expect("checked");
                 match result {
                     Ok((node, addrs)) => {
-                        let quic = addrs
-                            .iter()
-                            .find(|a| a.transport == Transport::Quic)
-                            .map(|a| a.addr);
-                        job.target = Some((node, quic));
-                        job.next_round = now;
-                        let key = self.next_ping_key();
-                        self.pings.insert(key, job);
+                        if let Some(job) = self.pings.get_mut(&token) {
+                            let quic = addrs
+                                .iter()
+                                .find(|a| a.transport == Transport::Quic)
+                                .map(|a| a.addr);
+                            job.target = Some((node, quic));
+                            job.next_round = now;
+                        }
                     }
                     Err(failure) => {
-                        self.control.reply(
-                            self.poll.registry(),
-                            job.token,
-                            format!("error: {failure}\n"),
-                        );
+                        self.pings.remove(&token);
+                        let reply = format!("error: {failure}\n");
+                        self.control.reply(self.poll.registry(), token, reply);
                     }
                 }
             }
@@ -654,6 +651,7 @@ impl Daemon {
                     Ok((node, _)) => status::path(
                         &name,
                         *node,
+                        &self.node.status().circuits,
                         self.node.link_selection(node).cloned(),
                         self.node.explain_path(Instant::now(), *node, hops),
                     ),
@@ -747,8 +745,9 @@ impl Daemon {
             Ok(Request::Ping { count, target }) => {
                 let name = target.to_string();
                 let id = self.node.resolve(now, target);
+                self.ping_resolving.insert(id, token);
                 self.pings.insert(
-                    id,
+                    token,
                     PingJob {
                         token,
                         name,
@@ -804,14 +803,9 @@ impl Daemon {
         )
     }
 
-    /// A key for a ping job once its name resolved (resolution ids are the others).
-    fn next_ping_key(&mut self) -> u64 {
-        u64::MAX - self.next_token as u64 - self.pings.len() as u64
-    }
-
     /// Sends the pings' rounds that are due, and answers those that are over.
     fn run_pings(&mut self, now: Instant) {
-        let due: Vec<u64> = self
+        let due: Vec<Token> = self
             .pings
             .iter()
             .filter(|(_, j)| j.target.is_some() && j.next_round <= now)
@@ -858,6 +852,22 @@ impl Daemon {
                 } else {
                     PING_INTERVAL
                 };
+        }
+    }
+
+    /// Takes metrics clients from the listen queue while there is room (also after clients
+    /// leave: readiness is edge-triggered, so those still queued raise no new event).
+    fn accept_metrics(&mut self, now: Instant) {
+        let next = &mut self.next_token;
+        let accepted = match &mut self.metrics {
+            Some(m) => m.accept(self.poll.registry(), now, || {
+                *next += 1;
+                Token(*next)
+            }),
+            None => Vec::new(),
+        };
+        for token in accepted {
+            self.serve_metrics(token);
         }
     }
 

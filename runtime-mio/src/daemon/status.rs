@@ -126,11 +126,32 @@ fn route_text(r: Route) -> String {
 pub fn path(
     name: &str,
     owner: NodeId,
+    circuits: &[CircuitStatus],
     current: Option<Selection>,
     fresh: Result<Selection, SelectError>,
 ) -> String {
     use std::fmt::Write;
     let mut out = format!("{name} is node {owner}\n");
+    for c in circuits
+        .iter()
+        .filter(|c| c.role == CircuitRole::Client && c.owner == Some(owner))
+    {
+        let role = match (c.ready, c.active) {
+            (false, _) => "building",
+            (true, true) => "active",
+            (true, false) => "standby",
+        };
+        let hops = if c.path.is_empty() {
+            "direct (a circuit of no relays)".to_owned()
+        } else {
+            let p: Vec<String> = c.path.iter().map(ToString::to_string).collect();
+            format!("relay {}", p.join(" > "))
+        };
+        let rtt = c
+            .rtt
+            .map_or(String::new(), |r| format!(", rtt {:.2} ms", ms(r)));
+        let _ = writeln!(out, "{role}: {hops}{rtt}");
+    }
     let show = |out: &mut String, what: &str, s: &Selection| {
         let _ = writeln!(out, "{what} ({:?} diversity):", s.diversity);
         for (i, n) in s.path.iter().enumerate() {
@@ -141,7 +162,7 @@ pub fn path(
         }
     };
     if let Some(s) = &current {
-        show(&mut out, "in use", s);
+        show(&mut out, "last built", s);
     }
     match fresh {
         Ok(s) => show(&mut out, "chosen now", &s),

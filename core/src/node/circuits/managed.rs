@@ -10,7 +10,8 @@ impl Node {
     /// now wants are built, and the hold-down starts over.
     pub fn set_policy(&mut self, now: Instant, id: PolicyId, policy: Policy) {
         self.circuits.clock = now;
-        if self.circuits.policies.insert(id, policy) == Some(policy) {
+        let old = self.circuits.policies.insert(id, policy);
+        if old == Some(policy) {
             return;
         }
         let links: Vec<u64> = self
@@ -25,15 +26,22 @@ impl Node {
                 continue;
             };
             l.hops = usize::from(policy.hops.clamp(1, crate::relay::control::MAX_HOPS as u8));
-            l.last_switch = None;
+            // A new preference applies at once (the link moves to the newly preferred path as
+            // soon as it meets the SLA); other changes keep the hold-down running.
+            if old.is_none_or(|o| o.prefer != policy.prefer) {
+                l.last_switch = None;
+            }
             l.retry_at = None;
+            l.direct_retry_at = None;
             let circuits = l.circuits.clone();
             self.apply_policy(now, link, false, Some(SwitchReason::PolicyChanged));
             if !policy.allows_direct() {
                 for c in circuits {
                     if matches!(self.circuits.circuits.get(&c), Some(Circuit::Client { path, .. }) if path.is_empty())
                     {
+                        self.circuits.quiet.insert(c);
                         self.teardown(now, c);
+                        self.circuits.quiet.remove(&c);
                     }
                 }
             }
@@ -196,7 +204,7 @@ impl Node {
             }
             // The probe marks the circuit active, so the owner answers on it too.
             self.send_probe(now, c);
-            if current.is_some() {
+            if current.is_some() || d.reason != SwitchReason::Initial {
                 self.replay_recent(VirtualEnd::Client(link), c);
             }
         }
@@ -242,7 +250,7 @@ impl Node {
             let nonce = self.circuits.probe_nonce;
             let p = header::probe(Datagram::Probe, None, 0, nonce);
             if self.queue_datagram(plain_transmit(addr, p.len()), p) {
-                self.circuits.pings.insert(nonce, (id, None, now));
+                self.circuits.pings.insert(nonce, (id, Err(addr), now));
                 sent += 1;
             }
         }
@@ -275,24 +283,40 @@ impl Node {
             let nonce = self.circuits.probe_nonce;
             let body = header::probe(Datagram::Probe, None, 0, nonce);
             if self.send_on_circuit(ckey, Datagram::Probe, &body[HEADER_LEN..]) {
-                self.circuits.pings.insert(nonce, (id, Some(path), now));
+                self.circuits.pings.insert(nonce, (id, Ok(path), now));
                 sent += 1;
             }
         }
         (id, sent)
     }
 
-    /// Whether probe answer `nonce` is a ping's (then reported).
-    pub(super) fn ping_answered(&mut self, now: Instant, nonce: u64) -> bool {
-        let Some((id, circuit, sent)) = self.circuits.pings.remove(&nonce) else {
+    /// Whether probe answer `nonce` is a ping's (then reported): one sent on a circuit when
+    /// `from` is `None` (the circuit's label vouches for its source), else one sent straight
+    /// to `from` (an answer from anywhere else is not the owner's).
+    pub(super) fn ping_answered(
+        &mut self,
+        now: Instant,
+        nonce: u64,
+        from: Option<SocketAddr>,
+    ) -> bool {
+        let matches = match (self.circuits.pings.get(&nonce), from) {
+            (Some((_, Ok(_), _)), None) => true,
+            (Some((_, Err(addr), _)), Some(from)) => *addr == from,
+            _ => false,
+        };
+        if !matches {
+            return false;
+        }
+        let Some((id, path, sent)) = self.circuits.pings.remove(&nonce) else {
             return false;
         };
-        let relays = circuit.clone().unwrap_or_default();
+        let circuit = path.is_ok();
+        let relays = path.unwrap_or_default();
         self.events.push_back(Event::PingReply {
             id,
             path: kind_of(&relays),
             relays,
-            circuit: circuit.is_some(),
+            circuit,
             rtt: now.saturating_duration_since(sent),
         });
         true
@@ -335,6 +359,24 @@ impl Node {
             }
             None => PathKind::Relay,
         }
+    }
+
+    /// The client at the far end of owner link `link`, looked up once its session is up.
+    pub(super) fn owner_link_client(&mut self, link: u64) -> Option<NodeId> {
+        let l = self.circuits.owner_links.get(&link)?;
+        if let Some(c) = l.client {
+            return Some(c);
+        }
+        let vaddr = l.vaddr;
+        let client = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.remote == vaddr && s.established)
+            .and_then(|(_, s)| s.peer)?;
+        if let Some(l) = self.circuits.owner_links.get_mut(&link) {
+            l.client = Some(client);
+        }
+        Some(client)
     }
 
     /// The kind of path circuit `ckey` is; at an owner, a circuit whose previous hop is the
