@@ -10,6 +10,7 @@
 //! - [`failure`]: why something failed, as a [`Cause`] every layer branches on.
 //! - [`identity`]: Ed25519 node identity and the [`NodeId`] derived from it.
 //! - [`names`]: validated usernames, service names and `username.service` names.
+//! - [`reach`]: the addresses peers see this node at, which to trust, and its NAT mapping.
 //! - [`record`]: signed, expiring, sequence-numbered records and their wire format.
 //! - [`relay`]: choosing a circuit's relays for health, RTT and diversity, saying why.
 //! - [`registry`]: the local registry of records, its merge rules, bounds and file format.
@@ -52,6 +53,7 @@ pub mod names;
 pub mod node;
 pub mod pins;
 pub mod policy;
+pub mod reach;
 pub mod record;
 pub mod registry;
 pub mod relay;

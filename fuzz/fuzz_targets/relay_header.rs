@@ -28,6 +28,20 @@ fuzz_target!(|data: &[u8]| {
             header::probe(h.kind, h.label, flags, nonce),
             &data[..HEADER_LEN + PROBE_LEN]
         );
+        // The answer to it is never larger than it (no amplification), and the address an
+        // answer carries reads back as what was put in.
+        let from: std::net::SocketAddr = if nonce % 2 == 0 {
+            "[2001:db8::7]:4433".parse().unwrap()
+        } else {
+            "203.0.113.9:61000".parse().unwrap()
+        };
+        let answer = header::probe_answer(data, from);
+        assert!(answer.len() <= data.len());
+        if flags & header::PROBE_OBSERVE != 0 && data.len() >= header::OBSERVE_PROBE_LEN {
+            assert_eq!(header::observed(&answer), Some(from));
+        }
+        // Whatever an arriving reply says, reading its address never panics.
+        let _ = header::observed(data);
     }
     // A relay swaps in the label the next hop chose: here one drawn from the datagram's tail.
     let tail: [u8; 4] = data[data.len() - 4..].try_into().expect("4 bytes");

@@ -147,6 +147,10 @@ struct NodeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address) [config: metrics].
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Publish this address (repeatable) instead of those found: the interfaces' for a
+    /// wildcard --listen, and the one peers agree they see [config: announce].
+    #[arg(long, value_name = "ADDR")]
+    announce: Vec<String>,
     /// Relay circuits for others (limits in the config) [config: relay].
     #[arg(long)]
     relay: bool,
@@ -516,6 +520,19 @@ fn node(args: NodeArgs) -> Result<()> {
             f.hops.get_or_insert(default_hops);
         }
     }
+    let mut announce = Vec::new();
+    for a in &config.announce {
+        announce.push(parse_addr(a).map_err(|e| cfg("announce", e))?);
+    }
+    for a in &args.announce {
+        announce.push(parse_addr(a).map_err(|e| anyhow::anyhow!("--announce: {e}"))?);
+    }
+    if let Some(a) = announce
+        .iter()
+        .find(|a| a.ip().is_unspecified() || a.port() == 0)
+    {
+        bail!("--announce {a}: announce an address and port others can dial");
+    }
     let metrics = match args.metrics.as_deref().or(config.metrics.as_deref()) {
         None => None,
         Some(m) => {
@@ -596,6 +613,7 @@ fn node(args: NodeArgs) -> Result<()> {
         registry_path: home.registry(),
         relay,
         metrics,
+        announce,
     })?;
     let node_id = daemon.node_id();
     tracing::info!(

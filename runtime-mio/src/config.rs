@@ -46,6 +46,9 @@ pub struct Config {
     pub policy: std::collections::BTreeMap<String, String>,
     /// `--metrics`: where to serve Prometheus metrics (a loopback address).
     pub metrics: Option<String>,
+    /// `--announce`: addresses to publish instead of those found.
+    #[serde(default)]
+    pub announce: Vec<String>,
     /// `--relay`: relay circuits for others.
     #[serde(default)]
     pub relay: bool,
@@ -81,6 +84,7 @@ pub fn template(name: &Username) -> String {
          # hops = 2                            # relays on a relayed path\n\
          # sla = \"max-loss=5%,hold-down=10s\" # path policy for every forward (as --sla)\n\
          # metrics = \"127.0.0.1:9464\"        # Prometheus metrics at /metrics\n\
+         # announce = [\"[2001:db8::1]:4433\"] # publish these instead of the addresses found\n\
          # relay = false                       # relay circuits for others\n\
          # relay_operator = \"example-org\"     # who runs this relay\n\
          # relay_max_circuits = 4096\n\

@@ -101,11 +101,59 @@ async fn scenario(runtime: Arc<dyn Runtime>) {
             .all(|s| s.peer != Some(owner.id()) || vx6_core::node::is_virtual(&s.remote)),
         "the client has no direct session with the owner"
     );
+    managed_connection_and_metrics(&client).await;
     client.shutdown().await;
     for r in relays {
         r.shutdown().await;
     }
     owner.shutdown().await;
+}
+
+/// A connection under a path policy (the direct path a circuit of no relays, a relay path
+/// beside it), and the metrics registry, as an embedding application gets them.
+async fn managed_connection_and_metrics(client: &Node) {
+    use vx6_core::policy::{PathKind, Policy, PolicyId};
+    let id = PolicyId(7);
+    let policy = Policy::default()
+        .with_settings("via=direct,max-loss=5%")
+        .unwrap();
+    client.set_policy(id, policy);
+    let mut stream = client
+        .connect_via("alice.echo", Route::Policy(id))
+        .await
+        .unwrap();
+    stream.write_all(b"managed").await.unwrap();
+    let mut back = [0u8; 7];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"managed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client.policy_status(id);
+        let relay_measured = status.as_ref().is_some_and(|s| {
+            s.paths
+                .iter()
+                .any(|p| p.0 == PathKind::Relay && p.2.samples > 0)
+        });
+        if status.as_ref().and_then(|s| s.path) == Some(PathKind::Direct) && relay_measured {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        smol::Timer::after(Duration::from_millis(100)).await;
+    }
+    let mut text = String::new();
+    vx6_runtime_smol::prometheus_client::encoding::text::encode(&mut text, &client.metrics())
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value(r#"vx6_forwarded_bytes_total{path="relay",direction="out"}"#) >= 5_000_000.0);
+    assert!(value(r#"vx6_forwarded_bytes_total{path="direct",direction="out"}"#) >= 7.0);
+    assert!(value(r#"vx6_circuits{role="client"}"#) >= 2.0);
+    drop(stream);
 }
 
 #[test]

@@ -442,6 +442,9 @@ impl Driver {
                 failure,
             }),
             Event::Circuit(c) => st.push_event(NodeEvent::Circuit(c)),
+            Event::AddressesObserved { addresses } => {
+                st.push_event(NodeEvent::AddressesObserved { addresses })
+            }
             Event::PingReply {
                 id,
                 path,

@@ -57,6 +57,11 @@ pub enum NodeEvent {
     /// A circuit of a relayed link came up, failed over to its standby, or failed; or a
     /// managed link switched paths.
     Circuit(vx6_core::node::CircuitEvent),
+    /// The addresses enough peers agree they see this node at changed.
+    AddressesObserved {
+        /// At most one per address family.
+        addresses: Vec<SocketAddr>,
+    },
     /// An answer to [`Node::ping`](crate::Node::ping).
     PingReply {
         /// Which ping.

@@ -53,6 +53,8 @@ pub use bridge::bridge;
 pub use error::Error;
 pub use events::{Events, NodeEvent};
 pub use node::{Incoming, Node, NodeConfig, NodeLimits, RelayConfig, Resolved, Route};
+/// The metrics library [`Node::metrics`] returns a registry of (to encode it, or add to it).
+pub use prometheus_client;
 pub use runtime::{AsyncListener, AsyncStream, AsyncTimer, AsyncUdpSocket, BoxFuture, Runtime};
 pub use stream::VxStream;
 pub use vx6_core::service::Access;

@@ -414,6 +414,8 @@ class Lab:
         self.servers = []
         self._closers = []
         self._homes = 0
+        # fn(ns, n) called after node() made a public node n (natlab adds IPv4 and site routes)
+        self.node_hooks = []
         self.sw = self._add_ns("sw", None)
         self.sw.run(["ip", "link", "add", "br0", "type", "bridge"])
         self.sw.run(["ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])
@@ -437,6 +439,8 @@ class Lab:
         ns.run(["ip", "addr", "add", f"{addr}/64", "dev", "eth0", "nodad"])
         ns.run(["ip", "link", "set", "eth0", "up"])
         self.nodes[role] = ns
+        for hook in self.node_hooks:
+            hook(ns, n)
         return ns
 
     def check_link(self, a, b, port=9):
@@ -475,7 +479,7 @@ class Lab:
     ):
         """`binary`: the command that runs vx6 (default [VX6_BIN]; e.g. qemu and a cross build)."""
         host = listen_host or ns.addr
-        listen = f"[{host}]:{port}"
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv4 behind a NAT
         argv = list(binary or [VX6_BIN]) + [
             "node", "--home", home.path, "--listen", listen, "--transport", transport,
         ]

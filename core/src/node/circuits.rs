@@ -519,6 +519,11 @@ impl Circuits {
         }
     }
 
+    /// An unpredictable number (nonces others must not guess).
+    pub(super) fn random_u64(&mut self) -> u64 {
+        rand_core::RngCore::next_u64(&mut self.rng)
+    }
+
     fn key(&mut self) -> u64 {
         let k = self.next_key;
         self.next_key += 1;
@@ -2013,8 +2018,7 @@ impl Node {
                 // Every node answers (rate-limited; the answer is no larger than the probe):
                 // relays for path selection, owners for `vx6 ping`.
                 if self.circuits.probe_rate.allow(now, from) {
-                    let (flags, nonce) = header::probe_body(&data);
-                    let reply = header::probe(Datagram::ProbeReply, None, flags, nonce);
+                    let reply = header::probe_answer(&data, from);
                     self.queue_datagram(plain_transmit(from, reply.len()), reply);
                 } else {
                     self.counters.relay_unknown_label += 1;
@@ -2022,7 +2026,9 @@ impl Node {
             }
             Verdict::Unlabelled(Datagram::ProbeReply) => {
                 let (_, nonce) = header::probe_body(&data);
-                if !self.ping_answered(now, nonce, Some(from)) {
+                if !self.ping_answered(now, nonce, Some(from))
+                    && !self.observe_answered(now, from, &data)
+                {
                     self.circuits.directory.probe_reply(now, from, nonce);
                 }
             }

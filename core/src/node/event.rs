@@ -129,6 +129,11 @@ pub enum Event {
     },
     /// Something happened to a circuit this node built (for logs and applications).
     Circuit(CircuitEvent),
+    /// The addresses enough peers agree they see this node at changed (publish them).
+    AddressesObserved {
+        /// The agreed addresses, at most one per address family.
+        addresses: Vec<SocketAddr>,
+    },
     /// An answer to `Node::ping`.
     PingReply {
         /// Which ping.

@@ -14,6 +14,7 @@ mod discovery;
 mod event;
 mod limits;
 mod metrics;
+mod observe;
 mod rate;
 mod resolver;
 mod session;
@@ -191,6 +192,7 @@ pub struct Node {
     circuits: circuits::Circuits,
     traffic: metrics::Traffic,
     recorded: metrics::Recorded,
+    observe: observe::State,
 }
 
 impl Node {
@@ -239,6 +241,7 @@ impl Node {
             circuits: circuits::Circuits::new(now, config.seed, config.relay),
             traffic: metrics::Traffic::default(),
             recorded: metrics::Recorded::default(),
+            observe: observe::State::default(),
         })
     }
 
@@ -1238,6 +1241,7 @@ impl Node {
     /// Timers fired.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.circuits_timeout(now);
+        self.observe_timeout(now);
         let timeout = self.limits.handshake_timeout;
         for sid in self.handshakes.expired(now, timeout) {
             self.counters.handshakes_timed_out += 1;
@@ -1294,6 +1298,7 @@ impl Node {
             self.handshakes.next_deadline(timeout),
             self.dialing.next_deadline(timeout),
             self.circuits_next_timeout(),
+            self.observe_next_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -9,6 +9,7 @@
 //! A relay swaps the label and forwards; it never reads the payload.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
 /// Bytes the header adds to every relayed datagram.
 pub const HEADER_LEN: usize = 5;
@@ -18,6 +19,14 @@ pub const RELAY_VERSION: u8 = 1;
 pub const PROBE_LEN: usize = 9;
 /// Probe flag: the sender now sends its data on this circuit (the far end should too).
 pub const PROBE_ACTIVE: u8 = 1;
+/// Probe flag: "tell me the address you see me at". Such a probe is padded to
+/// [`OBSERVE_PROBE_LEN`], so the answer, which carries the address, is no larger.
+pub const PROBE_OBSERVE: u8 = 2;
+/// Bytes an observed address takes after a probe reply's body: family (4 or 6), the address
+/// (4 or 16 bytes, zero-padded to 16), the port (big-endian).
+pub const OBSERVED_LEN: usize = 19;
+/// The whole length of an observe probe (and of its answer).
+pub const OBSERVE_PROBE_LEN: usize = HEADER_LEN + PROBE_LEN + OBSERVED_LEN;
 
 const TAG: u8 = 0x10;
 const TAG_MASK: u8 = 0xf0;
@@ -154,6 +163,45 @@ pub fn probe(kind: Kind, label: Option<Label>, flags: u8, nonce: u64) -> Vec<u8>
     out.push(flags);
     out.extend_from_slice(&nonce.to_be_bytes());
     out
+}
+
+/// An observe probe: [`probe`] with [`PROBE_OBSERVE`], padded to [`OBSERVE_PROBE_LEN`].
+pub fn observe_probe(nonce: u64) -> Vec<u8> {
+    let mut out = probe(Kind::Probe, None, PROBE_OBSERVE, nonce);
+    out.resize(OBSERVE_PROBE_LEN, 0);
+    out
+}
+
+/// The answer to `probe_datagram` (a probe [`parse`] accepted) received from `from`: the
+/// same flags and nonce, and `from` when the probe asked for it and is long enough to carry
+/// it, so an answer is never larger than its probe.
+pub fn probe_answer(probe_datagram: &[u8], from: SocketAddr) -> Vec<u8> {
+    let (flags, nonce) = probe_body(probe_datagram);
+    let mut out = probe(Kind::ProbeReply, None, flags, nonce);
+    if flags & PROBE_OBSERVE != 0 && probe_datagram.len() >= OBSERVE_PROBE_LEN {
+        out.push(if from.is_ipv4() { 4 } else { 6 });
+        let mut ip = [0u8; 16];
+        match from.ip() {
+            IpAddr::V4(v4) => ip[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => ip.copy_from_slice(&v6.octets()),
+        }
+        out.extend_from_slice(&ip);
+        out.extend_from_slice(&from.port().to_be_bytes());
+    }
+    out
+}
+
+/// The address a probe reply ([`parse`] accepted) says its probe came from, if it carries a
+/// well-formed one.
+pub fn observed(reply: &[u8]) -> Option<SocketAddr> {
+    let o = reply.get(HEADER_LEN + PROBE_LEN..HEADER_LEN + PROBE_LEN + OBSERVED_LEN)?;
+    let port = u16::from_be_bytes([o[17], o[18]]);
+    let ip: IpAddr = match o[0] {
+        4 if o[5..17].iter().all(|b| *b == 0) => IpAddr::from(<[u8; 4]>::try_from(&o[1..5]).ok()?),
+        6 => IpAddr::from(<[u8; 16]>::try_from(&o[1..17]).ok()?),
+        _ => return None,
+    };
+    (port != 0 && !ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
 }
 
 /// The flags and nonce of a probe datagram [`parse`] accepted.

@@ -2,6 +2,7 @@
 //! [`Node`]. Nothing here decides protocol behaviour; it moves bytes and time into the node and
 //! carries out the node's events.
 
+mod addresses;
 mod connections;
 mod control;
 mod floods;
@@ -69,7 +70,12 @@ pub struct Options {
     pub relay: vx6_core::node::RelayConfig,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// `--announce`: the addresses to publish, instead of those found.
+    pub announce: Vec<SocketAddr>,
 }
+
+/// How often a wildcard listener looks at its interfaces again (a change republishes).
+const ADDRESS_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A `vx6 ping` waiting for its rounds: the control client, the name, the owner once
 /// resolved, and the answers so far.
@@ -119,6 +125,11 @@ pub struct Daemon {
     path_requests: HashMap<u64, u8>,
     /// `vx6 ping` requests, by their control client.
     pings: HashMap<Token, PingJob>,
+    /// `--announce`.
+    announce: Vec<SocketAddr>,
+    /// The addresses last published, and when the interfaces are looked at again.
+    published: Option<Vec<SocketAddr>>,
+    next_address_check: Instant,
     /// `vx6 ping` requests waiting for their name to resolve, by resolution.
     ping_resolving: HashMap<u64, Token>,
     metrics: Option<metrics::MetricsServer>,
@@ -252,6 +263,9 @@ impl Daemon {
             path_requests: HashMap::new(),
             pings: HashMap::new(),
             ping_resolving: HashMap::new(),
+            announce: opts.announce,
+            published: None,
+            next_address_check: now,
             metrics,
         })
     }
@@ -281,7 +295,7 @@ impl Daemon {
                 .into_iter()
                 .chain(self.closing.front().map(|c| c.0))
                 .chain(self.accept_retry.deadline())
-                .chain([self.floods.deadline()])
+                .chain([self.floods.deadline(), self.next_address_check])
                 .chain(self.metrics.as_ref().and_then(|m| m.deadline()))
                 .chain(
                     self.pings
@@ -317,6 +331,10 @@ impl Daemon {
                 }
             }
             self.run_pings(now);
+            if self.next_address_check <= now {
+                self.next_address_check = now + ADDRESS_CHECK_EVERY;
+                self.publish_self(now);
+            }
             if self.accept_retry.due(now) {
                 self.retry_accepts(now);
             }
@@ -331,33 +349,53 @@ impl Daemon {
         }
     }
 
-    /// Has the node publish its records (address, services, name) now and republish them on
-    /// its own timer.
+    /// The node's own addresses: the listen address, or for a wildcard listener its
+    /// interfaces' (see [`addresses`]).
+    fn own_addresses(&self) -> Vec<SocketAddr> {
+        match self.listen_addr() {
+            Some(addr) if addr.ip().is_unspecified() => {
+                let dual = self.udp.as_ref().is_some_and(|u| u.dual_stack());
+                addresses::interface_addresses(addr, dual)
+            }
+            Some(addr) => vec![addr],
+            None => Vec::new(),
+        }
+    }
+
+    /// Has the node publish its records (addresses, services, name) now if the addresses
+    /// changed since the last time (else the node republishes on its own timer).
     fn publish_self(&mut self, now: Instant) {
-        let addresses = match self.listen_addr() {
-            // The UDP socket carries QUIC in both modes: relay paths and relayed owners use it.
-            Some(addr) if !addr.ip().is_unspecified() => {
-                let mut a = vec![NodeAddress {
-                    transport: self.transport,
-                    addr,
-                }];
-                if self.transport == Transport::Tcp {
-                    a.push(NodeAddress {
-                        transport: Transport::Quic,
-                        addr,
-                    });
-                }
-                a
+        let own = self.own_addresses();
+        self.node.set_local_addresses(own.clone());
+        let addrs = addresses::published(&self.announce, &own, self.node.observed_addresses());
+        if self.published.as_ref() == Some(&addrs) {
+            return;
+        }
+        if addrs.is_empty() {
+            tracing::warn!(
+                "no address to publish (no usable interface address): others cannot reach \
+                 this node by name; listen on a concrete address or give --announce"
+            );
+        } else {
+            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            tracing::info!("publishing addresses {}", list.join(", "));
+        }
+        // The UDP socket carries QUIC in both modes: relay paths and relayed owners use it.
+        let mut records = Vec::new();
+        for addr in &addrs {
+            records.push(NodeAddress {
+                transport: self.transport,
+                addr: *addr,
+            });
+            if self.transport == Transport::Tcp {
+                records.push(NodeAddress {
+                    transport: Transport::Quic,
+                    addr: *addr,
+                });
             }
-            _ => {
-                tracing::warn!(
-                    "listening on an unspecified address: no node record is published, so \
-                     others cannot reach this node by name (listen on a concrete address)"
-                );
-                Vec::new()
-            }
-        };
-        self.node.publish_self(now, self.name.clone(), addresses);
+        }
+        self.published = Some(addrs);
+        self.node.publish_self(now, self.name.clone(), records);
     }
 
     /// Keeps the records the DHT holds (peers' node records among them) in the registry file,
@@ -600,6 +638,11 @@ impl Daemon {
                         }
                     }
                 }
+            }
+            Event::AddressesObserved { addresses } => {
+                let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+                tracing::info!("peers agree they see this node at {}", list.join(", "));
+                self.publish_self(now);
             }
             Event::PingReply {
                 id,
@@ -913,6 +956,9 @@ impl Daemon {
             dht_peers: self.node.dht().table().len(),
             records_held: self.node.dht().store().len(),
             path_switches: self.node.path_switches().collect(),
+            published: self.published.clone().unwrap_or_default(),
+            observed: self.node.observed_addresses().to_vec(),
+            reachability: self.node.reachability(),
         }
     }
 }

@@ -23,6 +23,7 @@ struct StatusJson {
     relays_known: usize,
     handshakes_in_flight: usize,
     dht: DhtJson,
+    reachability: ReachabilityJson,
     counters: Counters,
     /// Path switches of managed forwards, by reason.
     path_switches: BTreeMap<&'static str, u64>,
@@ -251,6 +252,43 @@ pub struct Context<'a> {
     pub dht_peers: usize,
     pub records_held: usize,
     pub path_switches: BTreeMap<&'static str, u64>,
+    /// Addresses in the node record.
+    pub published: Vec<std::net::SocketAddr>,
+    /// Addresses enough peers agree they see this node at.
+    pub observed: Vec<std::net::SocketAddr>,
+    /// The mapping per family (`true`: IPv4), and how many peers answered.
+    pub reachability: (Vec<(bool, vx6_core::reach::Mapping)>, usize),
+}
+
+#[derive(Serialize)]
+struct ReachabilityJson {
+    published: Vec<String>,
+    observed: Vec<String>,
+    reporters: usize,
+    families: Vec<FamilyJson>,
+}
+
+#[derive(Serialize, PartialEq, Eq)]
+struct FamilyJson {
+    family: &'static str,
+    mapping: &'static str,
+}
+
+fn reachability_json(ctx: &Context<'_>) -> ReachabilityJson {
+    ReachabilityJson {
+        published: ctx.published.iter().map(ToString::to_string).collect(),
+        observed: ctx.observed.iter().map(ToString::to_string).collect(),
+        reporters: ctx.reachability.1,
+        families: ctx
+            .reachability
+            .0
+            .iter()
+            .map(|(v4, m)| FamilyJson {
+                family: if *v4 { "ipv4" } else { "ipv6" },
+                mapping: m.as_str(),
+            })
+            .collect(),
+    }
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -405,6 +443,7 @@ fn json(ctx: &Context<'_>) -> String {
             stores_done: ctx.dht.stores_done,
             stores_failed: ctx.dht.stores_failed,
         },
+        reachability: reachability_json(ctx),
         counters: s.counters,
         path_switches: ctx.path_switches.clone(),
     };
@@ -418,6 +457,32 @@ fn text(ctx: &Context<'_>) -> String {
     let s = &ctx.status;
     let mut out = String::new();
     let _ = writeln!(out, "node {}", s.node_id);
+    let r = reachability_json(ctx);
+    let families: Vec<String> = r
+        .families
+        .iter()
+        .map(|f| format!("{} {}", f.family, f.mapping))
+        .collect();
+    let _ = writeln!(
+        out,
+        "published at: {}\nseen at: {} ({} peers answered; mapping: {})",
+        if r.published.is_empty() {
+            "(nothing)".to_owned()
+        } else {
+            r.published.join(", ")
+        },
+        if r.observed.is_empty() {
+            "(no agreement yet)".to_owned()
+        } else {
+            r.observed.join(", ")
+        },
+        r.reporters,
+        if families.is_empty() {
+            "unknown".to_owned()
+        } else {
+            families.join(", ")
+        }
+    );
     let _ = writeln!(out, "\nsessions ({}):", s.sessions.len());
     for x in &s.sessions {
         let _ = writeln!(

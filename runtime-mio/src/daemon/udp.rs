@@ -23,6 +23,8 @@ pub struct Udp {
     /// A transmit the socket refused with WouldBlock, sent again once writable.
     stalled: Option<(quinn_proto::Transmit, Vec<u8>)>,
     out: Vec<u8>,
+    /// An IPv6 socket (IPv4 peers are sent to at their mapped addresses).
+    v6: bool,
 }
 
 impl Udp {
@@ -46,11 +48,21 @@ impl Udp {
             forwards: Forwards::default(),
             stalled: None,
             out: Vec::with_capacity(SLOT),
+            v6: addr.is_ipv6(),
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// Whether an IPv6 socket also takes IPv4 (a wildcard `[::]` listener's IPv4 addresses
+    /// are reachable only then).
+    pub fn dual_stack(&self) -> bool {
+        self.socket.local_addr().is_ok_and(|a| a.is_ipv6())
+            && socket2::SockRef::from(&self.socket)
+                .only_v6()
+                .is_ok_and(|only| !only)
     }
 
     /// Reads every waiting datagram into the node.
@@ -73,6 +85,9 @@ impl Udp {
                 }
             };
             let max_gso = self.state.max_gso_segments().max(1);
+            for m in meta.iter_mut().take(n) {
+                m.addr = canonical(m.addr);
+            }
             for (slot, (m, buf)) in meta.iter().zip(&mut self.bufs).enumerate().take(n) {
                 let ecn = m
                     .ecn
@@ -80,7 +95,7 @@ impl Udp {
                 let stride = m.stride.max(1);
                 if m.len > 0 && vx6_core::relay::header::is_relay(buf[0]) {
                     let batch = &mut buf[..m.len];
-                    let out = (&self.state, &self.socket, max_gso);
+                    let out = (&self.state, &self.socket, max_gso, self.v6);
                     relay_slot(node, now, m, slot, batch, out, &mut self.forwards);
                     continue;
                 }
@@ -95,7 +110,7 @@ impl Udp {
     /// Sends what the node has; stops (and remembers) at WouldBlock.
     pub fn flush(&mut self, node: &mut Node, now: Instant) {
         match self.stalled.take() {
-            Some((t, buf)) if !send(&self.state, &self.socket, &t, &buf) => {
+            Some((t, buf)) if !send((&self.state, &self.socket, self.v6), &t, &buf) => {
                 self.stalled = Some((t, buf));
                 return;
             }
@@ -103,7 +118,7 @@ impl Udp {
         }
         let max_segments = self.state.max_gso_segments();
         while let Some(t) = node.poll_transmit(now, max_segments, &mut self.out) {
-            if !send(&self.state, &self.socket, &t, &self.out) {
+            if !send((&self.state, &self.socket, self.v6), &t, &self.out) {
                 self.stalled = Some((t, std::mem::take(&mut self.out)));
                 return;
             }
@@ -122,7 +137,7 @@ fn relay_slot(
     m: &RecvMeta,
     slot: usize,
     batch: &mut [u8],
-    (state, socket, max_gso): (&UdpSocketState, &mio::net::UdpSocket, usize),
+    (state, socket, max_gso, v6): (&UdpSocketState, &mio::net::UdpSocket, usize, bool),
     forwards: &mut Forwards,
 ) {
     let stride = m.stride.max(1);
@@ -159,7 +174,7 @@ fn relay_slot(
         forwards.truncate(mark);
         for chunk in batch.chunks(stride * max_gso) {
             let t = Transmit {
-                destination: to,
+                destination: on_wire(to, v6),
                 ecn: m.ecn,
                 contents: chunk,
                 segment_size: (chunk.len() > stride).then_some(stride),
@@ -209,9 +224,11 @@ impl Forwards {
                 .send(socket.as_raw_fd(), v6, bufs, &self.entries);
         }
         #[cfg(not(target_os = "linux"))]
+        let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        #[cfg(not(target_os = "linux"))]
         for &(slot, start, end, to) in &self.entries {
             let t = Transmit {
-                destination: to,
+                destination: on_wire(to, v6),
                 ecn: None,
                 contents: &bufs[slot][start..end],
                 segment_size: None,
@@ -304,16 +321,36 @@ mod mmsg {
     }
 }
 
+/// An IPv4 peer as a dual-stack socket reports it (`::ffff:a.b.c.d`), as the IPv4 address it
+/// is: the node then hands other peers an address an IPv4-only node can use.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// Where a socket (`v6`: an IPv6 one) sends to `addr`: an IPv4 peer at its mapped address
+/// from an IPv6 socket.
+fn on_wire(addr: SocketAddr, v6: bool) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) if v6 => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        _ => addr,
+    }
+}
+
 /// Sends one transmit; false means the socket is full (WouldBlock). Other errors are logged and
 /// the datagram counts as lost: QUIC recovers from loss.
 fn send(
-    state: &UdpSocketState,
-    socket: &mio::net::UdpSocket,
+    (state, socket, v6): (&UdpSocketState, &mio::net::UdpSocket, bool),
     t: &quinn_proto::Transmit,
     contents: &[u8],
 ) -> bool {
     let transmit = Transmit {
-        destination: t.destination,
+        destination: on_wire(t.destination, v6),
         ecn: t
             .ecn
             .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
