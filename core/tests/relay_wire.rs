@@ -504,3 +504,40 @@ fn control_messages_past_their_bounds_are_refused() {
         Err(OnionError::Truncated)
     );
 }
+
+proptest! {
+    /// An observe probe's answer carries the address it came from and is no larger than the
+    /// probe; a plain probe's answer carries none; a punch request names its address.
+    #[test]
+    fn observed_addresses_ride_probe_answers_without_amplification(
+        nonce in any::<u64>(),
+        v4 in any::<bool>(),
+        ip in any::<[u8; 16]>(),
+        port in 1u16..,
+    ) {
+        let addr: SocketAddr = if v4 {
+            SocketAddr::from(([ip[0] | 1, ip[1], ip[2], ip[3]], port))
+        } else {
+            let mut a = ip;
+            a[0] |= 0x20;
+            SocketAddr::from((a, port))
+        };
+        let probe = header::observe_probe(nonce);
+        let answer = header::probe_answer(&probe, addr);
+        prop_assert!(answer.len() <= probe.len());
+        prop_assert_eq!(header::observed(&answer), Some(addr));
+        prop_assert_eq!(header::probe_body(&answer).1, nonce);
+        let plain = header::probe(Kind::Probe, None, 0, nonce);
+        let answer = header::probe_answer(&plain, addr);
+        prop_assert_eq!(answer.len(), plain.len());
+        prop_assert_eq!(header::observed(&answer), None);
+        // An observe flag on a probe too short to carry the answer gets the plain answer.
+        let short = header::probe(Kind::Probe, None, header::PROBE_OBSERVE, nonce);
+        prop_assert_eq!(header::probe_answer(&short, addr).len(), short.len());
+        let mut punch = header::encode(Kind::Probe, None).to_vec();
+        punch.extend_from_slice(&header::punch_request(nonce, addr));
+        prop_assert_eq!(header::parse(&punch).map(|h| h.kind), Ok(Kind::Probe));
+        prop_assert_eq!(header::observed(&punch), Some(addr));
+        prop_assert_eq!(header::probe_body(&punch), (header::PROBE_PUNCH, nonce));
+    }
+}

@@ -4,7 +4,9 @@ loopback or link-local), learns the address peers see it at from several of them
 reached by name from another node with no extra flags. `--announce` replaces what is
 published."""
 
+import os
 import re
+import time
 
 import pytest
 
@@ -118,3 +120,108 @@ def test_a_node_behind_a_nat_learns_how_it_maps(lab, kind, mapping, agreed):
         assert r["observed"] == [], r
         assert all(not p.startswith(site.public_addr4) for p in r["published"]), r
     print(f"{kind}: {r}")
+
+
+def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False):
+    """Four public relays, the owner (`plain`, and OpenSSH if `sshd`) behind an `owner_kind`
+    site and the client behind a `client_kind` one (IPv4: every node listens on its IPv4
+    address), the client's forward managed (`auto` with a policy). Returns (client namespace,
+    client daemon, owner daemon, the owner's sshd)."""
+    import natlab
+
+    relays = [natlab.public_node(lab, f"r{i}") for i in range(4)]
+    boot = f"{relays[0].addr4}:4433"
+    for i, ns in enumerate(relays):
+        extra = ["--relay"] + ([] if i == 0 else ["--bootstrap", boot])
+        lab.start_node(ns, lab.home(f"relay{i}"), transport="quic", listen_host=ns.addr4,
+                       extra=extra)
+    owner_ns = natlab.Site(lab, owner_kind, "own").host("alice")
+    client_ns = natlab.Site(lab, client_kind, "cli").host("bob")
+    lab.server(owner_ns, PLAIN_PORT)
+    ssh = labmod.Sshd(lab, owner_ns, port=22) if sshd else None
+    client_home = lab.home("bob")
+    serve = [f"plain=127.0.0.1:{PLAIN_PORT}"] + (["ssh=127.0.0.1:22"] if sshd else [])
+    owner = lab.start_node(owner_ns, lab.home("alice"), transport="quic",
+                           listen_host=owner_ns.addr4, serve=serve, allow=[client_home.id],
+                           extra=["--bootstrap", boot])
+    if owner_kind == "nat44":
+        # Its mapped address is published once peers agree on it; a client that resolved
+        # before then would keep the old answer for the resolver's 30 s.
+        owner.wait_log("peers agree they see this node", timeout=60)
+    forward = ["alice.plain=127.0.0.1:2300"] + (["alice.ssh=127.0.0.1:2222"] if sshd else [])
+    client = lab.start_node(client_ns, client_home, transport="quic", listen_host=client_ns.addr4,
+                            forward=forward,
+                            extra=["--bootstrap", boot, "--sla", f"hold-down={hold_down}s"])
+    return client_ns, client, owner, ssh
+
+
+@pytest.mark.timeout_s(240)
+def test_hole_punching_moves_a_forward_from_relays_to_direct(lab, figure):
+    """Both ends behind NATs that keep ports: neither can be dialed, so the forward starts on
+    a relay path; the client asks the owner through it to open its side, dials again, and the
+    live connection moves to the direct path."""
+    client_ns, client, owner, _ = _nat_cell(lab, "nat44", "nat44")
+    t0 = time.monotonic()
+    retry(lambda: echo_roundtrip(client_ns, 2300, b"first, over whatever works"), timeout=60)
+    s = client_ns.connect(2300)
+    s.settimeout(20)
+    s.sendall(b"E")  # the target server's echo mode
+
+    def echo(tag):
+        data = f"{tag} {os.urandom(6).hex()}".encode()
+        s.sendall(data)
+        assert labmod.recv_exact(s, len(data)) == data
+
+    echo("open")
+
+    def forward():
+        return client.status()["forwards"][0]
+
+    until(lambda: forward().get("path") == "direct", 60,
+          lambda: f"never direct: {forward()}\n{client.tail()}\n{owner.tail()}")
+    figure("hole punch nat44 <-> nat44: direct after", f"{time.monotonic() - t0:.1f}s")
+    echo("after the move")
+    st = client.status()
+    assert st["counters"]["punch_requests"] >= 1, st["counters"]
+    assert owner.status()["counters"]["punches_answered"] >= 1
+    s.close()
+
+
+KINDS4 = ("none", "nat44", "nat44-random")
+
+
+@pytest.mark.timeout_s(240)
+@pytest.mark.parametrize("owner_kind", ("none", "nat44"))
+@pytest.mark.parametrize("client_kind", KINDS4)
+def test_nat_matrix(lab, figure, owner_kind, client_kind):
+    """Owner with no NAT or behind a NAT that keeps ports, client behind no NAT, such a NAT,
+    or a NAT with a random port per destination: ssh works in every cell, and the forward ends
+    direct in every cell but one: a client behind a random-port NAT and an owner behind a NAT
+    (the owner cannot learn the port to open). Reported per cell.
+
+    Not here: an owner behind a random-port NAT. Relays reach an owner at its published
+    address, and such an owner has none peers agree on, so even the relay path fails there."""
+    client_ns, client, owner, sshd = _nat_cell(lab, owner_kind, client_kind, sshd=True)
+    t0 = time.monotonic()
+
+    def ssh():
+        cp = client_ns.run(sshd.ssh_argv(2222, "echo cell"), timeout=40, check=False)
+        assert cp.returncode == 0 and cp.stdout.strip() == "cell", (cp.stdout, cp.stderr)
+
+    retry(ssh, timeout=90)
+    t_ssh = time.monotonic() - t0
+    direct_possible = not (owner_kind == "nat44" and client_kind == "nat44-random")
+    deadline = time.monotonic() + (25 if direct_possible else 15)
+    fw, path = {}, None
+    while time.monotonic() < deadline:
+        fw = [f for f in client.status()["forwards"] if f["local"] == "127.0.0.1:2222"][0]
+        path = fw.get("path")
+        if path == "direct":
+            break
+        time.sleep(0.5)
+    t_path = time.monotonic() - t0
+    ssh()
+    figure(f"NAT cell owner={owner_kind} client={client_kind}",
+           f"ssh after {t_ssh:.1f}s; {path} after {t_path:.1f}s")
+    expected = "direct" if direct_possible else "relay"
+    assert path == expected, f"{owner_kind}/{client_kind}: {fw}\n{client.tail()}"

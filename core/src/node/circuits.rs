@@ -26,7 +26,7 @@ use crate::policy::{
 use crate::record::Transport;
 use crate::relay::control::{Create, FlowId, Instruction, Refusal, RelayLimits, Reply};
 use crate::relay::directory::Directory;
-use crate::relay::header::{self, HEADER_LEN, Kind as Datagram, Label, PROBE_ACTIVE};
+use crate::relay::header::{self, HEADER_LEN, Kind as Datagram, Label, PROBE_ACTIVE, PROBE_PUNCH};
 use crate::relay::onion::{self, PathHop};
 use crate::relay::table::{DropReason, LabelTable, Target, Verdict};
 use crate::relay::{Constraints, SelectError, Selection, select};
@@ -99,6 +99,14 @@ const AVOID_FOR: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Directory probes sent per timer tick at most.
 const PROBES_PER_TICK: usize = 8;
+/// Hole-punching attempts per managed link.
+const PUNCH_ATTEMPTS: u32 = 3;
+/// Punch requests an owner takes per link and minute.
+const PUNCHES_PER_MINUTE: usize = 3;
+/// Probes an owner sends per punch request, and how far apart (5 s of them: long enough for
+/// the client's QUIC handshake to retransmit into the window).
+const PUNCH_PROBES: u32 = 50;
+const PUNCH_EVERY: Duration = Duration::from_millis(100);
 /// The /64 virtual addresses come from: a ULA prefix no VX6 node listens on.
 const VIRTUAL_PREFIX: [u16; 4] = [0xfd76, 0x7836, 0x7669, 0x7274];
 
@@ -346,6 +354,10 @@ struct ClientLink {
     /// their budget), and how often it failed in a row.
     direct_retry_at: Option<Instant>,
     direct_failures: u32,
+    /// Hole-punching attempts left (the owner is asked through a relay path to open its side
+    /// while the direct path is dialed), and the nonce of the last request.
+    punches_left: u32,
+    punch_nonce: Option<u64>,
 }
 
 /// A managed link's state, for status and metrics.
@@ -372,6 +384,12 @@ struct OwnerLink {
     /// The client, once its session behind `vaddr` authenticated (for telling its direct
     /// circuit from relayed ones).
     client: Option<NodeId>,
+    /// Probes to send straight to the client's address to open this side (hole punching):
+    /// where, how many more, when the next, and the request's nonce (the probes carry it, so
+    /// a client that can receive them learns where this side's NAT maps it).
+    punch: Option<(SocketAddr, u32, Instant, u64)>,
+    /// When the client last asked to punch (at most [`PUNCHES_PER_MINUTE`] a minute).
+    punched: VecDeque<Instant>,
     circuits: BTreeSet<u64>,
     send: Option<u64>,
     recent: Recent,
@@ -757,6 +775,8 @@ impl Node {
                 active_kind: None,
                 direct_retry_at: None,
                 direct_failures: 0,
+                punches_left: PUNCH_ATTEMPTS,
+                punch_nonce: None,
             },
         );
         self.circuits
@@ -1229,6 +1249,11 @@ impl Node {
             self.circuit_up_event(link, ckey, false);
             self.apply_policy(now, link, false, None);
             self.send_probe(now, ckey);
+            // A relay path is up and the direct one is not: ask the owner to open its side,
+            // and dial the direct path again at once.
+            if self.wanted_direct_pending(link) && self.request_punch(link) {
+                self.restart_direct(now, link);
+            }
             self.replenish(now, link);
             return;
         }
@@ -1400,6 +1425,8 @@ impl Node {
                         flow,
                         vaddr,
                         client: None,
+                        punch: None,
+                        punched: VecDeque::new(),
                         circuits: BTreeSet::new(),
                         send: None,
                         recent: Recent::default(),
@@ -1809,7 +1836,7 @@ impl Node {
 
     /// Keeps a link at two circuits (active and standby) while its session lives; a link that
     /// can build none fails its session.
-    fn replenish(&mut self, now: Instant, link: u64) {
+    pub(super) fn replenish(&mut self, now: Instant, link: u64) {
         let Some(kind) = self.wanted_path(now, link) else {
             return;
         };
@@ -1883,9 +1910,71 @@ impl Node {
         }
     }
 
+    /// Whether managed link `link` has no direct path up (building or not).
+    pub(super) fn wanted_direct_pending(&self, link: u64) -> bool {
+        self.circuits.client_links.get(&link).is_some_and(|l| {
+            !l.circuits.iter().any(|c| {
+                matches!(self.circuits.circuits.get(c),
+                    Some(Circuit::Client { path, out: Some(_), .. }) if path.is_empty())
+            })
+        })
+    }
+
+    /// Dials the direct path of `link` again now: a build under way is dropped (its QUIC
+    /// handshake may have backed off for seconds) and a new one started.
+    pub(super) fn restart_direct(&mut self, now: Instant, link: u64) {
+        let building: Vec<u64> = self
+            .circuits
+            .client_links
+            .get(&link)
+            .map(|l| {
+                l.circuits
+                    .iter()
+                    .copied()
+                    .filter(|c| {
+                        matches!(self.circuits.circuits.get(c),
+                            Some(Circuit::Client { path, out: None, .. }) if path.is_empty())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(owner_addr) = self.circuits.client_links.get(&link).map(|l| l.owner_addr) else {
+            return;
+        };
+        self.circuits.quiet.extend(building.iter().copied());
+        // No direct build while the old dial is torn down: it would join the dying session.
+        if let Some(l) = self.circuits.client_links.get_mut(&link) {
+            l.direct_retry_at = Some(now + Duration::from_secs(3600));
+        }
+        match self.dials.get(&(Transport::Quic, owner_addr)).copied() {
+            Some(sid) if self.sessions.get(&sid).is_some_and(|s| !s.established) => {
+                let failure = Failure::new(Cause::Unreachable, "dialed again after a hole punch");
+                self.abort_session(now, sid, failure);
+            }
+            _ => {
+                for c in &building {
+                    self.teardown(now, *c);
+                }
+            }
+        }
+        for c in building {
+            self.circuits.quiet.remove(&c);
+        }
+        if let Some(l) = self.circuits.client_links.get_mut(&link) {
+            l.direct_retry_at = None;
+        }
+    }
+
     /// A managed link's direct path failed to come up: it is tried again later, on its own
     /// backoff (doubling from 1 s to 32 s).
     fn direct_failed(&mut self, now: Instant, link: u64) {
+        if self.request_punch(link) {
+            // The owner opens its side now: dial again right behind its first probes.
+            if let Some(l) = self.circuits.client_links.get_mut(&link) {
+                l.direct_retry_at = Some(now + PUNCH_EVERY * 2);
+            }
+            return;
+        }
         if let Some(l) = self.circuits.client_links.get_mut(&link) {
             let backoff = Duration::from_secs(1) * 2u32.saturating_pow(l.direct_failures.min(5));
             l.direct_failures += 1;
@@ -2015,6 +2104,7 @@ impl Node {
                 DropReason::WrongSource => self.counters.relay_wrong_source += 1,
             },
             Verdict::Unlabelled(Datagram::Probe) => {
+                self.punch_probe_seen(now, from, &data);
                 // Every node answers (rate-limited; the answer is no larger than the probe):
                 // relays for path selection, owners for `vx6 ping`.
                 if self.circuits.probe_rate.allow(now, from) {
@@ -2085,6 +2175,23 @@ impl Node {
                 match kind {
                     Datagram::Probe => {
                         let (flags, nonce) = header::probe_body(&data);
+                        if flags & PROBE_PUNCH != 0
+                            && let Some(to) = header::observed(&data)
+                        {
+                            l.punched.retain(|t| {
+                                now.saturating_duration_since(*t) < Duration::from_secs(60)
+                            });
+                            if l.punched.len() < PUNCHES_PER_MINUTE {
+                                l.punched.push_back(now);
+                                l.punch = Some((to, PUNCH_PROBES, now, nonce));
+                                self.counters.punches_answered += 1;
+                            }
+                            self.owner_punch(now);
+                            return;
+                        }
+                        let Some(l) = self.circuits.owner_links.get_mut(&link) else {
+                            return;
+                        };
                         let moved = flags & PROBE_ACTIVE != 0 && l.send != Some(ckey);
                         if flags & PROBE_ACTIVE != 0 {
                             l.send = Some(ckey);
@@ -2317,6 +2424,7 @@ impl Node {
             }
         }
         self.apply_policies(now);
+        self.owner_punch(now);
         if self.circuits.next_sweep.is_some_and(|t| t <= now) {
             self.circuits.next_sweep = None;
             let idle = Duration::from_secs(u64::from(self.circuits.config.limits.idle_expiry_secs));
@@ -2406,6 +2514,12 @@ impl Node {
             .values()
             .flat_map(|l| [l.retry_at, l.direct_retry_at])
             .flatten()
+            .chain(
+                self.circuits
+                    .owner_links
+                    .values()
+                    .filter_map(|l| l.punch.map(|p| p.2)),
+            )
             .min();
         [
             probes,

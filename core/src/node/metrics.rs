@@ -412,6 +412,19 @@ impl Node {
                 ],
             ),
         );
+        counter(
+            &mut r,
+            "vx6_hole_punches",
+            "Hole punching: requests sent to owners through a relay path, and carried out as an owner",
+            None,
+            by(
+                "role",
+                &[
+                    ("requested", c.punch_requests),
+                    ("answered", c.punches_answered),
+                ],
+            ),
+        );
         let switches: Vec<(&'static str, u64)> = SWITCH_REASONS
             .iter()
             .map(|reason| {

@@ -127,6 +127,8 @@ impl Node {
             self.observe.agreed = agreed.clone();
             self.events
                 .push_back(Event::AddressesObserved { addresses: agreed });
+            // Managed links waiting for a direct path can now say where to punch to.
+            self.punch_waiting_links(now);
         }
         true
     }

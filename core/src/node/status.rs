@@ -82,6 +82,10 @@ pub struct Counters {
     pub auto_fallbacks: u64,
     /// Times a managed link moved its traffic to another path (by reason: `Node::path_switches`).
     pub path_switches: u64,
+    /// Hole-punching requests this node sent to owners (through a relay path).
+    pub punch_requests: u64,
+    /// Hole-punching requests this node carried out as an owner.
+    pub punches_answered: u64,
     /// Relay datagrams forwarded.
     pub relay_forwarded: u64,
     /// Relay datagrams dropped: malformed.

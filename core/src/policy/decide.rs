@@ -163,7 +163,7 @@ impl SwitchReason {
 impl fmt::Display for SwitchReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SwitchReason::Initial => f.write_str("first path"),
+            SwitchReason::Initial => f.write_str("initial choice"),
             SwitchReason::PathDown => f.write_str("path down"),
             SwitchReason::Sla(v) => write!(f, "sla: {v}"),
             SwitchReason::Failback => f.write_str("failback after hold-down"),

@@ -134,6 +134,11 @@ impl fmt::Display for Policy {
         };
         write!(f, "via={via},hops={}", self.hops)?;
         let ms = |d: Duration| d.as_millis();
+        // Whole seconds as seconds (10s), the rest in milliseconds: both read back.
+        let human = |d: Duration| match d.as_millis() % 1000 {
+            0 => format!("{}s", d.as_secs()),
+            _ => format!("{}ms", d.as_millis()),
+        };
         if let Some(d) = self.sla.max_rtt {
             write!(f, ",max-rtt={}ms", ms(d))?;
         }
@@ -143,7 +148,7 @@ impl fmt::Display for Policy {
         if let Some(d) = self.sla.max_jitter {
             write!(f, ",max-jitter={}ms", ms(d))?;
         }
-        write!(f, ",hold-down={}ms", ms(self.hold_down))?;
+        write!(f, ",hold-down={}", human(self.hold_down))?;
         match self.on_violation {
             OnViolation::Strict => f.write_str(",strict"),
             OnViolation::BestOfBad => f.write_str(",best-of-bad"),

@@ -22,6 +22,10 @@ pub const PROBE_ACTIVE: u8 = 1;
 /// Probe flag: "tell me the address you see me at". Such a probe is padded to
 /// [`OBSERVE_PROBE_LEN`], so the answer, which carries the address, is no larger.
 pub const PROBE_OBSERVE: u8 = 2;
+/// Probe flag, on a circuit from a client to its owner: "send probes straight to the address
+/// that follows" (as in an answer to [`PROBE_OBSERVE`]), so the owner's NAT or firewall lets
+/// the client's direct connection in (hole punching).
+pub const PROBE_PUNCH: u8 = 4;
 /// Bytes an observed address takes after a probe reply's body: family (4 or 6), the address
 /// (4 or 16 bytes, zero-padded to 16), the port (big-endian).
 pub const OBSERVED_LEN: usize = 19;
@@ -172,6 +176,24 @@ pub fn observe_probe(nonce: u64) -> Vec<u8> {
     out
 }
 
+/// The body (after the header) of a punch request asking the far end to probe `to`.
+pub fn punch_request(nonce: u64, to: SocketAddr) -> Vec<u8> {
+    let mut out = probe(Kind::Probe, None, PROBE_PUNCH, nonce);
+    out.extend_from_slice(&encode_addr(to));
+    out.split_off(HEADER_LEN)
+}
+
+fn encode_addr(addr: SocketAddr) -> [u8; OBSERVED_LEN] {
+    let mut out = [0u8; OBSERVED_LEN];
+    out[0] = if addr.is_ipv4() { 4 } else { 6 };
+    match addr.ip() {
+        IpAddr::V4(v4) => out[1..5].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out[1..17].copy_from_slice(&v6.octets()),
+    }
+    out[17..].copy_from_slice(&addr.port().to_be_bytes());
+    out
+}
+
 /// The answer to `probe_datagram` (a probe [`parse`] accepted) received from `from`: the
 /// same flags and nonce, and `from` when the probe asked for it and is long enough to carry
 /// it, so an answer is never larger than its probe.
@@ -179,20 +201,13 @@ pub fn probe_answer(probe_datagram: &[u8], from: SocketAddr) -> Vec<u8> {
     let (flags, nonce) = probe_body(probe_datagram);
     let mut out = probe(Kind::ProbeReply, None, flags, nonce);
     if flags & PROBE_OBSERVE != 0 && probe_datagram.len() >= OBSERVE_PROBE_LEN {
-        out.push(if from.is_ipv4() { 4 } else { 6 });
-        let mut ip = [0u8; 16];
-        match from.ip() {
-            IpAddr::V4(v4) => ip[..4].copy_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => ip.copy_from_slice(&v6.octets()),
-        }
-        out.extend_from_slice(&ip);
-        out.extend_from_slice(&from.port().to_be_bytes());
+        out.extend_from_slice(&encode_addr(from));
     }
     out
 }
 
-/// The address a probe reply ([`parse`] accepted) says its probe came from, if it carries a
-/// well-formed one.
+/// The address a probe reply ([`parse`] accepted) says its probe came from, or a punch
+/// request names, if it carries a well-formed one.
 pub fn observed(reply: &[u8]) -> Option<SocketAddr> {
     let o = reply.get(HEADER_LEN + PROBE_LEN..HEADER_LEN + PROBE_LEN + OBSERVED_LEN)?;
     let port = u16::from_be_bytes([o[17], o[18]]);

@@ -322,6 +322,118 @@ impl Node {
         true
     }
 
+    /// Asks the owners of managed links riding relays without a direct path to punch, and
+    /// dials again (once this node knows its public address).
+    pub(in crate::node) fn punch_waiting_links(&mut self, now: Instant) {
+        let links: Vec<u64> = self
+            .circuits
+            .client_links
+            .iter()
+            .filter(|(_, l)| l.policy.is_some() && l.active.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for link in links {
+            if self.wanted_direct_pending(link) && self.request_punch(link) {
+                self.restart_direct(now, link);
+                self.replenish(now, link);
+            }
+        }
+    }
+
+    /// Sends the hole-punching probes that are due (owner side).
+    pub(super) fn owner_punch(&mut self, now: Instant) {
+        let due: Vec<(u64, SocketAddr, u64)> = self
+            .circuits
+            .owner_links
+            .iter()
+            .filter_map(|(k, l)| match l.punch {
+                Some((to, _, next, nonce)) if next <= now => Some((*k, to, nonce)),
+                _ => None,
+            })
+            .collect();
+        for (link, to, nonce) in due {
+            let p = header::probe(Datagram::Probe, None, PROBE_PUNCH, nonce);
+            self.queue_datagram(plain_transmit(to, p.len()), p);
+            if let Some(l) = self.circuits.owner_links.get_mut(&link) {
+                l.punch = match l.punch {
+                    Some((to, left, _, n)) if left > 1 => {
+                        Some((to, left - 1, now + PUNCH_EVERY, n))
+                    }
+                    _ => None,
+                };
+            }
+        }
+    }
+
+    /// A probe arrived straight from `from`: if it is an owner's hole-punching probe for one
+    /// of this node's links, the owner's NAT maps it to `from`, so the direct path is dialed
+    /// there (an owner behind a NAT that picks a port per destination is reached this way when
+    /// this side can receive).
+    pub(super) fn punch_probe_seen(&mut self, now: Instant, from: SocketAddr, probe: &[u8]) {
+        let (flags, nonce) = header::probe_body(probe);
+        if flags & PROBE_PUNCH == 0 {
+            return;
+        }
+        let Some((&link, l)) = self
+            .circuits
+            .client_links
+            .iter_mut()
+            .find(|(_, l)| l.punch_nonce == Some(nonce))
+        else {
+            return;
+        };
+        l.punch_nonce = None;
+        if l.owner_addr == from || from.is_ipv4() != l.owner_addr.is_ipv4() {
+            return;
+        }
+        tracing::debug!("owner {} is mapped at {from}: dialing there", l.owner);
+        l.owner_addr = from;
+        if self.wanted_direct_pending(link) {
+            self.restart_direct(now, link);
+            self.replenish(now, link);
+        }
+    }
+
+    /// Asks the owner of managed link `link`, through its active relay path, to open its side
+    /// towards this node's agreed public address while the direct path is dialed (hole
+    /// punching); whether it asked (attempts left, a relay path up, an address to give).
+    pub(super) fn request_punch(&mut self, link: u64) -> bool {
+        let Some(l) = self.circuits.client_links.get(&link) else {
+            return false;
+        };
+        let allows_direct = l
+            .policy
+            .map(|id| self.circuits.policies.get(&id).copied().unwrap_or_default())
+            .is_some_and(|p| p.allows_direct());
+        let family = l.owner_addr.is_ipv4();
+        let Some(me) = self
+            .observed_addresses()
+            .iter()
+            .find(|a| a.is_ipv4() == family)
+            .copied()
+        else {
+            return false;
+        };
+        let relay = l.circuits.iter().copied().find(|c| {
+            matches!(self.circuits.circuits.get(c),
+                Some(Circuit::Client { path, out: Some(_), .. }) if !path.is_empty())
+        });
+        let (Some(relay), true, true) = (relay, allows_direct, l.punches_left > 0) else {
+            return false;
+        };
+        let nonce = self.circuits.random_u64();
+        let body = header::punch_request(nonce, me);
+        if !self.send_on_circuit(relay, Datagram::Probe, &body) {
+            return false;
+        }
+        if let Some(l) = self.circuits.client_links.get_mut(&link) {
+            l.punches_left -= 1;
+            l.punch_nonce = Some(nonce);
+        }
+        self.counters.punch_requests += 1;
+        true
+    }
+
     /// Whether circuit `ckey` belongs to a managed link (whose every path is probed as
     /// often as an active one, so the policy can judge them all).
     pub(super) fn is_managed(&self, ckey: u64) -> bool {
