@@ -122,7 +122,7 @@ def test_a_node_behind_a_nat_learns_how_it_maps(lab, kind, mapping, agreed):
     print(f"{kind}: {r}")
 
 
-def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False):
+def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False):
     """Four public relays, the owner (`plain`, and OpenSSH if `sshd`) behind an `owner_kind`
     site and the client behind a `client_kind` one (IPv4: every node listens on its IPv4
     address), the client's forward managed (`auto` with a policy). Returns (client namespace,
@@ -130,10 +130,12 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False):
     import natlab
 
     relays = [natlab.public_node(lab, f"r{i}") for i in range(4)]
-    boot = f"{relays[0].addr4}:4433"
+    at_ = (lambda ns: f"[{ns.addr6}]:4433") if v6 else (lambda ns: f"{ns.addr4}:4433")
+    listen = (lambda ns: ns.addr6) if v6 else (lambda ns: ns.addr4)
+    boot = at_(relays[0])
     for i, ns in enumerate(relays):
         extra = ["--relay"] + ([] if i == 0 else ["--bootstrap", boot])
-        lab.start_node(ns, lab.home(f"relay{i}"), transport="quic", listen_host=ns.addr4,
+        lab.start_node(ns, lab.home(f"relay{i}"), transport="quic", listen_host=listen(ns),
                        extra=extra)
     owner_ns = natlab.Site(lab, owner_kind, "own").host("alice")
     client_ns = natlab.Site(lab, client_kind, "cli").host("bob")
@@ -142,14 +144,14 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False):
     client_home = lab.home("bob")
     serve = [f"plain=127.0.0.1:{PLAIN_PORT}"] + (["ssh=127.0.0.1:22"] if sshd else [])
     owner = lab.start_node(owner_ns, lab.home("alice"), transport="quic",
-                           listen_host=owner_ns.addr4, serve=serve, allow=[client_home.id],
+                           listen_host=listen(owner_ns), serve=serve, allow=[client_home.id],
                            extra=["--bootstrap", boot])
-    if owner_kind == "nat44":
+    if owner_kind in ("nat44", "fw6"):
         # Its mapped address is published once peers agree on it; a client that resolved
         # before then would keep the old answer for the resolver's 30 s.
         owner.wait_log("peers agree they see this node", timeout=60)
     forward = ["alice.plain=127.0.0.1:2300"] + (["alice.ssh=127.0.0.1:2222"] if sshd else [])
-    client = lab.start_node(client_ns, client_home, transport="quic", listen_host=client_ns.addr4,
+    client = lab.start_node(client_ns, client_home, transport="quic", listen_host=listen(client_ns),
                             forward=forward,
                             extra=["--bootstrap", boot, "--sla", f"hold-down={hold_down}s"])
     return client_ns, client, owner, ssh
@@ -225,3 +227,33 @@ def test_nat_matrix(lab, figure, owner_kind, client_kind):
            f"ssh after {t_ssh:.1f}s; {path} after {t_path:.1f}s")
     expected = "direct" if direct_possible else "relay"
     assert path == expected, f"{owner_kind}/{client_kind}: {fw}\n{client.tail()}"
+
+
+@pytest.mark.timeout_s(240)
+@pytest.mark.parametrize("owner_kind", ("none", "fw6"))
+@pytest.mark.parametrize("client_kind", ("none", "fw6"))
+def test_ipv6_firewall_matrix(lab, figure, owner_kind, client_kind):
+    """IPv6 with no filtering, or behind a home router's stateful firewall (inbound only for
+    flows the inside opened), on either side: ssh works, and the forward ends direct (the
+    owner's firewall is opened by its own probes towards the client)."""
+    client_ns, client, owner, sshd = _nat_cell(lab, owner_kind, client_kind, sshd=True, v6=True)
+    t0 = time.monotonic()
+
+    def ssh():
+        cp = client_ns.run(sshd.ssh_argv(2222, "echo cell"), timeout=40, check=False)
+        assert cp.returncode == 0 and cp.stdout.strip() == "cell", (cp.stdout, cp.stderr)
+
+    retry(ssh, timeout=90)
+    t_ssh = time.monotonic() - t0
+    deadline = time.monotonic() + 25
+    fw, path = {}, None
+    while time.monotonic() < deadline:
+        fw = [f for f in client.status()["forwards"] if f["local"] == "127.0.0.1:2222"][0]
+        path = fw.get("path")
+        if path == "direct":
+            break
+        time.sleep(0.5)
+    figure(f"IPv6 cell owner={owner_kind} client={client_kind}",
+           f"ssh after {t_ssh:.1f}s; {path} after {time.monotonic() - t0:.1f}s")
+    ssh()
+    assert path == "direct", f"{owner_kind}/{client_kind}: {fw}\n{client.tail()}"
