@@ -754,3 +754,49 @@ fn a_managed_link_without_a_direct_path_rides_relays_and_survives_a_dead_relay()
     let failed = net.hosts[CLIENT].node.counters().circuits_failed;
     assert!(failed < 20, "{failed} failed builds");
 }
+
+/// Clients that cannot reach their owner directly ask it, through their relay path, to punch
+/// towards their public address; however many links ask, an owner sends punch probes at one
+/// target prefix at a bounded rate (it could otherwise be made to spray a victim).
+#[test]
+fn punch_requests_are_carried_out_at_a_bounded_rate_per_target() {
+    let mut net = network(26);
+    let via = net.hosts[2].addr;
+    for i in 0..net.hosts.len() {
+        if i != 2 {
+            net.hosts[i].node.bootstrap(&[via]);
+        }
+    }
+    let me = net.hosts[CLIENT].addr;
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| {
+            n.hosts[CLIENT].node.observed_addresses() == [me]
+        }),
+        "the client learns where it is seen"
+    );
+    net.cut.insert((CLIENT, OWNER));
+    let owner = net.node_id(OWNER);
+    let start = net.now;
+    for id in 1..=4u32 {
+        let policy = Policy::default().with_settings("via=auto").unwrap();
+        let now = net.now;
+        net.hosts[CLIENT].node.set_policy(now, PolicyId(id), policy);
+        net.open_routed(
+            CLIENT,
+            OWNER,
+            Some(owner),
+            "echo",
+            payload(1000, id as u8),
+            Route::Policy(PolicyId(id)),
+        );
+    }
+    net.run_until(Duration::from_secs(3), |_| false);
+    let asked = net.hosts[CLIENT].node.counters().punch_requests;
+    let answered = net.hosts[OWNER].node.counters().punches_answered;
+    let elapsed = (net.now - start).as_secs();
+    assert!(asked >= 4, "every link asked: {asked}");
+    assert!(
+        answered >= 1 && answered <= 3 + elapsed,
+        "{answered} of {asked} carried out in {elapsed} s (burst 3, one a second)"
+    );
+}

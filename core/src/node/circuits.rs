@@ -101,11 +101,18 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 const PROBES_PER_TICK: usize = 8;
 /// Hole-punching attempts per managed link.
 const PUNCH_ATTEMPTS: u32 = 3;
-/// Punch requests an owner takes per link and minute.
-const PUNCHES_PER_MINUTE: usize = 3;
-/// Probes an owner sends per punch request, and how far apart (5 s of them: long enough for
-/// the client's QUIC handshake to retransmit into the window).
-const PUNCH_PROBES: u32 = 50;
+/// Punch requests an owner carries out towards one target prefix: one a second, bursts of 3.
+/// A request is a few bytes through a circuit and costs [`PUNCH_PROBES`] datagrams of 14
+/// bytes, so this bounds what a client can make an owner send at a victim (the table of
+/// prefixes is bounded too: past it, every target shares one bucket).
+const PUNCH_RATE: super::rate::RateLimit = super::rate::RateLimit {
+    per_second: 1,
+    burst: 3,
+    max_prefixes: 4096,
+};
+/// Probes an owner sends per punch request, and how far apart (3 s of them: the client dials
+/// again as soon as it asks, and its QUIC handshake retransmits within that window).
+const PUNCH_PROBES: u32 = 30;
 const PUNCH_EVERY: Duration = Duration::from_millis(100);
 /// The /64 virtual addresses come from: a ULA prefix no VX6 node listens on.
 const VIRTUAL_PREFIX: [u16; 4] = [0xfd76, 0x7836, 0x7669, 0x7274];
@@ -388,8 +395,6 @@ struct OwnerLink {
     /// where, how many more, when the next, and the request's nonce (the probes carry it, so
     /// a client that can receive them learns where this side's NAT maps it).
     punch: Option<(SocketAddr, u32, Instant, u64)>,
-    /// When the client last asked to punch (at most [`PUNCHES_PER_MINUTE`] a minute).
-    punched: VecDeque<Instant>,
     circuits: BTreeSet<u64>,
     send: Option<u64>,
     recent: Recent,
@@ -450,6 +455,8 @@ pub(super) struct Circuits {
     relayed: u32,
     setup_rate: super::rate::PrefixBuckets,
     probe_rate: super::rate::PrefixBuckets,
+    /// Punch requests carried out, by target prefix.
+    punch_rate: super::rate::PrefixBuckets,
     probe_nonce: u64,
     next_sweep: Option<Instant>,
     /// Streams whose `auto` route moves them to a relay path at the instant, if still waiting.
@@ -526,6 +533,7 @@ impl Circuits {
                 },
                 now,
             ),
+            punch_rate: super::rate::PrefixBuckets::new(PUNCH_RATE, now),
             probe_nonce: 0,
             next_sweep: None,
             auto: BTreeMap::new(),
@@ -1426,7 +1434,6 @@ impl Node {
                         vaddr,
                         client: None,
                         punch: None,
-                        punched: VecDeque::new(),
                         circuits: BTreeSet::new(),
                         send: None,
                         recent: Recent::default(),
@@ -2178,11 +2185,7 @@ impl Node {
                         if flags & PROBE_PUNCH != 0
                             && let Some(to) = header::observed(&data)
                         {
-                            l.punched.retain(|t| {
-                                now.saturating_duration_since(*t) < Duration::from_secs(60)
-                            });
-                            if l.punched.len() < PUNCHES_PER_MINUTE {
-                                l.punched.push_back(now);
+                            if self.circuits.punch_rate.allow(now, to) {
                                 l.punch = Some((to, PUNCH_PROBES, now, nonce));
                                 self.counters.punches_answered += 1;
                             }
