@@ -28,7 +28,7 @@ import pytest
 
 import lab as labmod
 from lab import VX6_BIN, echo_roundtrip, recv_exact, retry
-from test_relays import PLAIN_PORT, at, until
+from test_relays import PLAIN_PORT, RelayNet, at, until
 
 METRICS_PORT = 9464
 PROM_PORT = 9090
@@ -40,47 +40,23 @@ MB = 1 << 20
 
 
 def need(*tools):
+    """Skips without `tools`, except in CI, which installs them (scripts/test.sh): there a
+    missing tool fails rather than hides the test."""
     missing = [t for t in tools if not (shutil.which(t) or shutil.which(t, path="/usr/sbin:/sbin"))]
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"CI must install {', '.join(missing)} (scripts/test.sh)")
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (Debian: prometheus, openssh-client, nftables)")
 
 
-class OpsNet:
-    """Owner alice (OpenSSH on :22 and the plain target server on PLAIN_PORT, services `ssh` and
-    `plain`), `relays` relays (--relay), and client bob whose forwards are given per test.
-    Everyone enters through the first relay (as test_relays.RelayNet, with fewer relays and
-    room for extra daemon arguments)."""
+class OpsNet(RelayNet):
+    """test_relays.RelayNet with four relays: owner alice (OpenSSH and the plain target
+    server), the relays, and client bob whose forwards are given per test; with the status of
+    a forward, its path, and the client's `path switched` log lines."""
 
     def __init__(self, lab, client_forwards, *, relays=4, sshd=True, client_extra=(), owner_extra=()):
-        self.lab = lab
-        self.owner_ns = lab.node("owner")
-        self.client_ns = lab.node("client")
-        self.relay_ns = [lab.node(f"r{i}") for i in range(relays)]
-        self.owner_home = lab.home("alice")
-        self.client_home = lab.home("bob")
-        self.relay_homes = [lab.home(f"relay{i}") for i in range(relays)]
-        lab.check_link(self.client_ns, self.owner_ns)
-        self.sshd = labmod.Sshd(lab, self.owner_ns, port=22) if sshd else None
-        self.plain = lab.server(self.owner_ns, PLAIN_PORT)
-        self.relays = []
-        for i, (ns, home) in enumerate(zip(self.relay_ns, self.relay_homes)):
-            extra = ["--relay"] + ([] if i == 0 else ["--bootstrap", at(self.relay_ns[0])])
-            self.relays.append(lab.start_node(ns, home, transport="quic", extra=extra))
-        for d in self.relays:
-            d.wait_log("published", timeout=30)
-        self.owner = lab.start_node(
-            self.owner_ns, self.owner_home, transport="quic",
-            serve=["ssh=127.0.0.1:22", f"plain=127.0.0.1:{PLAIN_PORT}"],
-            allow=[self.client_home.id],
-            extra=["--bootstrap", at(self.relay_ns[0])] + list(owner_extra),
-        )
-        self.owner.wait_log("published", timeout=30)
-        argv = ["--bootstrap", at(self.relay_ns[0])]
-        for f in client_forwards:
-            argv += ["--forward", f[0]] + list(f[1:])
-        self.client = lab.start_node(
-            self.client_ns, self.client_home, transport="quic", extra=argv + list(client_extra),
-        )
+        super().__init__(lab, client_forwards, client_extra=client_extra, sshd=sshd,
+                         relays=relays, owner_extra=owner_extra)
 
     def forward(self, local):
         """The client's `vx6 status --json` entry of the forward listening on `local`."""

@@ -192,6 +192,33 @@ def test_hole_punching_moves_a_forward_from_relays_to_direct(lab, figure):
 KINDS4 = ("none", "nat44", "nat44-random")
 
 
+def _cell(lab, figure, owner_kind, client_kind, *, expected, v6=False):
+    """One cell of a matrix: ssh through the client's managed forward works, and the forward
+    ends on the `expected` path (waited for up to 25 s); the outcome is reported."""
+    client_ns, client, owner, sshd = _nat_cell(lab, owner_kind, client_kind, sshd=True, v6=v6)
+    t0 = time.monotonic()
+
+    def ssh():
+        cp = client_ns.run(sshd.ssh_argv(2222, "echo cell"), timeout=40, check=False)
+        assert cp.returncode == 0 and cp.stdout.strip() == "cell", (cp.stdout, cp.stderr)
+
+    retry(ssh, timeout=90)
+    t_ssh = time.monotonic() - t0
+    deadline = time.monotonic() + (25 if expected == "direct" else 15)
+    fw, path = {}, None
+    while time.monotonic() < deadline:
+        fw = [f for f in client.status()["forwards"] if f["local"] == "127.0.0.1:2222"][0]
+        path = fw.get("path")
+        if path == "direct":
+            break
+        time.sleep(0.5)
+    family = "IPv6" if v6 else "NAT"
+    figure(f"{family} cell owner={owner_kind} client={client_kind}",
+           f"ssh after {t_ssh:.1f}s; {path} after {time.monotonic() - t0:.1f}s")
+    ssh()
+    assert path == expected, f"{owner_kind}/{client_kind}: {fw}\n{client.tail()}"
+
+
 @pytest.mark.timeout_s(240)
 @pytest.mark.parametrize("owner_kind", ("none", "nat44"))
 @pytest.mark.parametrize("client_kind", KINDS4)
@@ -203,30 +230,8 @@ def test_nat_matrix(lab, figure, owner_kind, client_kind):
 
     Not here: an owner behind a random-port NAT. Relays reach an owner at its published
     address, and such an owner has none peers agree on, so even the relay path fails there."""
-    client_ns, client, owner, sshd = _nat_cell(lab, owner_kind, client_kind, sshd=True)
-    t0 = time.monotonic()
-
-    def ssh():
-        cp = client_ns.run(sshd.ssh_argv(2222, "echo cell"), timeout=40, check=False)
-        assert cp.returncode == 0 and cp.stdout.strip() == "cell", (cp.stdout, cp.stderr)
-
-    retry(ssh, timeout=90)
-    t_ssh = time.monotonic() - t0
-    direct_possible = not (owner_kind == "nat44" and client_kind == "nat44-random")
-    deadline = time.monotonic() + (25 if direct_possible else 15)
-    fw, path = {}, None
-    while time.monotonic() < deadline:
-        fw = [f for f in client.status()["forwards"] if f["local"] == "127.0.0.1:2222"][0]
-        path = fw.get("path")
-        if path == "direct":
-            break
-        time.sleep(0.5)
-    t_path = time.monotonic() - t0
-    ssh()
-    figure(f"NAT cell owner={owner_kind} client={client_kind}",
-           f"ssh after {t_ssh:.1f}s; {path} after {t_path:.1f}s")
-    expected = "direct" if direct_possible else "relay"
-    assert path == expected, f"{owner_kind}/{client_kind}: {fw}\n{client.tail()}"
+    relayed = owner_kind == "nat44" and client_kind == "nat44-random"
+    _cell(lab, figure, owner_kind, client_kind, expected="relay" if relayed else "direct")
 
 
 @pytest.mark.timeout_s(240)
@@ -236,24 +241,4 @@ def test_ipv6_firewall_matrix(lab, figure, owner_kind, client_kind):
     """IPv6 with no filtering, or behind a home router's stateful firewall (inbound only for
     flows the inside opened), on either side: ssh works, and the forward ends direct (the
     owner's firewall is opened by its own probes towards the client)."""
-    client_ns, client, owner, sshd = _nat_cell(lab, owner_kind, client_kind, sshd=True, v6=True)
-    t0 = time.monotonic()
-
-    def ssh():
-        cp = client_ns.run(sshd.ssh_argv(2222, "echo cell"), timeout=40, check=False)
-        assert cp.returncode == 0 and cp.stdout.strip() == "cell", (cp.stdout, cp.stderr)
-
-    retry(ssh, timeout=90)
-    t_ssh = time.monotonic() - t0
-    deadline = time.monotonic() + 25
-    fw, path = {}, None
-    while time.monotonic() < deadline:
-        fw = [f for f in client.status()["forwards"] if f["local"] == "127.0.0.1:2222"][0]
-        path = fw.get("path")
-        if path == "direct":
-            break
-        time.sleep(0.5)
-    figure(f"IPv6 cell owner={owner_kind} client={client_kind}",
-           f"ssh after {t_ssh:.1f}s; {path} after {time.monotonic() - t0:.1f}s")
-    ssh()
-    assert path == "direct", f"{owner_kind}/{client_kind}: {fw}\n{client.tail()}"
+    _cell(lab, figure, owner_kind, client_kind, expected="direct", v6=True)

@@ -38,17 +38,18 @@ def at(ns):
 
 
 class RelayNet:
-    """Owner (alice: ssh and a plain TCP service), six relays, and a client (bob) whose
-    forwards are given per test. Everyone enters through the first relay."""
+    """Owner (alice: ssh and a plain TCP service), six relays (or `relays`), and a client (bob)
+    whose forwards are given per test. Everyone enters through the first relay."""
 
-    def __init__(self, lab, client_forwards, *, client_extra=(), sshd=True, transport="quic"):
+    def __init__(self, lab, client_forwards, *, client_extra=(), sshd=True, transport="quic",
+                 relays=RELAYS, owner_extra=()):
         self.lab = lab
         self.owner_ns = lab.node("owner")
         self.client_ns = lab.node("client")
-        self.relay_ns = [lab.node(f"r{i}") for i in range(RELAYS)]
+        self.relay_ns = [lab.node(f"r{i}") for i in range(relays)]
         self.owner_home = lab.home("alice")
         self.client_home = lab.home("bob")
-        self.relay_homes = [lab.home(f"relay{i}") for i in range(RELAYS)]
+        self.relay_homes = [lab.home(f"relay{i}") for i in range(relays)]
         lab.check_link(self.client_ns, self.owner_ns)
         self.sshd = labmod.Sshd(lab, self.owner_ns, port=22) if sshd else None
         self.plain = lab.server(self.owner_ns, PLAIN_PORT)
@@ -61,7 +62,8 @@ class RelayNet:
         self.owner = lab.start_node(
             self.owner_ns, self.owner_home, transport=transport,
             serve=["ssh=127.0.0.1:22", f"plain=127.0.0.1:{PLAIN_PORT}"],
-            allow=[self.client_home.id], extra=["--bootstrap", at(self.relay_ns[0])],
+            allow=[self.client_home.id],
+            extra=["--bootstrap", at(self.relay_ns[0])] + list(owner_extra),
         )
         self.owner.wait_log("published", timeout=30)
         argv = ["--bootstrap", at(self.relay_ns[0])]

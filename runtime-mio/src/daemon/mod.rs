@@ -77,10 +77,9 @@ pub struct Options {
 /// How often a wildcard listener looks at its interfaces again (a change republishes).
 const ADDRESS_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A `vx6 ping` waiting for its rounds: the control client, the name, the owner once
+/// A `vx6 ping` waiting for its rounds (kept by its control client): the name, the owner once
 /// resolved, and the answers so far.
 struct PingJob {
-    token: Token,
     name: String,
     target: Option<(NodeId, Option<SocketAddr>)>,
     rounds_left: u32,
@@ -792,7 +791,6 @@ impl Daemon {
                 self.pings.insert(
                     token,
                     PingJob {
-                        token,
                         name,
                         target: None,
                         rounds_left: count,
@@ -882,7 +880,7 @@ impl Daemon {
                 if answered == 0 {
                     text = format!("error: no answer from {}: {text}", job.name);
                 }
-                self.control.reply(self.poll.registry(), job.token, text);
+                self.control.reply(self.poll.registry(), key, text);
                 continue;
             }
             let (id, sent) = self.node.ping(now, owner, addr);
