@@ -489,6 +489,12 @@ fn policy_metrics_and_log_format_misuse_is_named() {
             "serve metrics on a loopback address",
             1,
         ),
+        (vec!["--announce", "nowhere"], "--announce", 1),
+        (
+            vec!["--announce", "[::]:4433"],
+            "announce an address and port others can dial",
+            1,
+        ),
     ] {
         let mut args = vec!["node", "--home", &home, "--listen", "[::1]:0"];
         args.extend(extra.iter().copied());
@@ -504,6 +510,21 @@ fn policy_metrics_and_log_format_misuse_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line_error(&out).contains("VX6_LOG_FORMAT=\"xml\""));
+    // Policy settings in the config name where they came from.
+    let config = tmp.path().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\nforward = [\"{fwd}\"]\n[policy]\n\"alice.ssh\" = \"max-loss=lots\"\n"),
+    )
+    .unwrap();
+    let out = vx6(&["node", "--home", &home, "--listen", "[::1]:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("config policy") && err.contains("max-loss"),
+        "{err}"
+    );
     for args in [
         vec!["policy", "--home", &home, "127.0.0.1:2222"],
         vec![
