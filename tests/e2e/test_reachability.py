@@ -216,7 +216,10 @@ def _cell(lab, figure, owner_kind, client_kind, *, expected, v6=False):
     figure(f"{family} cell owner={owner_kind} client={client_kind}",
            f"ssh after {t_ssh:.1f}s; {path} after {time.monotonic() - t0:.1f}s")
     ssh()
-    assert path == expected, f"{owner_kind}/{client_kind}: {fw}\n{client.tail()}"
+    assert path == expected, (
+        f"{owner_kind}/{client_kind}: {fw}\nclient reachability "
+        f"{client.status()['reachability']}, owner {owner.status()['reachability']}\n{client.tail()}"
+    )
 
 
 @pytest.mark.timeout_s(240)

@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Event, Node};
-use crate::reach::{MIN_AGREE, Mapping, Observations};
+use crate::reach::{Mapping, Observations};
 use crate::relay::header;
 
 /// How often contacts are asked once enough have agreed.
 const EVERY: Duration = Duration::from_secs(60);
-/// How often they are asked while fewer than [`MIN_AGREE`] have answered.
+/// How often they are asked while no address is agreed (too few answers, or no majority).
 const EVERY_AT_START: Duration = Duration::from_secs(5);
 /// Contacts asked per round.
 const PER_ROUND: usize = 8;
@@ -97,7 +97,7 @@ impl Node {
                 self.observe.outstanding.insert(nonce, (addr, now));
             }
         }
-        let every = match self.observe.observations.len() < MIN_AGREE {
+        let every = match self.observe.agreed.is_empty() {
             true => EVERY_AT_START,
             false => EVERY,
         };
