@@ -25,6 +25,7 @@ fn owner_records(id: &Identity, addr: std::net::SocketAddr, name: &str) -> Vec<S
                 addr,
             }],
             relay: None,
+            via: Vec::new(),
         }),
         Record::Service(ServiceRecord {
             seq: 1,

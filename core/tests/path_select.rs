@@ -81,6 +81,7 @@ prop_compose! {
         exclude in prop::collection::btree_set(0u16..30, 0..4),
         min in 0u32..900,
         max_rtt in prop::option::of(50u64..400),
+        exit in prop::collection::vec(0u16..30, 0..3),
     ) -> Constraints {
         Constraints {
             hops,
@@ -88,6 +89,7 @@ prop_compose! {
             exclude: exclude.into_iter().map(node).collect(),
             min_success_permille: min,
             max_rtt: max_rtt.map(Duration::from_millis),
+            exit_among: exit.into_iter().map(node).collect(),
         }
     }
 }
@@ -103,6 +105,10 @@ proptest! {
                 prop_assert_eq!(sel.path.len(), cons.hops);
                 let on_path: BTreeSet<NodeId> = sel.path.iter().copied().collect();
                 prop_assert_eq!(on_path.len(), cons.hops, "a node twice");
+                if !cons.exit_among.is_empty() {
+                    let last = sel.path.last().unwrap();
+                    prop_assert!(cons.exit_among.contains(last), "the exit is not the owner's");
+                }
                 for n in &sel.path {
                     prop_assert!(!cons.endpoints.contains(n), "an endpoint relays");
                     prop_assert!(!cons.exclude.contains(n), "an excluded node relays");
@@ -133,6 +139,25 @@ proptest! {
             Err(SelectError::TooFew { hops, usable, .. }) => {
                 prop_assert_eq!(hops, cons.hops);
                 prop_assert!(usable < hops);
+            }
+            Err(SelectError::NoExit(n)) => {
+                prop_assert_eq!(n, cons.exit_among.len());
+                prop_assert!(n > 0);
+                // Each of them is unusable: take it as the only exit and drop every rule it
+                // could fail but the ones that made it unusable, and still no path.
+                for e in &cons.exit_among {
+                    // Only a node's first entry counts.
+                    let usable = cands.iter().find(|c| c.node == *e).is_some_and(|c| {
+                        !cons.endpoints.contains(e)
+                            && !cons.exclude.contains(e)
+                            && (c.successes + c.failures == 0
+                                || u64::from(c.successes) * 1000
+                                    / u64::from(c.successes + c.failures)
+                                    >= u64::from(cons.min_success_permille))
+                            && cons.max_rtt.is_none_or(|m| c.rtt <= m)
+                    });
+                    prop_assert!(!usable, "usable exit {} refused", e);
+                }
             }
         }
     }

@@ -6,12 +6,16 @@ mod harness;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use harness::{Net, identity};
+use harness::{Net, echo_services, identity, payload};
 use proptest::prelude::*;
-use vx6_core::node::Event;
+use vx6_core::node::{CircuitRole, Event, NodeConfig, Route};
 use vx6_core::pins::Pins;
-use vx6_core::reach::{MAX_REPORTERS, MIN_AGREE, Mapping, OBSERVATION_TTL, Observations};
-use vx6_core::service::ServiceTable;
+use vx6_core::reach::{
+    DialBacks, MAX_REPORTERS, MIN_AGREE, MIN_VERDICT, Mapping, OBSERVATION_TTL, Observations,
+    Verdict,
+};
+use vx6_core::record::{NodeAddress, Record, Transport};
+use vx6_core::service::{Access, ServiceTable};
 
 fn v6(n: u16, port: u16) -> SocketAddr {
     SocketAddr::new(
@@ -184,4 +188,222 @@ fn peers_tell_a_node_where_they_see_it() {
             .iter()
             .any(|e| matches!(e, Event::AddressesObserved { addresses } if addresses == &vec![me]))
     );
+}
+
+proptest! {
+    /// Dial-backs can be forged (sent from anywhere) or withheld, so a verdict needs
+    /// [`MIN_VERDICT`] peers and a majority of the family: liars fewer than the honest peers
+    /// never turn the truth into its opposite, and once the honest peers are enough, the
+    /// truth is the verdict.
+    #[test]
+    fn a_minority_of_liars_cannot_turn_the_verdict(
+        truth in any::<bool>(),
+        honest in MIN_VERDICT..10usize,
+        liars_share in 0.0f64..0.5,
+        order in any::<u64>(),
+    ) {
+        let liars = ((honest as f64) * liars_share / (1.0 - liars_share)) as usize;
+        let liars = liars.min(honest - 1);
+        let t0 = Instant::now();
+        let mut peers: Vec<(u16, bool)> = (0..honest as u16).map(|i| (i, truth)).collect();
+        peers.extend((0..liars as u16).map(|i| (1000 + i, !truth)));
+        // Any order of arrival.
+        let mut seed = order;
+        for i in (1..peers.len()).rev() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            peers.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        let lie = if truth { Verdict::Unreachable } else { Verdict::Reachable };
+        let mut d = DialBacks::default();
+        let (mut heard_honest, mut heard_liars) = (0, 0);
+        for (n, arrived) in peers {
+            d.record(reporter(n), arrived, t0);
+            if arrived == truth { heard_honest += 1 } else { heard_liars += 1 }
+            if heard_liars <= heard_honest {
+                prop_assert_ne!(d.verdict(false), lie);
+            }
+        }
+        let want = if truth { Verdict::Reachable } else { Verdict::Unreachable };
+        prop_assert_eq!(d.verdict(false), want);
+        prop_assert_eq!(d.verdict(true), Verdict::Unknown, "no IPv4 peer answered");
+    }
+}
+
+#[test]
+fn one_peer_is_not_a_verdict_and_outcomes_expire() {
+    let t0 = Instant::now();
+    let mut d = DialBacks::default();
+    d.record(reporter(1), false, t0);
+    assert_eq!(d.verdict(false), Verdict::Unknown);
+    d.record(reporter(2), false, t0);
+    assert_eq!(d.verdict(false), Verdict::Unreachable);
+    d.expire(t0 + vx6_core::reach::OUTCOME_TTL);
+    assert!(d.is_empty());
+    for i in 0..100 {
+        d.record(reporter(i), true, t0 + Duration::from_secs(u64::from(i)));
+    }
+    assert_eq!(d.len(), vx6_core::reach::MAX_OUTCOMES);
+}
+
+/// Six nodes, one of them (`firewalled`) behind a stateful firewall if asked; every node
+/// bootstrapped from the one before.
+fn six(seed: u64, firewalled: Option<usize>) -> Net {
+    let mut net = Net::new(seed);
+    for i in 0..6u8 {
+        net.add_host(identity(60 + i), ServiceTable::new(false), Pins::default());
+    }
+    net.firewalled.extend(firewalled);
+    for i in 1..6 {
+        let via = net.hosts[i - 1].addr;
+        net.hosts[i].node.bootstrap(&[via]);
+    }
+    net
+}
+
+/// With nothing in front of it, a node's contacts dial it back from ports it never sent to,
+/// and the dial-backs arrive: it can be dialed. Behind a stateful firewall the same
+/// dial-backs are dropped: it cannot, though its contacts answer it all the same.
+#[test]
+fn dial_backs_tell_an_open_node_from_a_firewalled_one() {
+    for (firewalled, want) in [(None, Verdict::Reachable), (Some(5), Verdict::Unreachable)] {
+        let mut net = six(43, firewalled);
+        let done = net.run_until(Duration::from_secs(40), |n| {
+            n.hosts[5].node.dial_back_verdicts() == [(false, want)]
+        });
+        assert!(
+            done,
+            "{firewalled:?}: {:?}, {} answered",
+            net.hosts[5].node.dial_back_verdicts(),
+            net.hosts[5].node.reachability().1
+        );
+        assert!(net.hosts[5].log.iter().any(
+            |e| matches!(e, Event::Reachability { verdicts } if verdicts == &[(false, want)])
+        ));
+        let sent: u64 = (0..5)
+            .map(|i| net.hosts[i].node.counters().dial_backs_sent)
+            .sum();
+        assert!(sent >= 2, "dial-backs sent: {sent}");
+    }
+}
+
+fn relaying(c: &mut NodeConfig) {
+    c.relay.enabled = true;
+}
+
+/// An owner behind a stateful firewall (no session can be opened to it): it learns so from
+/// dial-backs, keeps sessions to home relays and names them in its record; a client's relay
+/// path ends at one of them, which reaches the owner over the session the owner keeps. The
+/// direct route, and relays the owner named not, cannot reach it.
+#[test]
+fn an_owner_nobody_can_dial_is_reached_through_the_relays_it_keeps() {
+    const CLIENT: usize = 0;
+    const OWNER: usize = 1;
+    let mut net = Net::new(44);
+    net.configure = relaying;
+    net.add_host(identity(70), ServiceTable::new(false), Pins::default());
+    net.add_host(identity(71), echo_services(Access::Public), Pins::default());
+    for i in 0..5u8 {
+        net.add_host(identity(72 + i), ServiceTable::new(false), Pins::default());
+    }
+    net.firewalled.insert(OWNER);
+    let nowhere: SocketAddr = "[fd6a::99]:4433".parse().unwrap();
+    // Nobody can add the owner to their table first, so it joins last, from a node that
+    // knows the others: its lookups are how it meets anyone.
+    let order = [CLIENT, 2, 3, 4, 5, 6, OWNER];
+    for (k, &i) in order.iter().enumerate() {
+        if i == OWNER {
+            net.advance(Duration::from_secs(5));
+        }
+        if k > 0 {
+            let via = net.hosts[order[k - 1]].addr;
+            net.hosts[i].node.bootstrap(&[via]);
+        }
+        let now = net.now;
+        // The owner's address leads nowhere, as an address behind a NAT that gives every
+        // peer another port does: only the sessions it keeps reach it.
+        let addr = match i {
+            OWNER => nowhere,
+            _ => net.hosts[i].addr,
+        };
+        let username = format!("n{i}").parse().unwrap();
+        let addresses = vec![NodeAddress {
+            transport: Transport::Quic,
+            addr,
+        }];
+        net.hosts[i].node.publish_self(now, username, addresses);
+    }
+    let published = |n: &Net| {
+        let owner = n.node_id(OWNER);
+        let via = n.hosts[OWNER].node.home_relays().to_vec();
+        !via.is_empty()
+            && n.hosts[CLIENT].node.dht().store().iter().any(|r| {
+                r.owner() == owner && matches!(r.record(), Record::Node(x) if x.via == via)
+            })
+    };
+    assert!(
+        net.run_until(Duration::from_secs(60), published),
+        "verdicts {:?} ({} answers, table {}), home relays {:?}, client holds {:?}",
+        net.hosts[OWNER].node.dial_back_verdicts(),
+        net.hosts[OWNER].node.reachability().1,
+        net.hosts[OWNER].node.dht().table().len(),
+        net.hosts[OWNER].node.home_relays(),
+        net.hosts[CLIENT]
+            .node
+            .dht()
+            .store()
+            .iter()
+            .filter(|r| r.owner() == net.node_id(OWNER))
+            .map(|r| r.record().clone())
+            .collect::<Vec<_>>()
+    );
+    let home = net.hosts[OWNER].node.home_relays().to_vec();
+    assert!(home.len() >= 2, "home relays {home:?}");
+    assert!(
+        net.hosts[OWNER]
+            .log
+            .iter()
+            .any(|e| matches!(e, Event::HomeRelays { .. }))
+    );
+
+    // At its published address: nothing is there.
+    let owner = net.node_id(OWNER);
+    let h = net.open_routed_at(
+        CLIENT,
+        nowhere,
+        Some(owner),
+        "echo",
+        payload(1000, 1),
+        Route::Direct,
+    );
+    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
+    assert!(net.hosts[CLIENT].apps[&h].failed.is_some());
+
+    let data = payload(200_000, 2);
+    let h = net.open_routed_at(
+        CLIENT,
+        nowhere,
+        Some(owner),
+        "echo",
+        data.clone(),
+        Route::Relay { hops: 2 },
+    );
+    assert!(net.run_until(Duration::from_secs(30), |n| n.apps_done(CLIENT)));
+    let app = &net.hosts[CLIENT].apps[&h];
+    assert!(app.failed.is_none(), "{:?}", app.failed);
+    assert_eq!(app.received, data);
+    let circuits: Vec<_> = net.hosts[CLIENT]
+        .node
+        .status()
+        .circuits
+        .into_iter()
+        .filter(|c| c.role == CircuitRole::Client)
+        .collect();
+    assert!(!circuits.is_empty());
+    for c in &circuits {
+        let exit = c.path.last().unwrap();
+        assert!(
+            home.contains(exit),
+            "exit {exit} is not a home relay {home:?}"
+        );
+    }
 }

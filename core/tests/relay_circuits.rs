@@ -304,8 +304,9 @@ fn record(net: &Net, host: usize, seed: u8, relay: bool) -> vx6_core::SignedReco
             max_circuits: 100,
             operator: None,
         }),
+        via: Vec::new(),
     }
-    .sign(UNIX_START, 3600)[0]
+    .sign(UNIX_START, UNIX_START, 3600)[0]
         .clone()
 }
 

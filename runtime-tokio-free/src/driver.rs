@@ -198,6 +198,10 @@ impl Driver {
 
     fn send(&mut self, cx: &mut Context<'_>, st: &mut State, now: Instant) -> bool {
         let mut progress = false;
+        while let Some((to, datagram)) = st.node.poll_dial_back() {
+            progress = true;
+            send_from_fresh_port(to, &datagram);
+        }
         let max_segments = self.udp.max_transmit_segments();
         loop {
             let t = match self.stalled.take() {
@@ -445,6 +449,8 @@ impl Driver {
             Event::AddressesObserved { addresses } => {
                 st.push_event(NodeEvent::AddressesObserved { addresses })
             }
+            Event::Reachability { verdicts } => st.push_event(NodeEvent::Reachability { verdicts }),
+            Event::HomeRelays { relays } => st.push_event(NodeEvent::HomeRelays { relays }),
             Event::PingReply {
                 id,
                 path,
@@ -482,5 +488,21 @@ async fn connect_target(shared: Arc<Shared>, stream: StreamHandle, addr: SocketA
             st.node.target_failed(now, stream, &format!("{addr}: {e}"));
             st.wake_driver();
         }
+    }
+}
+
+/// Sends one datagram from a new socket on an ephemeral port (a dial-back must not come from
+/// the port the peer's NAT expects). A failure only means the peer hears nothing, which is
+/// what it then concludes.
+fn send_from_fresh_port(to: std::net::SocketAddr, datagram: &[u8]) {
+    let any: std::net::SocketAddr = match to {
+        std::net::SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sent = std::net::UdpSocket::bind(any)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .and_then(|s| s.send_to(datagram, to));
+    if let Err(e) = sent {
+        tracing::debug!("dial-back to {to}: {e}");
     }
 }

@@ -62,6 +62,17 @@ pub enum NodeEvent {
         /// At most one per address family.
         addresses: Vec<SocketAddr>,
     },
+    /// Whether peers can dial this node changed (their dial-backs arrive, or never do).
+    Reachability {
+        /// Per address family (`true`: IPv4).
+        verdicts: Vec<(bool, vx6_core::reach::Verdict)>,
+    },
+    /// The relays the node's record names as its way in changed (it cannot be dialed, so it
+    /// keeps sessions to them; empty when it can be again).
+    HomeRelays {
+        /// The relays.
+        relays: Vec<NodeId>,
+    },
     /// An answer to [`Node::ping`](crate::Node::ping).
     PingReply {
         /// Which ping.

@@ -51,14 +51,24 @@ def test_wildcard_listener_is_reached_by_name_and_learns_what_peers_see(lab, fig
     retry(lambda: echo_roundtrip(client_ns, 2300, b"by name, wildcard listener"), timeout=60)
 
     # Peers told the owner where they see it; three agree, so it is confirmed, with no
-    # translation on this network.
+    # translation on this network; and their dial-backs from fresh ports arrive: it is public.
     until(lambda: owner.status().get("reachability", {}).get("observed"), 60,
           lambda: f"no agreed observed address: {owner.status().get('reachability')}")
+    until(lambda: family(owner, "ipv6").get("dialable") == "reachable", 60,
+          lambda: f"no dial-back verdict: {owner.status().get('reachability')}")
     r = owner.status()["reachability"]
     assert r["observed"] == [f"[{owner_ns.addr}]:4433"], r
-    assert {"family": "ipv6", "mapping": "none"} in r["families"], r
+    assert family(owner, "ipv6")["mapping"] == "none", r
+    assert family(owner, "ipv6")["state"] == "public", r
+    assert r["via"] == [], r
     assert r["reporters"] >= 3, r
     print("owner reachability:", r)
+
+
+def family(daemon, name):
+    """The status's reachability entry for address family `name` ({} if none yet)."""
+    fams = daemon.status().get("reachability", {}).get("families", [])
+    return next((f for f in fams if f["family"] == name), {})
 
 
 def _resolved(ns, home):
@@ -91,6 +101,7 @@ def test_announce_replaces_the_published_addresses(lab):
     ("nat44", "nat_port_preserving", True),
     ("nat44-random", "nat_endpoint_dependent", False),
 ])
+# Dial-backs from the peers' fresh ports never get through the NAT: behind_nat.
 def test_a_node_behind_a_nat_learns_how_it_maps(lab, kind, mapping, agreed):
     import natlab
 
@@ -106,8 +117,10 @@ def test_a_node_behind_a_nat_learns_how_it_maps(lab, kind, mapping, agreed):
 
     def mapped():
         r = alice.status()["reachability"]
-        fam = {f["family"]: f["mapping"] for f in r["families"]}
-        assert fam.get("ipv4") == mapping and r["reporters"] >= 3, r
+        fam = {f["family"]: f for f in r["families"]}
+        v4 = fam.get("ipv4", {})
+        assert v4.get("mapping") == mapping and r["reporters"] >= 3, r
+        assert v4.get("state") == "behind_nat", r
         return r
 
     r, _ = retry(mapped, timeout=60)
@@ -146,9 +159,12 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
     owner = lab.start_node(owner_ns, lab.home("alice"), transport="quic",
                            listen_host=listen(owner_ns), serve=serve, allow=[client_home.id],
                            extra=["--bootstrap", boot])
+    if owner_kind != "none":
+        # Its record names its home relays once dial-backs show nobody can dial it (and its
+        # mapped address once peers agree on it); a client that resolved before then would
+        # keep the old answer for the resolver's 30 s.
+        owner.wait_log("this node cannot be dialed", timeout=60)
     if owner_kind in ("nat44", "fw6"):
-        # Its mapped address is published once peers agree on it; a client that resolved
-        # before then would keep the old answer for the resolver's 30 s.
         owner.wait_log("peers agree they see this node", timeout=60)
     forward = ["alice.plain=127.0.0.1:2300"] + (["alice.ssh=127.0.0.1:2222"] if sshd else [])
     client = lab.start_node(client_ns, client_home, transport="quic", listen_host=listen(client_ns),
@@ -212,10 +228,16 @@ def _cell(lab, figure, owner_kind, client_kind, *, expected, v6=False):
         if path == "direct":
             break
         time.sleep(0.5)
-    family = "IPv6" if v6 else "NAT"
-    figure(f"{family} cell owner={owner_kind} client={client_kind}",
+    kind = "IPv6" if v6 else "NAT"
+    figure(f"{kind} cell owner={owner_kind} client={client_kind}",
            f"ssh after {t_ssh:.1f}s; {path} after {time.monotonic() - t0:.1f}s")
     ssh()
+    fam = "ipv6" if v6 else "ipv4"
+    state = {"none": "public", "fw6": "firewalled"}.get(owner_kind, "behind_nat")
+    until(lambda: family(owner, fam).get("state") == state, 30,
+          lambda: f"owner state, want {state}: {owner.status()['reachability']}")
+    if owner_kind != "none":
+        assert len(owner.status()["reachability"]["via"]) >= 2, owner.status()["reachability"]
     assert path == expected, (
         f"{owner_kind}/{client_kind}: {fw}\nclient reachability "
         f"{client.status()['reachability']}, owner {owner.status()['reachability']}\n{client.tail()}"
@@ -223,17 +245,16 @@ def _cell(lab, figure, owner_kind, client_kind, *, expected, v6=False):
 
 
 @pytest.mark.timeout_s(240)
-@pytest.mark.parametrize("owner_kind", ("none", "nat44"))
+@pytest.mark.parametrize("owner_kind", KINDS4)
 @pytest.mark.parametrize("client_kind", KINDS4)
 def test_nat_matrix(lab, figure, owner_kind, client_kind):
-    """Owner with no NAT or behind a NAT that keeps ports, client behind no NAT, such a NAT,
-    or a NAT with a random port per destination: ssh works in every cell, and the forward ends
-    direct in every cell but one: a client behind a random-port NAT and an owner behind a NAT
-    (the owner cannot learn the port to open). Reported per cell.
-
-    Not here: an owner behind a random-port NAT. Relays reach an owner at its published
-    address, and such an owner has none peers agree on, so even the relay path fails there."""
-    relayed = owner_kind == "nat44" and client_kind == "nat44-random"
+    """Owner and client each with no NAT, behind a NAT that keeps ports, or behind one with a
+    random port per destination: ssh works in every cell. The owner status says `public` or
+    `behind_nat`; one behind a NAT names its home relays, which reach it over the sessions it
+    keeps. The forward ends direct wherever one side can learn the port the other's NAT uses
+    towards it: relayed when both are behind NATs and one of them gives every peer another port
+    (the other side's NAT drops the probes that would tell it). Reported per cell."""
+    relayed = "nat44-random" in (owner_kind, client_kind) and "none" not in (owner_kind, client_kind)
     _cell(lab, figure, owner_kind, client_kind, expected="relay" if relayed else "direct")
 
 

@@ -15,6 +15,7 @@ use quinn_proto::Transmit;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+use super::observe;
 use super::stream::{Phase, ServiceStream};
 use super::{CircuitEvent, Dial, Event, Node, SessionId, StreamHandle};
 use crate::failure::{Cause, Failure};
@@ -26,7 +27,9 @@ use crate::policy::{
 use crate::record::Transport;
 use crate::relay::control::{Create, FlowId, Instruction, Refusal, RelayLimits, Reply};
 use crate::relay::directory::Directory;
-use crate::relay::header::{self, HEADER_LEN, Kind as Datagram, Label, PROBE_ACTIVE, PROBE_PUNCH};
+use crate::relay::header::{
+    self, HEADER_LEN, Kind as Datagram, Label, PROBE_ACTIVE, PROBE_DIAL_BACK, PROBE_PUNCH,
+};
 use crate::relay::onion::{self, PathHop};
 use crate::relay::table::{DropReason, LabelTable, Target, Verdict};
 use crate::relay::{Constraints, SelectError, Selection, select};
@@ -105,6 +108,13 @@ const PUNCH_ATTEMPTS: u32 = 3;
 /// A request is a few bytes through a circuit and costs [`PUNCH_PROBES`] datagrams of 14
 /// bytes, so this bounds what a client can make an owner send at a victim (the table of
 /// prefixes is bounded too: past it, every target shares one bucket).
+/// Dial-backs per asking prefix (each costs the runtime a socket): peers ask each contact
+/// once per round (every 5 s, later 60 s), so a prefix of busy nodes stays well inside it.
+const DIAL_BACK_RATE: super::rate::RateLimit = super::rate::RateLimit {
+    per_second: 4,
+    burst: 16,
+    max_prefixes: 4096,
+};
 const PUNCH_RATE: super::rate::RateLimit = super::rate::RateLimit {
     per_second: 1,
     burst: 3,
@@ -433,7 +443,7 @@ pub(super) struct Circuits {
     pub config: RelayConfig,
     pub labels: LabelTable,
     pub directory: Directory,
-    rng: ChaCha20Rng,
+    pub(super) rng: ChaCha20Rng,
     next_key: u64,
     pub(super) circuits: BTreeMap<u64, Circuit>,
     pub(super) by_stream: HashMap<StreamHandle, u64>,
@@ -457,12 +467,16 @@ pub(super) struct Circuits {
     probe_rate: super::rate::PrefixBuckets,
     /// Punch requests carried out, by target prefix.
     punch_rate: super::rate::PrefixBuckets,
+    /// Dial-backs sent, by asking prefix.
+    dial_back_rate: super::rate::PrefixBuckets,
     probe_nonce: u64,
     next_sweep: Option<Instant>,
     /// Streams whose `auto` route moves them to a relay path at the instant, if still waiting.
     auto: BTreeMap<StreamHandle, (Instant, Owner, u8)>,
     /// Keys of nodes met (sessions, records), for sealing onion layers to owners.
     keys: HashMap<NodeId, PublicKey>,
+    /// The relays owners that cannot be dialed name as their way in (their records' `via`).
+    via: HashMap<NodeId, Vec<NodeId>>,
     /// Pings in flight, by probe nonce: the ping, the path (`None` for a plain datagram, else
     /// the circuit's relays), when sent.
     pings: BTreeMap<u64, Ping>,
@@ -534,10 +548,12 @@ impl Circuits {
                 now,
             ),
             punch_rate: super::rate::PrefixBuckets::new(PUNCH_RATE, now),
+            dial_back_rate: super::rate::PrefixBuckets::new(DIAL_BACK_RATE, now),
             probe_nonce: 0,
             next_sweep: None,
             auto: BTreeMap::new(),
             keys: HashMap::new(),
+            via: HashMap::new(),
             pings: BTreeMap::new(),
             quiet: BTreeSet::new(),
             next_ping: 1,
@@ -578,6 +594,24 @@ impl Circuits {
             self.keys.clear();
         }
         self.keys.insert(key.node_id(), key);
+    }
+
+    /// Learns what a verified record says about reaching its owner: its key, whether it
+    /// relays, and the relays it names as its way in.
+    fn learn_record(&mut self, now: Instant, record: &crate::SignedRecord) {
+        self.learn_key(*record.signer());
+        self.directory.learn(now, record);
+        if let crate::record::Record::Node(n) = record.record() {
+            let owner = record.owner();
+            if n.via.is_empty() {
+                self.via.remove(&owner);
+            } else {
+                if self.via.len() >= MAX_KEYS {
+                    self.via.clear();
+                }
+                self.via.insert(owner, n.via.clone());
+            }
+        }
     }
 
     /// Whether `handle` is a circuit stream (the node's own, never the runtime's).
@@ -744,6 +778,10 @@ impl Node {
         {
             return Ok(link.vaddr);
         }
+        if !self.circuits.keys.contains_key(&owner) {
+            // The DHT may hold its record, learned since the directory was last read.
+            self.refresh_directory(now);
+        }
         let Some(owner_key) = self.circuits.keys.get(&owner).copied() else {
             return Err(Failure::new(
                 Cause::Unreachable,
@@ -812,8 +850,7 @@ impl Node {
     pub(super) fn refresh_directory(&mut self, now: Instant) {
         let records: Vec<_> = self.dht.store().iter().cloned().collect();
         for r in &records {
-            self.circuits.learn_key(*r.signer());
-            self.circuits.directory.learn(now, r);
+            self.circuits.learn_record(now, r);
         }
     }
 
@@ -824,8 +861,7 @@ impl Node {
         records: impl IntoIterator<Item = &'a crate::SignedRecord>,
     ) {
         for r in records {
-            self.circuits.learn_key(*r.signer());
-            self.circuits.directory.learn(now, r);
+            self.circuits.learn_record(now, r);
         }
     }
 
@@ -840,6 +876,7 @@ impl Node {
         let constraints = Constraints {
             hops: usize::from(hops.max(1)),
             endpoints: vec![self.node_id, owner],
+            exit_among: self.circuits.via.get(&owner).cloned().unwrap_or_default(),
             ..Constraints::default()
         };
         let candidates = self.circuits.directory.candidates(now, Transport::Quic);
@@ -893,6 +930,12 @@ impl Node {
             hops: link.hops,
             endpoints: vec![self.node_id, link.owner],
             exclude: exclude.clone(),
+            exit_among: self
+                .circuits
+                .via
+                .get(&link.owner)
+                .cloned()
+                .unwrap_or_default(),
             ..Constraints::default()
         };
         constraints.exclude.extend(link.avoid.keys().copied());
@@ -1479,10 +1522,16 @@ impl Node {
         now: Instant,
         up: StreamHandle,
         prev: (NodeId, SocketAddr),
-        next: (NodeId, SocketAddr),
+        mut next: (NodeId, SocketAddr),
         back: Label,
         inner: Vec<u8>,
     ) {
+        // A session the next node keeps to this one (a home relay's) is the way to it: the
+        // address the circuit names may lead nowhere from here.
+        let kept = self.quic_session_with(next.0);
+        if let Some((_, remote)) = kept {
+            next.1 = remote;
+        }
         let ckey = self.circuits.key();
         let back_in = self.circuits.labels.allocate(
             now,
@@ -1527,12 +1576,17 @@ impl Node {
             // Waiting on the next hop; nothing to read meanwhile.
             st.phase = Phase::Connecting;
         }
-        let dial = Dial {
-            addr: next.1,
-            transport: Transport::Quic,
-            expected: Some(next.0),
-        };
-        self.attach(now, down, &dial);
+        match kept {
+            Some((sid, _)) => self.attach_to(now, down, sid),
+            None => {
+                let dial = Dial {
+                    addr: next.1,
+                    transport: Transport::Quic,
+                    expected: Some(next.0),
+                };
+                self.attach(now, down, &dial);
+            }
+        }
         self.next_sweep_from(now);
     }
 
@@ -2115,15 +2169,32 @@ impl Node {
                 // Every node answers (rate-limited; the answer is no larger than the probe):
                 // relays for path selection, owners for `vx6 ping`.
                 if self.circuits.probe_rate.allow(now, from) {
-                    let reply = header::probe_answer(&data, from);
+                    let mut reply = header::probe_answer(&data, from);
+                    if header::wants_dial_back(&data) {
+                        let (_, nonce) = header::probe_body(&data);
+                        if self.observe.to_dial_back.len() < observe::MAX_DIAL_BACKS
+                            && self.circuits.dial_back_rate.allow(now, from)
+                        {
+                            self.observe
+                                .to_dial_back
+                                .push_back((from, header::dial_back(nonce)));
+                            self.counters.dial_backs_sent += 1;
+                        } else {
+                            // The answer says none is coming, so its absence means nothing.
+                            reply[HEADER_LEN] &= !PROBE_DIAL_BACK;
+                            self.counters.dial_backs_declined += 1;
+                        }
+                    }
                     self.queue_datagram(plain_transmit(from, reply.len()), reply);
                 } else {
                     self.counters.relay_unknown_label += 1;
                 }
             }
             Verdict::Unlabelled(Datagram::ProbeReply) => {
-                let (_, nonce) = header::probe_body(&data);
-                if !self.ping_answered(now, nonce, Some(from))
+                let (flags, nonce) = header::probe_body(&data);
+                if flags == PROBE_DIAL_BACK {
+                    self.dialed_back(from, nonce);
+                } else if !self.ping_answered(now, nonce, Some(from))
                     && !self.observe_answered(now, from, &data)
                 {
                     self.circuits.directory.probe_reply(now, from, nonce);

@@ -33,6 +33,8 @@ struct Publication {
     username: Username,
     addresses: Vec<NodeAddress>,
     next: Instant,
+    /// The `seq` of the last signing.
+    seq: u64,
 }
 
 /// How often a node looks up its own id (so new neighbours learn of it and it of them),
@@ -244,10 +246,12 @@ impl Node {
     /// addresses there is no node record, and nobody can reach the node by name. Call it again
     /// when the addresses change, and [`Node::republish`] when the services do.
     pub fn publish_self(&mut self, now: Instant, username: Username, addresses: Vec<NodeAddress>) {
+        let seq = self.discovery.publication.as_ref().map_or(0, |p| p.seq);
         self.discovery.publication = Some(Publication {
             username,
             addresses,
             next: now,
+            seq,
         });
         self.republish(now);
     }
@@ -259,6 +263,9 @@ impl Node {
             return;
         };
         p.next = now + REPUBLISH_INTERVAL;
+        // The unix second, unless this second already signed (addresses and home relays can
+        // change within one): a second record under one seq would be refused as equivocation.
+        p.seq = self.discovery.unix.max(p.seq + 1);
         let signed = OwnRecords {
             identity: &self.identity,
             username: &p.username,
@@ -272,8 +279,9 @@ impl Node {
                     max_circuits: self.circuits.config.limits.max_circuits,
                     operator: self.circuits.config.operator.clone(),
                 }),
+            via: self.home.published.clone(),
         }
-        .sign(self.discovery.unix, OWN_RECORD_LIFETIME_SECS);
+        .sign(p.seq, self.discovery.unix, OWN_RECORD_LIFETIME_SECS);
         self.publish(now, &signed);
     }
 

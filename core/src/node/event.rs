@@ -134,6 +134,17 @@ pub enum Event {
         /// The agreed addresses, at most one per address family.
         addresses: Vec<SocketAddr>,
     },
+    /// What peers' dial-backs say about whether this node can be dialed changed.
+    Reachability {
+        /// The verdict per address family (`true`: IPv4).
+        verdicts: Vec<(bool, crate::reach::Verdict)>,
+    },
+    /// The relays this node's record names as its way in changed (it republished): a node
+    /// that cannot be dialed keeps sessions to a few relays, which extend circuits to it.
+    HomeRelays {
+        /// The relays, each with a session up (empty: the node can be dialed again).
+        relays: Vec<NodeId>,
+    },
     /// An answer to `Node::ping`.
     PingReply {
         /// Which ping.

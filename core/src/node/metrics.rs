@@ -16,6 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::Node;
 use super::circuits::CircuitRole;
 use crate::policy::PathKind;
+use crate::reach::Verdict;
 use crate::record::Transport;
 
 /// A series' labels: names and values from fixed lists.
@@ -331,6 +332,34 @@ impl Node {
                 &[("stored", dht.stored), ("rejected", dht.rejected)],
             ),
         );
+        let verdicts = self.dial_back_verdicts();
+        let dialable: Vec<(Labels, i64)> = [(true, "ipv4"), (false, "ipv6")]
+            .into_iter()
+            .flat_map(|(v4, family)| {
+                let now = verdicts
+                    .iter()
+                    .find(|(f, _)| *f == v4)
+                    .map_or(Verdict::Unknown, |(_, v)| *v);
+                [Verdict::Reachable, Verdict::Unreachable, Verdict::Unknown]
+                    .into_iter()
+                    .map(move |v| {
+                        let labels = vec![("family", family), ("verdict", v.as_str())];
+                        (labels, i64::from(v == now))
+                    })
+            })
+            .collect();
+        gauge(
+            &mut r,
+            "vx6_dialable",
+            "1 for what peers' dial-backs say about dialing this node, per address family",
+            dialable,
+        );
+        gauge(
+            &mut r,
+            "vx6_home_relays",
+            "Relays this node's record names as its way in (it cannot be dialed)",
+            one(self.home_relays().len() as i64),
+        );
         gauge(
             &mut r,
             "vx6_dht_peers",
@@ -422,6 +451,19 @@ impl Node {
                 &[
                     ("requested", c.punch_requests),
                     ("answered", c.punches_answered),
+                ],
+            ),
+        );
+        counter(
+            &mut r,
+            "vx6_dial_backs",
+            "Dial-backs asked of this node by peers learning whether they can be dialed",
+            None,
+            by(
+                "outcome",
+                &[
+                    ("sent", c.dial_backs_sent),
+                    ("declined", c.dial_backs_declined),
                 ],
             ),
         );

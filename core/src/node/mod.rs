@@ -12,6 +12,7 @@ mod circuits;
 mod demux;
 mod discovery;
 mod event;
+mod home;
 mod limits;
 mod metrics;
 mod observe;
@@ -193,6 +194,7 @@ pub struct Node {
     traffic: metrics::Traffic,
     recorded: metrics::Recorded,
     observe: observe::State,
+    home: home::State,
 }
 
 impl Node {
@@ -242,6 +244,7 @@ impl Node {
             traffic: metrics::Traffic::default(),
             recorded: metrics::Recorded::default(),
             observe: observe::State::default(),
+            home: home::State::default(),
         })
     }
 
@@ -358,17 +361,35 @@ impl Node {
     /// Puts a client stream on a session to `dial` (dialing one if needed); on failure the
     /// stream is forgotten and reported failed, so the runtime sees one uniform path.
     fn attach(&mut self, now: Instant, handle: StreamHandle, dial: &Dial) {
-        let session = match self.session_for(now, dial) {
-            Ok(sid) => sid,
+        match self.session_for(now, dial) {
+            Ok(sid) => self.attach_to(now, handle, sid),
             Err(failure) => {
                 self.forget(handle);
                 self.events.push_back(Event::StreamFailed {
                     stream: handle,
                     failure,
                 });
-                return;
             }
-        };
+        }
+    }
+
+    /// An established QUIC session with `peer`, whichever side opened it (a relay reaches a
+    /// node that keeps a session to it this way, wherever its NAT put it).
+    fn quic_session_with(&self, peer: NodeId) -> Option<(SessionId, SocketAddr)> {
+        self.sessions
+            .iter()
+            .find(|(_, s)| {
+                s.peer == Some(peer)
+                    && s.established
+                    && !s.down
+                    && matches!(s.kind, Kind::Quic { .. })
+                    && !circuits::is_virtual(&s.remote)
+            })
+            .map(|(sid, s)| (*sid, s.remote))
+    }
+
+    /// Puts a stream on session `session`.
+    fn attach_to(&mut self, now: Instant, handle: StreamHandle, session: SessionId) {
         let s = &self.sessions[&session];
         let open = s.streams.len() - s.pending.len();
         let full = if open >= self.max_session_streams {
@@ -1242,6 +1263,7 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.circuits_timeout(now);
         self.observe_timeout(now);
+        self.home_timeout(now);
         let timeout = self.limits.handshake_timeout;
         for sid in self.handshakes.expired(now, timeout) {
             self.counters.handshakes_timed_out += 1;
@@ -1299,6 +1321,7 @@ impl Node {
             self.dialing.next_deadline(timeout),
             self.circuits_next_timeout(),
             self.observe_next_timeout(),
+            self.home_next_timeout(),
         ]
         .into_iter()
         .flatten()

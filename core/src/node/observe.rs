@@ -1,15 +1,17 @@
 //! Which address this node is seen at: it asks DHT contacts now and then (a probe with the
 //! observe flag, to the address the contact is known at, with an unpredictable nonce), keeps
 //! one answer per contact, and publishes the address enough of them agree on
-//! ([`crate::reach::Observations`]).
+//! ([`crate::reach::Observations`]). The same probe asks the contact to dial the node back
+//! from a fresh port, which tells whether anything stands in front of it
+//! ([`crate::reach::DialBacks`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Event, Node};
-use crate::reach::{Mapping, Observations};
-use crate::relay::header;
+use crate::reach::{DialBacks, Mapping, Observations, Verdict};
+use crate::relay::header::{self, PROBE_DIAL_BACK};
 
 /// How often contacts are asked once enough have agreed.
 const EVERY: Duration = Duration::from_secs(60);
@@ -17,14 +19,30 @@ const EVERY: Duration = Duration::from_secs(60);
 const EVERY_AT_START: Duration = Duration::from_secs(5);
 /// Contacts asked per round.
 const PER_ROUND: usize = 8;
-/// How long an answer is waited for.
+/// How long an answer, and a dial-back, are waited for.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Dial-backs this node has yet to send, at most (the runtime sends each from a new socket).
+pub(super) const MAX_DIAL_BACKS: usize = 16;
+
+/// A question in flight.
+struct Question {
+    /// Where it went.
+    to: SocketAddr,
+    sent: Instant,
+    /// Answered, and whether the answer promised a dial-back.
+    answered: Option<bool>,
+    /// A dial-back arrived.
+    dialed: bool,
+}
 
 #[derive(Default)]
 pub(super) struct State {
     observations: Observations,
-    /// Questions in flight: nonce → (where it went, when).
-    outstanding: BTreeMap<u64, (SocketAddr, Instant)>,
+    dial_backs: DialBacks,
+    /// Questions in flight, by nonce.
+    outstanding: BTreeMap<u64, Question>,
+    /// Dial-backs owed to others: (to, datagram).
+    pub(super) to_dial_back: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
     next_at: Option<Instant>,
     /// This node's own addresses, with the port it listens on (from the runtime).
     local: Vec<SocketAddr>,
@@ -50,15 +68,77 @@ impl Node {
         (o.observations.mapping(&o.local), o.observations.len())
     }
 
+    /// Whether peers can dial this node, per address family (`true`: IPv4), as their
+    /// dial-backs say.
+    pub fn dial_back_verdicts(&self) -> Vec<(bool, Verdict)> {
+        self.observe.dial_backs.verdicts()
+    }
+
+    /// A dial-back this node owes a peer: the runtime sends `datagram` to the address from a
+    /// new UDP socket on an ephemeral port, then closes it. Sending it from the node's own
+    /// socket would prove nothing (the peer's NAT expects that one).
+    pub fn poll_dial_back(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.observe.to_dial_back.pop_front()
+    }
+
     pub(super) fn observe_next_timeout(&self) -> Option<Instant> {
         // The first round is armed as soon as the node has contacts (at the last input).
-        self.observe
+        let round = self
+            .observe
             .next_at
-            .or_else(|| (!self.dht.table().is_empty()).then_some(self.circuits.clock))
+            .or_else(|| (!self.dht.table().is_empty()).then_some(self.circuits.clock));
+        let settle = self
+            .observe
+            .outstanding
+            .values()
+            .map(|q| q.sent + ANSWER_WITHIN)
+            .min();
+        round.into_iter().chain(settle).min()
+    }
+
+    /// Closes the questions whose time is up: a peer that answered and promised a dial-back
+    /// counts, whether its dial-back came or not.
+    fn settle_questions(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .observe
+            .outstanding
+            .iter()
+            .filter(|(_, q)| now.saturating_duration_since(q.sent) >= ANSWER_WITHIN)
+            .map(|(n, _)| *n)
+            .collect();
+        let before = self.observe.dial_backs.verdicts();
+        for nonce in due {
+            let Some(q) = self.observe.outstanding.remove(&nonce) else {
+                continue;
+            };
+            if q.answered == Some(true) {
+                self.observe.dial_backs.record(q.to.ip(), q.dialed, now);
+            }
+        }
+        self.observe.dial_backs.expire(now);
+        if self.observe.dial_backs.verdicts() != before {
+            self.events.push_back(Event::Reachability {
+                verdicts: self.observe.dial_backs.verdicts(),
+            });
+            self.home_relays_wanted(now);
+        }
+    }
+
+    /// A dial-back arrived from `from`: it counts if it answers a question this node asked
+    /// that peer, and came from another port than the one asked (the one the node's NAT or
+    /// firewall would let in).
+    pub(super) fn dialed_back(&mut self, from: SocketAddr, nonce: u64) {
+        if let Some(q) = self.observe.outstanding.get_mut(&nonce)
+            && q.to.ip() == from.ip()
+            && q.to.port() != from.port()
+        {
+            q.dialed = true;
+        }
     }
 
     /// Asks a round of contacts when one is due.
     pub(super) fn observe_timeout(&mut self, now: Instant) {
+        self.settle_questions(now);
         let Some(at) = self.observe.next_at else {
             if !self.dht.table().is_empty() {
                 self.observe.next_at = Some(now + Duration::from_secs(1));
@@ -68,9 +148,6 @@ impl Node {
         if at > now {
             return;
         }
-        self.observe
-            .outstanding
-            .retain(|_, (_, sent)| now.saturating_duration_since(*sent) < ANSWER_WITHIN);
         self.observe.observations.expire(now);
         let mut contacts: Vec<SocketAddr> = Vec::new();
         for c in self.dht.table().contacts() {
@@ -85,7 +162,7 @@ impl Node {
         }
         for addr in contacts.into_iter().take(PER_ROUND) {
             let nonce = self.circuits.random_u64();
-            let probe = header::observe_probe(nonce);
+            let probe = header::dial_back_probe(nonce);
             let t = quinn_proto::Transmit {
                 destination: addr,
                 ecn: None,
@@ -94,7 +171,13 @@ impl Node {
                 src_ip: None,
             };
             if self.queue_datagram(t, probe) {
-                self.observe.outstanding.insert(nonce, (addr, now));
+                let q = Question {
+                    to: addr,
+                    sent: now,
+                    answered: None,
+                    dialed: false,
+                };
+                self.observe.outstanding.insert(nonce, q);
             }
         }
         let every = match self.observe.agreed.is_empty() {
@@ -112,12 +195,13 @@ impl Node {
         from: SocketAddr,
         reply: &[u8],
     ) -> bool {
-        let (_, nonce) = header::probe_body(reply);
-        match self.observe.outstanding.get(&nonce) {
-            Some((to, _)) if *to == from => {}
+        let (flags, nonce) = header::probe_body(reply);
+        match self.observe.outstanding.get_mut(&nonce) {
+            Some(q) if q.to == from && q.answered.is_none() => {
+                q.answered = Some(flags & PROBE_DIAL_BACK != 0);
+            }
             _ => return false,
         }
-        self.observe.outstanding.remove(&nonce);
         let Some(seen) = header::observed(reply) else {
             return true;
         };

@@ -86,6 +86,11 @@ pub struct Counters {
     pub punch_requests: u64,
     /// Hole-punching requests this node carried out as an owner.
     pub punches_answered: u64,
+    /// Dial-backs this node sent for peers asking whether they can be dialed.
+    pub dial_backs_sent: u64,
+    /// Dial-backs asked for and not sent (over the rate for the asker's prefix, or the queue
+    /// full); the answer says so, so the asker does not count a missing one.
+    pub dial_backs_declined: u64,
     /// Relay datagrams forwarded.
     pub relay_forwarded: u64,
     /// Relay datagrams dropped: malformed.

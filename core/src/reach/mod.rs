@@ -5,6 +5,11 @@
 //! - [`Observations`]: one observed address per reporting peer, the agreement rule, and the
 //!   mapping [`Observations::mapping`] infers.
 
+//! - [`DialBacks`]: whether peers' dial-backs arrive, and the [`Verdict`] that says whether
+//!   the node can be dialed at all.
+
+mod dial_back;
 mod observed;
 
+pub use dial_back::{DialBacks, MAX_OUTCOMES, MIN_VERDICT, OUTCOME_TTL, Verdict};
 pub use observed::{MAX_REPORTERS, MIN_AGREE, Mapping, OBSERVATION_TTL, Observations};

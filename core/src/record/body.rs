@@ -4,10 +4,13 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::NodeId;
 use crate::names::{OperatorName, ServiceName, Username};
 
 /// Most addresses a node record may list; more is a malformed record.
 pub const MAX_ADDRESSES: usize = 8;
+/// Most relays a node record may name as the way in; more is a malformed record.
+pub const MAX_VIA: usize = 4;
 
 /// Transport a node accepts sessions on at an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -37,7 +40,10 @@ pub struct RelayCapability {
 }
 
 /// Where and how a node can be reached. Its owner is the record's signer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire `via` is an optional tail after the other fields (docs/PROTOCOL.md), so the
+/// record of a node that needs no relay to be reached is what it always was.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRecord {
     /// Sequence number.
     pub seq: u64,
@@ -46,6 +52,19 @@ pub struct NodeRecord {
     /// Reachable addresses, at most [`MAX_ADDRESSES`].
     pub addresses: Vec<NodeAddress>,
     /// Present if the node relays for others.
+    pub relay: Option<RelayCapability>,
+    /// Relays that hold a session from this node and extend circuits to it over that
+    /// session: the way in for a node that cannot be dialed (behind a NAT or firewall), at
+    /// most [`MAX_VIA`].
+    pub via: Vec<NodeId>,
+}
+
+/// The node body's fields before the optional `via` tail, as postcard writes them.
+#[derive(Serialize, Deserialize)]
+pub(super) struct NodeBodyHead {
+    pub seq: u64,
+    pub expires_at: u64,
+    pub addresses: Vec<NodeAddress>,
     pub relay: Option<RelayCapability>,
 }
 
@@ -75,6 +94,9 @@ impl NodeRecord {
     pub(super) fn check_bounds(&self) -> Result<(), &'static str> {
         if self.addresses.len() > MAX_ADDRESSES {
             return Err("node record lists more than 8 addresses");
+        }
+        if self.via.len() > MAX_VIA {
+            return Err("node record names more than 4 relays as its way in");
         }
         Ok(())
     }

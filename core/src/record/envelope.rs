@@ -13,7 +13,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::body::{NameClaim, NodeRecord, ServiceRecord};
+use super::body::{NameClaim, NodeBodyHead, NodeRecord, ServiceRecord};
 use super::{Record, RecordKind};
 use crate::identity::{Identity, KeyError, NodeId, PublicKey};
 
@@ -107,12 +107,24 @@ fn check_bounds(record: &Record) -> Result<(), &'static str> {
     }
 }
 
-fn encode_body(record: &Record) -> Result<Vec<u8>, postcard::Error> {
+pub(super) fn encode_body(record: &Record) -> Result<Vec<u8>, postcard::Error> {
     fn enc<T: Serialize>(t: &T) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_allocvec(t)
     }
     match record {
-        Record::Node(r) => enc(r),
+        Record::Node(r) => {
+            let head = NodeBodyHead {
+                seq: r.seq,
+                expires_at: r.expires_at,
+                addresses: r.addresses.clone(),
+                relay: r.relay.clone(),
+            };
+            let mut body = enc(&head)?;
+            if !r.via.is_empty() {
+                body.extend(enc(&r.via)?);
+            }
+            Ok(body)
+        }
         Record::Service(r) => enc(r),
         Record::NameClaim(r) => enc(r),
     }
@@ -127,7 +139,25 @@ fn decode_body(kind: RecordKind, body: &[u8]) -> Result<Record, DecodeError> {
         Ok(value)
     }
     Ok(match kind {
-        RecordKind::Node => Record::Node(dec::<NodeRecord>(body)?),
+        RecordKind::Node => {
+            let (head, tail): (NodeBodyHead, &[u8]) = postcard::take_from_bytes(body)?;
+            // The tail is present only when it names a relay: an empty list written out would
+            // be a second encoding of the same record.
+            let via: Vec<NodeId> = match tail.is_empty() {
+                true => Vec::new(),
+                false => dec(tail)?,
+            };
+            if !tail.is_empty() && via.is_empty() {
+                return Err(DecodeError::NonCanonical);
+            }
+            Record::Node(NodeRecord {
+                seq: head.seq,
+                expires_at: head.expires_at,
+                addresses: head.addresses,
+                relay: head.relay,
+                via,
+            })
+        }
         RecordKind::Service => Record::Service(dec::<ServiceRecord>(body)?),
         RecordKind::NameClaim => Record::NameClaim(dec::<NameClaim>(body)?),
     })

@@ -17,30 +17,34 @@ pub struct OwnRecords<'a> {
     pub services: Vec<ServiceName>,
     /// Its offer to relay, if it makes one.
     pub relay: Option<super::RelayCapability>,
+    /// Relays that extend circuits to it over a session it keeps (when it cannot be dialed).
+    pub via: Vec<crate::identity::NodeId>,
 }
 
 impl OwnRecords<'_> {
-    /// Signs the node record, one record per service and the name claim, all with `seq` =
-    /// `unix_now` (so a later publication replaces them) and living `lifetime_secs`.
-    pub fn sign(&self, unix_now: u64, lifetime_secs: u64) -> Vec<SignedRecord> {
+    /// Signs the node record, one record per service and the name claim, all with `seq`
+    /// (higher than any earlier publication's, so this one replaces them: storers refuse a
+    /// second record under one `seq`) and living `lifetime_secs` from `unix_now`.
+    pub fn sign(&self, seq: u64, unix_now: u64, lifetime_secs: u64) -> Vec<SignedRecord> {
         let expires_at = unix_now + lifetime_secs;
         let node = (!self.addresses.is_empty()).then(|| {
             Record::Node(NodeRecord {
-                seq: unix_now,
+                seq,
                 expires_at,
                 addresses: self.addresses.clone(),
                 relay: self.relay.clone(),
+                via: self.via.clone(),
             })
         });
         let services = self.services.iter().map(|service| {
             Record::Service(ServiceRecord {
-                seq: unix_now,
+                seq,
                 expires_at,
                 service: service.clone(),
             })
         });
         let claim = Record::NameClaim(NameClaim {
-            seq: unix_now,
+            seq,
             expires_at,
             username: self.username.clone(),
         });

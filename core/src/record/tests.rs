@@ -4,9 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use proptest::prelude::*;
 
-use super::envelope::{HEADER_LEN, signed_message};
+use super::envelope::{HEADER_LEN, encode_body, signed_message};
 use super::*;
-use crate::identity::Identity;
+use crate::identity::{Identity, NodeId};
 use crate::names::{OperatorName, ServiceName, Username};
 
 pub(crate) fn label() -> impl Strategy<Value = String> {
@@ -46,16 +46,18 @@ pub(crate) fn record() -> impl Strategy<Value = Record> {
             any::<u64>(),
             any::<u64>(),
             proptest::collection::vec(node_address(), 0..=body::MAX_ADDRESSES),
-            relay
+            relay,
+            proptest::collection::vec(any::<[u8; 32]>(), 0..=body::MAX_VIA),
         )
-            .prop_map(
-                |(seq, expires_at, addresses, relay)| Record::Node(NodeRecord {
+            .prop_map(|(seq, expires_at, addresses, relay, via)| {
+                Record::Node(NodeRecord {
                     seq,
                     expires_at,
                     addresses,
                     relay,
+                    via: via.into_iter().map(NodeId::from_bytes).collect(),
                 })
-            ),
+            }),
         (any::<u64>(), any::<u64>(), label()).prop_map(|(seq, expires_at, s)| {
             Record::Service(ServiceRecord {
                 seq,
@@ -193,16 +195,62 @@ fn signed_but_malformed_bodies_are_rejected() {
         expires_at: 100,
         addresses: vec![addr; body::MAX_ADDRESSES + 1],
         relay: None,
+        via: Vec::new(),
     };
     assert!(matches!(
         SignedRecord::sign(&id, Record::Node(too_many.clone())),
         Err(EncodeError::Malformed(_))
     ));
-    let body = postcard::to_allocvec(&too_many).unwrap();
+    let body = encode_body(&Record::Node(too_many)).unwrap();
     assert!(matches!(
         SignedRecord::decode(&forge(&id, RecordKind::Node, &body)),
         Err(DecodeError::Malformed(_))
     ));
+
+    let too_many_via = NodeRecord {
+        seq: 1,
+        expires_at: 100,
+        addresses: vec![addr],
+        relay: None,
+        via: vec![NodeId::from_bytes([7; 32]); body::MAX_VIA + 1],
+    };
+    let body = encode_body(&Record::Node(too_many_via)).unwrap();
+    assert!(matches!(
+        SignedRecord::decode(&forge(&id, RecordKind::Node, &body)),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
+fn via_is_a_tail_only_when_it_names_a_relay() {
+    let id = identity(9);
+    let addr = NodeAddress {
+        transport: Transport::Quic,
+        addr: "192.0.2.1:4433".parse().unwrap(),
+    };
+    let plain = NodeRecord {
+        seq: 1,
+        expires_at: 100,
+        addresses: vec![addr],
+        relay: None,
+        via: Vec::new(),
+    };
+    let head = encode_body(&Record::Node(plain.clone())).unwrap();
+    // A record without relays is byte for byte what nodes before `via` wrote.
+    let old = postcard::to_allocvec(&(1u64, 100u64, vec![addr], None::<RelayCapability>)).unwrap();
+    assert_eq!(head, old);
+    let decoded = SignedRecord::decode(&forge(&id, RecordKind::Node, &head)).unwrap();
+    assert_eq!(decoded.record(), &Record::Node(plain));
+    // An empty list written out is a second encoding, so it is refused.
+    let mut empty_tail = head.clone();
+    empty_tail.push(0);
+    assert!(matches!(
+        SignedRecord::decode(&forge(&id, RecordKind::Node, &empty_tail)),
+        Err(DecodeError::NonCanonical)
+    ));
+    let mut junk = head;
+    junk.extend([1, 2, 3]);
+    assert!(SignedRecord::decode(&forge(&id, RecordKind::Node, &junk)).is_err());
 }
 
 #[test]

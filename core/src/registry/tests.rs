@@ -63,6 +63,7 @@ fn build(o: &Offer) -> SignedRecord {
                     .unwrap(),
             }],
             relay: None,
+            via: Vec::new(),
         }),
         1 => Record::Service(ServiceRecord {
             seq: o.seq,

@@ -26,6 +26,10 @@ pub const PROBE_OBSERVE: u8 = 2;
 /// that follows" (as in an answer to [`PROBE_OBSERVE`]), so the owner's NAT or firewall lets
 /// the client's direct connection in (hole punching).
 pub const PROBE_PUNCH: u8 = 4;
+/// Probe flag, with [`PROBE_OBSERVE`]: "and dial me back at that address from a port of yours
+/// I never sent to", which only a node without a NAT or stateful firewall in front receives.
+/// The dial-back itself is a probe reply carrying this flag alone.
+pub const PROBE_DIAL_BACK: u8 = 8;
 /// Bytes an observed address takes after a probe reply's body: family (4 or 6), the address
 /// (4 or 16 bytes, zero-padded to 16), the port (big-endian).
 pub const OBSERVED_LEN: usize = 19;
@@ -174,6 +178,26 @@ pub fn observe_probe(nonce: u64) -> Vec<u8> {
     let mut out = probe(Kind::Probe, None, PROBE_OBSERVE, nonce);
     out.resize(OBSERVE_PROBE_LEN, 0);
     out
+}
+
+/// An observe probe that also asks for a dial-back ([`PROBE_DIAL_BACK`]).
+pub fn dial_back_probe(nonce: u64) -> Vec<u8> {
+    let mut out = probe(Kind::Probe, None, PROBE_OBSERVE | PROBE_DIAL_BACK, nonce);
+    out.resize(OBSERVE_PROBE_LEN, 0);
+    out
+}
+
+/// Whether a probe asks to be dialed back (and is long enough to be an observe probe, so the
+/// dial-back, like the answer, is no larger than what asked for it).
+pub fn wants_dial_back(probe_datagram: &[u8]) -> bool {
+    let (flags, _) = probe_body(probe_datagram);
+    flags & (PROBE_OBSERVE | PROBE_DIAL_BACK) == PROBE_OBSERVE | PROBE_DIAL_BACK
+        && probe_datagram.len() >= OBSERVE_PROBE_LEN
+}
+
+/// The dial-back for the probe with `nonce`.
+pub fn dial_back(nonce: u64) -> Vec<u8> {
+    probe(Kind::ProbeReply, None, PROBE_DIAL_BACK, nonce)
 }
 
 /// The body (after the header) of a punch request asking the far end to probe `to`.

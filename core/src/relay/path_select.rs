@@ -53,6 +53,9 @@ pub struct Constraints {
     pub min_success_permille: u32,
     /// Highest measured RTT a relay may have.
     pub max_rtt: Option<Duration>,
+    /// If not empty, the last relay must be one of these: the relays an owner that cannot be
+    /// dialed keeps a session to (its record's `via`).
+    pub exit_among: Vec<NodeId>,
 }
 
 impl Default for Constraints {
@@ -63,6 +66,7 @@ impl Default for Constraints {
             exclude: BTreeSet::new(),
             min_success_permille: 500,
             max_rtt: None,
+            exit_among: Vec::new(),
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct Selection {
 /// Why no path could be chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
+    /// None of the relays the last hop must be one of is usable.
+    #[error("none of the owner's {0} relay(s) is usable as the last hop")]
+    NoExit(usize),
     /// Fewer usable candidates than hops.
     #[error("{usable} usable relay(s) for a {hops}-hop path ({candidates} candidates)")]
     TooFew {
@@ -196,11 +203,42 @@ pub fn select(
     }
     // The strictest diversity the candidates can satisfy, decided before drawing, so that the
     // draw never paints itself into a corner.
-    let diversity = [Diversity::Full, Diversity::PrefixOnly, Diversity::None]
-        .into_iter()
-        .find(|d| achievable(&usable, *d, constraints.hops))
-        .expect("Diversity::None is achievable with enough usable candidates");
     let mut path: Vec<&Candidate> = Vec::with_capacity(constraints.hops);
+    let diversity = match constraints.exit_among.is_empty() {
+        true => [Diversity::Full, Diversity::PrefixOnly, Diversity::None]
+            .into_iter()
+            .find(|d| achievable(&usable, *d, constraints.hops))
+            .expect("Diversity::None is achievable with enough usable candidates"),
+        false => {
+            // The exit is drawn first (among those a full path can be completed around, at
+            // the best diversity any of them allows); the rest of the path is drawn as usual
+            // and goes before it. Diversity is symmetric, so the order changes nothing.
+            let exits: Vec<&Candidate> = usable
+                .iter()
+                .copied()
+                .filter(|c| constraints.exit_among.contains(&c.node))
+                .collect();
+            if exits.is_empty() {
+                return Err(SelectError::NoExit(constraints.exit_among.len()));
+            }
+            let around = |e: &Candidate, d: Diversity| {
+                let rest: Vec<&Candidate> = usable
+                    .iter()
+                    .copied()
+                    .filter(|r| r.node != e.node)
+                    .collect();
+                completable(&rest, &[e], d, constraints.hops - 1)
+            };
+            let diversity = [Diversity::Full, Diversity::PrefixOnly, Diversity::None]
+                .into_iter()
+                .find(|d| exits.iter().any(|e| around(e, *d)))
+                .expect("Diversity::None is achievable with enough usable candidates");
+            let pool: Vec<&Candidate> =
+                exits.into_iter().filter(|e| around(e, diversity)).collect();
+            path.push(pool[draw(&pool, rng)]);
+            diversity
+        }
+    };
     while path.len() < constraints.hops {
         let mut pool: Vec<&Candidate> = usable
             .iter()
@@ -225,6 +263,10 @@ pub fn select(
             }
             pool.swap_remove(i);
         }
+    }
+    // The exit was drawn first; it goes last.
+    if !constraints.exit_among.is_empty() {
+        path.rotate_left(1);
     }
     for c in usable {
         if path.iter().any(|p| p.node == c.node) {

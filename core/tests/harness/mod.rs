@@ -99,6 +99,13 @@ pub struct Net {
     pub cut: std::collections::BTreeSet<(usize, usize)>,
     /// Host pairs between which this fraction of datagrams vanishes, either way.
     pub lossy: BTreeMap<(usize, usize), f64>,
+    /// Hosts behind a stateful firewall: a datagram reaches one only from an address it sent
+    /// to before (as a NAT or an IPv6 home router lets in only answers).
+    pub firewalled: std::collections::BTreeSet<usize>,
+    /// (firewalled host, remote address) it has sent to: the firewall's open flows.
+    opened: std::collections::BTreeSet<(usize, SocketAddr)>,
+    /// Dial-backs sent so far (each from a port of its own, as a runtime does).
+    dial_backs: u16,
     /// Applied to every node's configuration before it starts.
     pub configure: fn(&mut NodeConfig),
     /// Bytes one TCP connection may have in flight in each direction (the socket's send
@@ -157,6 +164,9 @@ impl Net {
             down: Default::default(),
             cut: Default::default(),
             lossy: Default::default(),
+            firewalled: Default::default(),
+            opened: Default::default(),
+            dial_backs: 0,
             configure: |_| {},
             tcp_buffer: usize::MAX,
             routed_transport: Transport::Quic,
@@ -180,6 +190,43 @@ impl Net {
         let mut node = Node::new(self.now, config).unwrap();
         node.set_unix_time(UNIX_START + (self.now - self.start).as_secs());
         node
+    }
+
+    /// One datagram from host `i` (at `from`) onto the network, or lost on the way.
+    fn send_udp(&mut self, i: usize, from: SocketAddr, destination: SocketAddr, chunk: &[u8]) {
+        let lost = self.loss > 0.0 && (self.rng.next_u32() as f64 / u32::MAX as f64) < self.loss;
+        if lost || chunk.len() > self.mtu {
+            self.udp_dropped += 1;
+            return;
+        }
+        if self.firewalled.contains(&i) {
+            self.opened.insert((i, destination));
+        }
+        let Some(to) = self.host_by_addr(destination) else {
+            return;
+        };
+        if self.down.contains(&i)
+            || self.down.contains(&to)
+            || self.cut.contains(&(i, to))
+            || self.cut.contains(&(to, i))
+            || (self.firewalled.contains(&to) && !self.opened.contains(&(to, from)))
+        {
+            self.udp_dropped += 1;
+            return;
+        }
+        if let Some(p) = self.lossy.get(&(i, to)).or(self.lossy.get(&(to, i)))
+            && (self.rng.next_u32() as f64 / u32::MAX as f64) < *p
+        {
+            self.udp_dropped += 1;
+            return;
+        }
+        self.push(
+            to,
+            PacketKind::Udp {
+                from,
+                data: chunk.to_vec(),
+            },
+        );
     }
 
     /// Adds a host at `[fd6a::<n>]:4433` running `identity` with `services`; returns its index.
@@ -281,9 +328,23 @@ impl Net {
         data: Vec<u8>,
         route: vx6_core::node::Route,
     ) -> StreamHandle {
+        let addr = self.hosts[to].addr;
+        self.open_routed_at(from, addr, expected, service, data, route)
+    }
+
+    /// As [`Net::open_routed`], to the owner at `addr` (an address it may not be at).
+    pub fn open_routed_at(
+        &mut self,
+        from: usize,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+        service: &str,
+        data: Vec<u8>,
+        route: vx6_core::node::Route,
+    ) -> StreamHandle {
         let transport = self.routed_transport;
         let dial = Dial {
-            addr: self.hosts[to].addr,
+            addr,
             transport,
             expected,
         };
@@ -418,36 +479,14 @@ impl Net {
             let seg = t.segment_size.unwrap_or(t.size);
             let from = self.hosts[i].addr;
             for chunk in buf[..t.size].chunks(seg) {
-                let lost =
-                    self.loss > 0.0 && (self.rng.next_u32() as f64 / u32::MAX as f64) < self.loss;
-                if lost || chunk.len() > self.mtu {
-                    self.udp_dropped += 1;
-                    continue;
-                }
-                if let Some(to) = self.host_by_addr(t.destination) {
-                    if self.down.contains(&i)
-                        || self.down.contains(&to)
-                        || self.cut.contains(&(i, to))
-                        || self.cut.contains(&(to, i))
-                    {
-                        self.udp_dropped += 1;
-                        continue;
-                    }
-                    if let Some(p) = self.lossy.get(&(i, to)).or(self.lossy.get(&(to, i)))
-                        && (self.rng.next_u32() as f64 / u32::MAX as f64) < *p
-                    {
-                        self.udp_dropped += 1;
-                        continue;
-                    }
-                    self.push(
-                        to,
-                        PacketKind::Udp {
-                            from,
-                            data: chunk.to_vec(),
-                        },
-                    );
-                }
+                self.send_udp(i, from, t.destination, chunk);
             }
+        }
+        while let Some((to, datagram)) = self.hosts[i].node.poll_dial_back() {
+            progress = true;
+            self.dial_backs += 1;
+            let from = SocketAddr::new(self.hosts[i].addr.ip(), 50_000 + self.dial_backs % 10_000);
+            self.send_udp(i, from, to, &datagram);
         }
         let links: Vec<_> = self
             .tcp_links

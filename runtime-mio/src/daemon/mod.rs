@@ -26,6 +26,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use vx6_core::node::{CircuitEvent, Event, Node, NodeConfig, SessionId, StreamHandle};
 use vx6_core::pins::Pins;
+use vx6_core::reach::Verdict;
 use vx6_core::record::Transport;
 use vx6_core::record::{NodeAddress, name_key};
 use vx6_core::service::{Backend, ServiceTable};
@@ -643,6 +644,32 @@ impl Daemon {
                 tracing::info!("peers agree they see this node at {}", list.join(", "));
                 self.publish_self(now);
             }
+            Event::Reachability { verdicts } => {
+                for (v4, verdict) in verdicts {
+                    let family = if v4 { "IPv4" } else { "IPv6" };
+                    match verdict {
+                        Verdict::Reachable => {
+                            tracing::info!("peers can dial this node over {family}")
+                        }
+                        Verdict::Unreachable => tracing::info!(
+                            "peers cannot dial this node over {family} (their dial-backs never \
+                             arrive): a NAT or firewall is in front of it"
+                        ),
+                        Verdict::Unknown => {}
+                    }
+                }
+            }
+            Event::HomeRelays { relays } if relays.is_empty() => {
+                tracing::info!("this node's record names no relays as its way in")
+            }
+            Event::HomeRelays { relays } => {
+                let list: Vec<String> = relays.iter().map(ToString::to_string).collect();
+                tracing::info!(
+                    "this node cannot be dialed: it keeps sessions to relay(s) {} and its \
+                     record names them as its way in",
+                    list.join(", ")
+                );
+            }
             Event::PingReply {
                 id,
                 path: kind,
@@ -957,6 +984,8 @@ impl Daemon {
             published: self.published.clone().unwrap_or_default(),
             observed: self.node.observed_addresses().to_vec(),
             reachability: self.node.reachability(),
+            dial_backs: self.node.dial_back_verdicts(),
+            home_relays: self.node.home_relays(),
         }
     }
 }

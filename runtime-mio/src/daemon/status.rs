@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use vx6_core::Failure;
 use vx6_core::NodeId;
 use vx6_core::node::{CircuitRole, CircuitStatus, Counters, NodeStatus, PolicyStatus, Route};
+use vx6_core::reach::{Mapping, Verdict};
 use vx6_core::relay::{SelectError, Selection};
 use vx6_core::service::{Access, ServiceTable};
 
@@ -257,7 +258,11 @@ pub struct Context<'a> {
     /// Addresses enough peers agree they see this node at.
     pub observed: Vec<std::net::SocketAddr>,
     /// The mapping per family (`true`: IPv4), and how many peers answered.
-    pub reachability: (Vec<(bool, vx6_core::reach::Mapping)>, usize),
+    pub reachability: (Vec<(bool, Mapping)>, usize),
+    /// Whether peers can dial the node, per family (`true`: IPv4).
+    pub dial_backs: Vec<(bool, Verdict)>,
+    /// The relays the node record names as the way in.
+    pub home_relays: &'a [NodeId],
 }
 
 #[derive(Serialize)]
@@ -266,28 +271,66 @@ struct ReachabilityJson {
     observed: Vec<String>,
     reporters: usize,
     families: Vec<FamilyJson>,
+    via: Vec<String>,
 }
 
 #[derive(Serialize, PartialEq, Eq)]
 struct FamilyJson {
     family: &'static str,
+    /// `public`, `firewalled`, `behind_nat`, `nat_forwarded` or `unknown`.
+    state: &'static str,
     mapping: &'static str,
+    dialable: &'static str,
+}
+
+/// What the mapping and the dial-backs of one family say together.
+fn family_state(mapping: Option<Mapping>, verdict: Verdict) -> &'static str {
+    match (mapping, verdict) {
+        (_, Verdict::Unknown) => "unknown",
+        (Some(Mapping::None) | None, Verdict::Reachable) => "public",
+        (Some(Mapping::None) | None, Verdict::Unreachable) => "firewalled",
+        (Some(_), Verdict::Reachable) => "nat_forwarded",
+        (Some(_), Verdict::Unreachable) => "behind_nat",
+    }
 }
 
 fn reachability_json(ctx: &Context<'_>) -> ReachabilityJson {
+    let mut families: Vec<bool> = ctx
+        .reachability
+        .0
+        .iter()
+        .map(|(v4, _)| *v4)
+        .chain(ctx.dial_backs.iter().map(|(v4, _)| *v4))
+        .collect();
+    families.sort_unstable_by_key(|v4| !*v4);
+    families.dedup();
     ReachabilityJson {
         published: ctx.published.iter().map(ToString::to_string).collect(),
         observed: ctx.observed.iter().map(ToString::to_string).collect(),
         reporters: ctx.reachability.1,
-        families: ctx
-            .reachability
-            .0
-            .iter()
-            .map(|(v4, m)| FamilyJson {
-                family: if *v4 { "ipv4" } else { "ipv6" },
-                mapping: m.as_str(),
+        families: families
+            .into_iter()
+            .map(|v4| {
+                let mapping = ctx
+                    .reachability
+                    .0
+                    .iter()
+                    .find(|(f, _)| *f == v4)
+                    .map(|m| m.1);
+                let verdict = ctx
+                    .dial_backs
+                    .iter()
+                    .find(|(f, _)| *f == v4)
+                    .map_or(Verdict::Unknown, |d| d.1);
+                FamilyJson {
+                    family: if v4 { "ipv4" } else { "ipv6" },
+                    state: family_state(mapping, verdict),
+                    mapping: mapping.map_or("unknown", Mapping::as_str),
+                    dialable: verdict.as_str(),
+                }
             })
             .collect(),
+        via: ctx.home_relays.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -461,11 +504,16 @@ fn text(ctx: &Context<'_>) -> String {
     let families: Vec<String> = r
         .families
         .iter()
-        .map(|f| format!("{} {}", f.family, f.mapping))
+        .map(|f| {
+            format!(
+                "{} {} (mapping {}, dial-backs: {})",
+                f.family, f.state, f.mapping, f.dialable
+            )
+        })
         .collect();
     let _ = writeln!(
         out,
-        "published at: {}\nseen at: {} ({} peers answered; mapping: {})",
+        "published at: {}\nseen at: {} ({} peers answered)\nreachability: {}",
         if r.published.is_empty() {
             "(nothing)".to_owned()
         } else {
@@ -483,6 +531,9 @@ fn text(ctx: &Context<'_>) -> String {
             families.join(", ")
         }
     );
+    if !r.via.is_empty() {
+        let _ = writeln!(out, "way in: through relay(s) {}", r.via.join(", "));
+    }
     let _ = writeln!(out, "\nsessions ({}):", s.sessions.len());
     for x in &s.sessions {
         let _ = writeln!(

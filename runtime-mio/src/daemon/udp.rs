@@ -116,6 +116,9 @@ impl Udp {
             }
             _ => {}
         }
+        while let Some((to, datagram)) = node.poll_dial_back() {
+            send_from_fresh_port(to, &datagram);
+        }
         let max_segments = self.state.max_gso_segments();
         while let Some(t) = node.poll_transmit(now, max_segments, &mut self.out) {
             if !send((&self.state, &self.socket, self.v6), &t, &self.out) {
@@ -365,5 +368,21 @@ fn send(
             tracing::debug!("UDP send to {}: {e}", t.destination);
             true
         }
+    }
+}
+
+/// Sends one datagram from a new socket on an ephemeral port (a dial-back must not come from
+/// the port the peer's NAT expects). A failure only means the peer hears nothing, which is
+/// what it then concludes.
+fn send_from_fresh_port(to: SocketAddr, datagram: &[u8]) {
+    let any: SocketAddr = match to {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sent = std::net::UdpSocket::bind(any)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .and_then(|s| s.send_to(datagram, to));
+    if let Err(e) = sent {
+        tracing::debug!("dial-back to {to}: {e}");
     }
 }
