@@ -192,9 +192,19 @@ impl Node {
     }
 
     fn arm_maintenance(&mut self, now: Instant) {
-        self.discovery
-            .next_maintenance
-            .get_or_insert(now + MAINTENANCE_INTERVAL);
+        let after = self.maintenance_every();
+        self.discovery.next_maintenance.get_or_insert(now + after);
+    }
+
+    /// The wait before the next maintenance round: short while the node is new (5 s, doubling
+    /// to [`MAINTENANCE_INTERVAL`]), because its first lookups ran when its bootstrap peer knew
+    /// only who had joined before it. A node behind a NAT meets others only by its own lookups
+    /// (nobody can add it first), and it needs contacts to learn its address from.
+    fn maintenance_every(&self) -> Duration {
+        match self.discovery.maintenance_rounds {
+            r @ 0..7 => Duration::from_secs(5 << r),
+            _ => MAINTENANCE_INTERVAL,
+        }
     }
 
     /// When the next maintenance round is due.
@@ -209,10 +219,10 @@ impl Node {
         if self.discovery.next_maintenance.is_none_or(|t| t > now) {
             return;
         }
-        self.discovery.next_maintenance = Some(now + MAINTENANCE_INTERVAL);
         self.refresh_directory(now);
         let round = self.discovery.maintenance_rounds;
         self.discovery.maintenance_rounds += 1;
+        self.discovery.next_maintenance = Some(now + self.maintenance_every());
         let local = self.node_id;
         let _ = self.dht.start(now, local, Purpose::FindNode);
         let mut h = blake3::Hasher::new();

@@ -74,6 +74,20 @@ impl Node {
         self.observe.dial_backs.verdicts()
     }
 
+    /// One of this node's own addresses in the family (`true`: IPv4), if peers' dial-backs
+    /// show it can be dialed there: an address to give for hole punching before enough
+    /// peers have agreed on an observed one.
+    pub(super) fn own_dialable_address(&self, v4: bool) -> Option<SocketAddr> {
+        if self.observe.dial_backs.verdict(v4) != Verdict::Reachable {
+            return None;
+        }
+        self.observe
+            .local
+            .iter()
+            .find(|a| a.is_ipv4() == v4)
+            .copied()
+    }
+
     /// A dial-back this node owes a peer: the runtime sends `datagram` to the address from a
     /// new UDP socket on an ephemeral port, then closes it. Sending it from the node's own
     /// socket would prove nothing (the peer's NAT expects that one).
@@ -121,6 +135,8 @@ impl Node {
                 verdicts: self.observe.dial_backs.verdicts(),
             });
             self.home_relays_wanted(now);
+            // Managed links waiting for a direct path may now have an address to give.
+            self.punch_waiting_links(now);
         }
     }
 

@@ -395,7 +395,7 @@ impl Node {
     }
 
     /// Asks the owner of managed link `link`, through its active relay path, to open its side
-    /// towards this node's agreed public address while the direct path is dialed (hole
+    /// towards this node's agreed public address (or its own, when peers can dial it) while the direct path is dialed (hole
     /// punching); whether it asked (attempts left, a relay path up, an address to give).
     pub(super) fn request_punch(&mut self, link: u64) -> bool {
         let Some(l) = self.circuits.client_links.get(&link) else {
@@ -411,6 +411,7 @@ impl Node {
             .iter()
             .find(|a| a.is_ipv4() == family)
             .copied()
+            .or_else(|| self.own_dialable_address(family))
         else {
             return false;
         };
