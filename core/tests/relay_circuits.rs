@@ -217,6 +217,71 @@ fn auto_falls_back_to_relays_when_the_direct_route_is_blackholed() {
     assert_eq!(net.hosts[CLIENT].apps[&h3].received, data);
 }
 
+/// An `auto` stream that fell back to relays (the direct route blackholed) rides a managed
+/// link: once the route is back, the link's direct path comes up and the live connection moves
+/// onto it, the stream losing nothing.
+#[test]
+fn an_auto_stream_that_fell_back_moves_to_the_direct_path_once_it_works() {
+    let mut net = network(13);
+    net.cut.insert((CLIENT, OWNER));
+    let owner = net.node_id(OWNER);
+    let mut data = payload(1_000_000, 5);
+    let h = net.open_routed(
+        CLIENT,
+        OWNER,
+        Some(owner),
+        "echo",
+        data.clone(),
+        Route::default(),
+    );
+    // The stream stays open across the move.
+    net.hosts[CLIENT].apps.get_mut(&h).unwrap().hold = true;
+    let relayed = |n: &Net| {
+        n.hosts[CLIENT].node.counters().auto_fallbacks == 1
+            && n.hosts[CLIENT].apps[&h].received.len() > 100_000
+    };
+    assert!(net.run_until(Duration::from_secs(30), relayed));
+    let links = net.hosts[CLIENT].node.auto_links();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].path, Some(PathKind::Relay));
+    net.cut.clear();
+    let direct = |n: &Net| {
+        n.hosts[CLIENT]
+            .node
+            .auto_links()
+            .first()
+            .is_some_and(|l| l.path == Some(PathKind::Direct))
+    };
+    assert!(
+        net.run_until(Duration::from_secs(60), direct),
+        "{:?}",
+        net.hosts[CLIENT].node.auto_links()
+    );
+    // More bytes on the same stream, now over the direct path.
+    let more = payload(500_000, 6);
+    data.extend_from_slice(&more);
+    net.hosts[CLIENT]
+        .apps
+        .get_mut(&h)
+        .unwrap()
+        .to_send
+        .extend_from_slice(&more);
+    let len = data.len();
+    assert!(net.run_until(Duration::from_secs(60), |n| {
+        n.hosts[CLIENT].apps[&h].received.len() >= len || n.hosts[CLIENT].apps[&h].failed.is_some()
+    }));
+    let app = &net.hosts[CLIENT].apps[&h];
+    assert!(app.failed.is_none(), "{:?}", app.failed);
+    assert_eq!(app.received, data);
+    let link = &net.hosts[CLIENT].node.auto_links()[0];
+    assert!(link.switches >= 1, "{link:?}");
+    assert!(net.hosts[CLIENT].log.iter().any(|e| matches!(
+        e,
+        Event::Circuit(CircuitEvent::Switched { policy, to: Some(PathKind::Direct), .. })
+            if *policy == PolicyId::AUTO
+    )));
+}
+
 #[test]
 fn direct_only_without_relays_fails_with_a_reason() {
     let mut net = Net::new(4);

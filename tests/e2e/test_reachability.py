@@ -136,7 +136,7 @@ def test_a_node_behind_a_nat_learns_how_it_maps(lab, kind, mapping, agreed):
 
 
 def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False,
-              agreed=True):
+              agreed=True, managed=True):
     """Four public relays, the owner (`plain`, and OpenSSH if `sshd`) behind an `owner_kind`
     site and the client behind a `client_kind` one (IPv4: every node listens on its IPv4
     address), the client's forward managed (`auto` with a policy). Returns (client namespace,
@@ -174,7 +174,8 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
     forward = ["alice.plain=127.0.0.1:2300"] + (["alice.ssh=127.0.0.1:2222"] if sshd else [])
     client = lab.start_node(client_ns, client_home, transport="quic", listen_host=listen(client_ns),
                             forward=forward,
-                            extra=["--bootstrap", boot, "--sla", f"hold-down={hold_down}s"])
+                            extra=["--bootstrap", boot]
+                            + (["--sla", f"hold-down={hold_down}s"] if managed else []))
     return client_ns, client, owner, ssh
 
 
@@ -207,6 +208,37 @@ def test_hole_punching_moves_a_forward_from_relays_to_direct(lab, figure):
     st = client.status()
     assert st["counters"]["punch_requests"] >= 1, st["counters"]
     assert owner.status()["counters"]["punches_answered"] >= 1
+    s.close()
+
+
+@pytest.mark.timeout_s(240)
+def test_a_plain_auto_forward_moves_to_direct_once_punching_works(lab, figure):
+    """The default forward (`auto`, no policy), both ends behind port-keeping NATs: the
+    direct dial fails, so the connection falls back to a relay path, on a link that keeps
+    trying the direct path (with hole punching) and moves the open connection there."""
+    client_ns, client, owner, _ = _nat_cell(lab, "nat44", "nat44", managed=False)
+    t0 = time.monotonic()
+    retry(lambda: echo_roundtrip(client_ns, 2300, b"first, over whatever works"), timeout=60)
+    s = client_ns.connect(2300)
+    s.settimeout(20)
+    s.sendall(b"E")
+
+    def echo(tag):
+        data = f"{tag} {os.urandom(6).hex()}".encode()
+        s.sendall(data)
+        assert labmod.recv_exact(s, len(data)) == data
+
+    echo("open")
+
+    def link():
+        links = client.status()["auto_links"]
+        return links[0] if links else {}
+
+    until(lambda: link().get("path") == "direct", 90,
+          lambda: f"never direct: {client.status()['auto_links']}\n{client.tail()}")
+    figure("plain auto forward nat44 <-> nat44: direct after", f"{time.monotonic() - t0:.1f}s")
+    echo("after the move")
+    assert "auto link to node" in client.log() and "to direct" in client.log(), client.tail()
     s.close()
 
 

@@ -703,16 +703,18 @@ impl Node {
                 let relayed_up = self
                     .circuits
                     .by_owner
-                    .get(&(owner, transport, None))
+                    .get(&(owner, transport, auto_link_policy(transport)))
                     .and_then(|l| self.circuits.client_links.get(l))
                     .and_then(|l| self.dials.get(&(transport, l.vaddr)))
                     .and_then(|sid| self.sessions.get(sid))
                     .is_some_and(|s| s.established && !s.down);
                 if relayed_up && !direct_up {
-                    // Direct has not worked lately: this stream goes relayed, and a direct
-                    // session is tried again beside it (one attempt at a time), so later
+                    // Direct has not worked lately: this stream goes on the fallback link (over
+                    // QUIC, a managed link that moves to the direct path once it works), and a
+                    // direct session is tried again beside it (one attempt at a time), so later
                     // streams go direct once it works.
-                    self.attach_relayed(now, handle, (owner, dial.addr, transport), hops, None);
+                    let policy = auto_link_policy(transport);
+                    self.attach_relayed(now, handle, (owner, dial.addr, transport), hops, policy);
                     if let Ok(sid) = self.session_for(now, dial) {
                         self.drive(now, sid);
                     }
@@ -2089,7 +2091,7 @@ impl Node {
                 continue;
             }
             let sid = st.session;
-            let vaddr = match self.client_link(now, to, hops, None) {
+            let vaddr = match self.client_link(now, to, hops, auto_link_policy(to.2)) {
                 Ok(vaddr) => vaddr,
                 Err(relay) => {
                     if let Some(direct) = direct.filter(|_| failed.contains(&h)) {
@@ -2753,6 +2755,13 @@ impl Node {
             })
             .collect()
     }
+}
+
+/// The policy of the link `auto` streams fall back to over `transport`: managed over QUIC (so
+/// it moves to the direct path once that works), plain over TCP (a TLS/TCP session cannot
+/// move).
+fn auto_link_policy(transport: Transport) -> Option<PolicyId> {
+    (transport == Transport::Quic).then_some(PolicyId::AUTO)
 }
 
 fn plain_transmit(to: SocketAddr, size: usize) -> Transmit {

@@ -106,3 +106,11 @@ impl Policy {
 /// change in place).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyId(pub u32);
+
+impl PolicyId {
+    /// The policy of the links `auto` streams fall back to when the direct path does not
+    /// work at first: the default policy (prefer direct, no SLA), so such a link keeps trying
+    /// the direct path (with hole punching) and moves its connections there once it works.
+    /// Runtimes number their own policies below it.
+    pub const AUTO: PolicyId = PolicyId(u32::MAX);
+}

@@ -597,15 +597,27 @@ impl Daemon {
                         failure.cause.as_str()
                     ),
                     CircuitEvent::Switched {
+                        owner,
                         policy,
                         from,
                         to,
                         path: p,
                         reason,
-                        ..
                     } => {
-                        let Some((f, _)) = self.forwards.get(policy.0 as usize) else {
-                            return;
+                        // A link `auto` streams fell back to serves every plain forward to
+                        // its owner: it is named by the owner.
+                        let (forward, target, what) = match self.forwards.get(policy.0 as usize) {
+                            _ if policy == vx6_core::policy::PolicyId::AUTO => (
+                                "auto".to_owned(),
+                                owner.to_string(),
+                                format!("auto link to node {owner}"),
+                            ),
+                            Some((f, _)) => (
+                                f.local.to_string(),
+                                f.target.to_string(),
+                                format!("forward {} to {}", f.local, f.target),
+                            ),
+                            None => return,
                         };
                         let kind = |k: Option<vx6_core::policy::PathKind>| {
                             k.map_or("no path", |k| k.as_str())
@@ -615,14 +627,13 @@ impl Daemon {
                         } else {
                             format!(" via {}", path(&p))
                         };
-                        let (forward, target) = (f.local, f.target.to_string());
                         match from {
                             None => tracing::info!(
                                 forward = %forward,
                                 target = %target,
                                 to = kind(to),
                                 reason = reason.as_str(),
-                                "forward {forward} to {target}: path {}{via} ({reason})",
+                                "{what}: path {}{via} ({reason})",
                                 kind(to)
                             ),
                             Some(_) => tracing::warn!(
@@ -631,7 +642,7 @@ impl Daemon {
                                 from = kind(from),
                                 to = kind(to),
                                 reason = reason.as_str(),
-                                "forward {forward} to {target}: path switched from {} to {}{via} ({reason})",
+                                "{what}: path switched from {} to {}{via} ({reason})",
                                 kind(from),
                                 kind(to)
                             ),
@@ -977,6 +988,7 @@ impl Daemon {
                         .policy_status(vx6_core::policy::PolicyId(i as u32))
                 })
                 .collect(),
+            auto_links: self.node.auto_links(),
             dht: self.node.dht().stats(),
             dht_peers: self.node.dht().table().len(),
             records_held: self.node.dht().store().len(),

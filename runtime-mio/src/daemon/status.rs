@@ -25,6 +25,9 @@ struct StatusJson {
     handshakes_in_flight: usize,
     dht: DhtJson,
     reachability: ReachabilityJson,
+    /// Links plain `auto` forwards fell back to, one per owner: managed, so each moves to the
+    /// direct path once that works.
+    auto_links: Vec<AutoLinkJson>,
     counters: Counters,
     /// Path switches of managed forwards, by reason.
     path_switches: BTreeMap<&'static str, u64>,
@@ -223,6 +226,16 @@ struct ForwardJson {
     paths: Vec<PathJson>,
 }
 
+#[derive(Serialize)]
+struct AutoLinkJson {
+    owner: String,
+    /// The path carrying the link now (direct or relay).
+    path: Option<&'static str>,
+    switches: u64,
+    last_switch: Option<String>,
+    paths: Vec<PathJson>,
+}
+
 /// Connections of one forward that failed, and why.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardFailures {
@@ -249,6 +262,8 @@ pub struct Context<'a> {
     pub forward_failures: &'a [ForwardFailures],
     /// Per forward, the state of its managed link (if it is managed and has one).
     pub policies: Vec<Option<PolicyStatus>>,
+    /// The links `auto` streams fell back to.
+    pub auto_links: Vec<PolicyStatus>,
     pub dht: vx6_core::dht::DhtStats,
     pub dht_peers: usize,
     pub records_held: usize,
@@ -468,6 +483,17 @@ fn json(ctx: &Context<'_>) -> String {
                 paths: managed.as_ref().map_or_else(Vec::new, paths_json),
             })
             .collect(),
+        auto_links: ctx
+            .auto_links
+            .iter()
+            .map(|l| AutoLinkJson {
+                owner: l.owner.to_string(),
+                path: l.path.map(|k| k.as_str()),
+                switches: l.switches,
+                last_switch: l.last_reason.map(|r| r.to_string()),
+                paths: paths_json(l),
+            })
+            .collect(),
         streams: s.streams,
         circuits: s.circuits.iter().map(circuit_json).collect(),
         relays_known: s.relays_known,
@@ -493,6 +519,36 @@ fn json(ctx: &Context<'_>) -> String {
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("error: {e}"));
     out.push('\n');
     out
+}
+
+/// A managed link's path, switches and paths, under its forward's line.
+fn managed_text(out: &mut String, m: &PolicyStatus) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "     path {} (sla {}), {} switches{}",
+        m.path.map_or("none", |k| k.as_str()),
+        m.sla.as_str(),
+        m.switches,
+        m.last_reason
+            .map_or(String::new(), |r| format!(", last: {r}"))
+    );
+    for (kind, relays, stats, sla) in &m.paths {
+        let _ = writeln!(
+            out,
+            "       {kind:<6} {} hops rtt {} loss {:.1}% jitter {} ({} probes) sla {}",
+            relays.len(),
+            stats
+                .rtt
+                .map_or("-".to_owned(), |r| format!("{:.2}ms", ms(r))),
+            f64::from(stats.loss_permille) / 10.0,
+            stats
+                .jitter
+                .map_or("-".to_owned(), |r| format!("{:.2}ms", ms(r))),
+            stats.samples,
+            sla.as_str()
+        );
+    }
 }
 
 fn text(ctx: &Context<'_>) -> String {
@@ -583,34 +639,20 @@ fn text(ctx: &Context<'_>) -> String {
             failed.failed
         );
         if let Some(m) = managed {
-            let _ = writeln!(
-                out,
-                "     path {} (sla {}), {} switches{}",
-                m.path.map_or("none", |k| k.as_str()),
-                m.sla.as_str(),
-                m.switches,
-                m.last_reason
-                    .map_or(String::new(), |r| format!(", last: {r}"))
-            );
-            for (kind, relays, stats, sla) in &m.paths {
-                let _ = writeln!(
-                    out,
-                    "       {kind:<6} {} hops rtt {} loss {:.1}% jitter {} ({} probes) sla {}",
-                    relays.len(),
-                    stats
-                        .rtt
-                        .map_or("-".to_owned(), |r| format!("{:.2}ms", ms(r))),
-                    f64::from(stats.loss_permille) / 10.0,
-                    stats
-                        .jitter
-                        .map_or("-".to_owned(), |r| format!("{:.2}ms", ms(r))),
-                    stats.samples,
-                    sla.as_str()
-                );
-            }
+            managed_text(&mut out, m);
         }
         if let Some(last) = &failed.last {
             let _ = writeln!(out, "     last failure: {last} ({})", last.cause.as_str());
+        }
+    }
+    if !ctx.auto_links.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nauto links (auto forwards that fell back to relays):"
+        );
+        for l in &ctx.auto_links {
+            let _ = writeln!(out, "  to node {}", l.owner);
+            managed_text(&mut out, l);
         }
     }
     let _ = writeln!(

@@ -56,13 +56,28 @@ impl Node {
 
     /// The state of the link policy `id` manages (the first, if it reaches several owners).
     pub fn policy_status(&self, id: PolicyId) -> Option<PolicyStatus> {
-        let now = self.circuits.clock;
-        let policy = self.circuits.policies.get(&id).copied().unwrap_or_default();
         let l = self
             .circuits
             .client_links
             .values()
             .find(|l| l.policy == Some(id))?;
+        Some(self.link_status(id, l))
+    }
+
+    /// The links `auto` streams fell back to ([`PolicyId::AUTO`]), one per owner: where each
+    /// runs now, and its paths.
+    pub fn auto_links(&self) -> Vec<PolicyStatus> {
+        self.circuits
+            .client_links
+            .values()
+            .filter(|l| l.policy == Some(PolicyId::AUTO))
+            .map(|l| self.link_status(PolicyId::AUTO, l))
+            .collect()
+    }
+
+    fn link_status(&self, id: PolicyId, l: &ClientLink) -> PolicyStatus {
+        let now = self.circuits.clock;
+        let policy = self.circuits.policies.get(&id).copied().unwrap_or_default();
         let mut path = None;
         let mut paths = Vec::new();
         for c in &l.circuits {
@@ -81,14 +96,14 @@ impl Node {
                 paths.push((kind, relays.clone(), stats, state));
             }
         }
-        Some(PolicyStatus {
+        PolicyStatus {
             owner: l.owner,
             path,
             sla: l.sla,
             switches: l.switches,
             last_reason: l.last_reason,
             paths,
-        })
+        }
     }
 
     /// Path switches of managed links so far, by reason.
