@@ -170,7 +170,12 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
         owner.way_in_after = time.monotonic() - t_owner
     if owner_kind in ("nat44", "fw6") and agreed:
         # A direct path is dialed at the published (agreed) address.
-        owner.wait_log("peers agree they see this node", timeout=90)
+        try:
+            owner.wait_log("peers agree they see this node", timeout=90)
+        except AssertionError as e:
+            st = owner.status()
+            raise AssertionError(f"{e}\nowner reachability {st['reachability']}, "
+                                 f"dht {st['dht']}") from None
     forward = ["alice.plain=127.0.0.1:2300"] + (["alice.ssh=127.0.0.1:2222"] if sshd else [])
     client = lab.start_node(client_ns, client_home, transport="quic", listen_host=listen(client_ns),
                             forward=forward,

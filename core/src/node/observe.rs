@@ -165,10 +165,22 @@ impl Node {
             return;
         }
         self.observe.observations.expire(now);
+        // DHT contacts, and the relays the node knows from signed records: the routing table
+        // keeps few contacts per prefix (against eclipses), which on a small network can
+        // leave fewer than the answers an agreement needs.
         let mut contacts: Vec<SocketAddr> = Vec::new();
-        for c in self.dht.table().contacts() {
-            if !contacts.iter().any(|a| a.ip() == c.addr.ip()) {
-                contacts.push(c.addr);
+        let me = self.node_id;
+        let relays: Vec<SocketAddr> = self
+            .circuits
+            .directory
+            .iter()
+            .filter(|(n, _)| **n != me)
+            .map(|(_, r)| r.addr)
+            .collect();
+        let table = self.dht.table().contacts().map(|c| c.addr);
+        for addr in table.chain(relays) {
+            if !contacts.iter().any(|a| a.ip() == addr.ip()) {
+                contacts.push(addr);
             }
         }
         // A different draw each round, so one stale corner of the table is not all it hears.
