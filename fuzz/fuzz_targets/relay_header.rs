@@ -40,6 +40,11 @@ fuzz_target!(|data: &[u8]| {
         if flags & header::PROBE_OBSERVE != 0 && data.len() >= header::OBSERVE_PROBE_LEN {
             assert_eq!(header::observed(&answer), Some(from));
         }
+        // A dial-back is never larger than the probe that asked for it.
+        if header::wants_dial_back(data) {
+            assert!(header::dial_back(nonce).len() <= data.len());
+            assert!(flags & header::PROBE_OBSERVE != 0);
+        }
         // Whatever an arriving reply says, reading its address never panics.
         let _ = header::observed(data);
     }
