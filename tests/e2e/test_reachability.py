@@ -144,13 +144,20 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
     import natlab
 
     relays = [natlab.public_node(lab, f"r{i}") for i in range(4)]
-    at_ = (lambda ns: f"[{ns.addr6}]:4433") if v6 else (lambda ns: f"{ns.addr4}:4433")
-    listen = (lambda ns: ns.addr6) if v6 else (lambda ns: ns.addr4)
-    boot = at_(relays[0])
+
+    def six(kind):
+        # fw6 sites have only IPv6, NAT sites only IPv4; open sites use the cell's family.
+        return {"fw6": True, "nat44": False, "nat44-random": False}.get(kind, v6)
+
+    o6, c6 = six(owner_kind), six(client_kind)
+    # Across families the relays listen on both (dual-stack, both addresses published).
+    mixed = o6 != c6
+    at_ = lambda ns, v6: f"[{ns.addr6}]:4433" if v6 else f"{ns.addr4}:4433"  # noqa: E731
+    listen = lambda ns, v6: ns.addr6 if v6 else ns.addr4  # noqa: E731
     for i, ns in enumerate(relays):
-        extra = ["--relay"] + ([] if i == 0 else ["--bootstrap", boot])
-        lab.start_node(ns, lab.home(f"relay{i}"), transport="quic", listen_host=listen(ns),
-                       extra=extra)
+        extra = ["--relay"] + ([] if i == 0 else ["--bootstrap", at_(relays[0], v6 or mixed)])
+        lab.start_node(ns, lab.home(f"relay{i}"), transport="quic",
+                       listen_host="::" if mixed else listen(ns, v6), extra=extra)
     owner_ns = natlab.Site(lab, owner_kind, "own").host("alice")
     client_ns = natlab.Site(lab, client_kind, "cli").host("bob")
     lab.server(owner_ns, PLAIN_PORT)
@@ -159,8 +166,8 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
     serve = [f"plain=127.0.0.1:{PLAIN_PORT}"] + (["ssh=127.0.0.1:22"] if sshd else [])
     t_owner = time.monotonic()
     owner = lab.start_node(owner_ns, lab.home("alice"), transport="quic",
-                           listen_host=listen(owner_ns), serve=serve, allow=[client_home.id],
-                           extra=["--bootstrap", boot])
+                           listen_host=listen(owner_ns, o6), serve=serve, allow=[client_home.id],
+                           extra=["--bootstrap", at_(relays[0], o6)])
     owner.way_in_after = None
     if owner_kind != "none":
         # Its record names its home relays once dial-backs show nobody can dial it (and its
@@ -177,9 +184,9 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
             raise AssertionError(f"{e}\nowner reachability {st['reachability']}, "
                                  f"dht {st['dht']}") from None
     forward = ["alice.plain=127.0.0.1:2300"] + (["alice.ssh=127.0.0.1:2222"] if sshd else [])
-    client = lab.start_node(client_ns, client_home, transport="quic", listen_host=listen(client_ns),
-                            forward=forward,
-                            extra=["--bootstrap", boot]
+    client = lab.start_node(client_ns, client_home, transport="quic",
+                            listen_host=listen(client_ns, c6), forward=forward,
+                            extra=["--bootstrap", at_(relays[0], c6)]
                             + (["--sla", f"hold-down={hold_down}s"] if managed else []))
     return client_ns, client, owner, ssh
 
@@ -272,12 +279,14 @@ def _cell(lab, figure, owner_kind, client_kind, *, expected, v6=False):
             break
         time.sleep(0.5)
     kind = "IPv6" if v6 else "NAT"
+    if "fw6" in (owner_kind, client_kind) and "nat44" in owner_kind + client_kind:
+        kind = "mixed-family"
     way_in = "" if owner.way_in_after is None else (
         f" (owner named its home relays {owner.way_in_after:.1f}s after it started)")
     figure(f"{kind} cell owner={owner_kind} client={client_kind}",
            f"ssh after {t_ssh:.1f}s; {path} after {time.monotonic() - t0:.1f}s{way_in}")
     ssh()
-    fam = "ipv6" if v6 else "ipv4"
+    fam = "ipv6" if owner_kind == "fw6" or (v6 and owner_kind == "none") else "ipv4"
     state = {"none": "public", "fw6": "firewalled"}.get(owner_kind, "behind_nat")
     until(lambda: family(owner, fam).get("state") == state, 30,
           lambda: f"owner state, want {state}: {owner.status()['reachability']}")
@@ -311,3 +320,14 @@ def test_ipv6_firewall_matrix(lab, figure, owner_kind, client_kind):
     flows the inside opened), on either side: ssh works, and the forward ends direct (the
     owner's firewall is opened by its own probes towards the client)."""
     _cell(lab, figure, owner_kind, client_kind, expected="direct", v6=True)
+
+
+@pytest.mark.timeout_s(240)
+@pytest.mark.parametrize("owner_kind,client_kind", [
+    ("fw6", "nat44"), ("fw6", "nat44-random"), ("nat44", "fw6"), ("nat44-random", "fw6"),
+])
+def test_mixed_family_cells(lab, figure, owner_kind, client_kind):
+    """One end with IPv6 only behind a stateful firewall, the other with IPv4 only behind a
+    NAT: no direct path can exist, so the forward ends relayed, through dual-stack relays (each
+    reached at an address of a family the dialer has), and ssh works."""
+    _cell(lab, figure, owner_kind, client_kind, expected="relay")

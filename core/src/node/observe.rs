@@ -53,6 +53,10 @@ impl Node {
     /// Tells the node its own addresses (interface addresses with the port it listens on), so
     /// it can tell a translated address from its own.
     pub fn set_local_addresses(&mut self, addresses: Vec<SocketAddr>) {
+        let mut families: Vec<bool> = addresses.iter().map(SocketAddr::is_ipv4).collect();
+        families.sort_unstable();
+        families.dedup();
+        self.circuits.directory.set_families(families);
         self.observe.local = addresses;
     }
 

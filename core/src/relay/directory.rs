@@ -48,9 +48,35 @@ pub struct RelayInfo {
 #[derive(Debug, Default)]
 pub struct Directory {
     relays: BTreeMap<NodeId, RelayInfo>,
+    /// The address families this node has (`true`: IPv4); empty: not known, any will do.
+    families: Vec<bool>,
 }
 
 impl Directory {
+    /// Tells the directory which address families this node can use, so it reaches each
+    /// relay at an address of one of them (a relay publishes one per family it has). Takes
+    /// effect as records are learned again.
+    pub fn set_families(&mut self, families: Vec<bool>) {
+        self.families = families;
+    }
+
+    /// The first of a record's addresses for `transport` in one of this node's families, or
+    /// else the first at all.
+    fn usable(
+        &self,
+        addresses: &[crate::record::NodeAddress],
+        transport: Transport,
+    ) -> Option<SocketAddr> {
+        let of = || {
+            addresses
+                .iter()
+                .filter(|a| a.transport == transport)
+                .map(|a| a.addr)
+        };
+        of().find(|a| self.families.is_empty() || self.families.contains(&a.is_ipv4()))
+            .or_else(|| of().next())
+    }
+
     /// Learns (or updates) a relay from a verified node record that offers relaying on QUIC.
     /// Returns whether the record was a usable relay record.
     pub fn learn(&mut self, now: Instant, record: &SignedRecord) -> bool {
@@ -60,19 +86,10 @@ impl Directory {
         let Some(cap) = &n.relay else {
             return false;
         };
-        let Some(addr) = n
-            .addresses
-            .iter()
-            .find(|a| a.transport == Transport::Quic)
-            .map(|a| a.addr)
-        else {
+        let Some(addr) = self.usable(&n.addresses, Transport::Quic) else {
             return false;
         };
-        let tcp_addr = n
-            .addresses
-            .iter()
-            .find(|a| a.transport == Transport::Tcp)
-            .map(|a| a.addr);
+        let tcp_addr = self.usable(&n.addresses, Transport::Tcp);
         let node = record.owner();
         if let Some(r) = self.relays.get_mut(&node) {
             r.addr = addr;
