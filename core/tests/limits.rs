@@ -429,3 +429,46 @@ fn dht_answers_this_node_awaits_pass_the_rate_limit_and_unsolicited_ones_do_not(
         limited
     );
 }
+
+/// Dial-backs cost the runtime a socket each: a flood of requests from one prefix gets 16 at
+/// once and 4 a second; from thousands of prefixes, 100 at once and 50 a second in all. Every
+/// request is still answered (rate-limited as probes are), saying whether a dial-back comes.
+#[test]
+fn dial_back_requests_are_bounded_per_prefix_and_in_all() {
+    use vx6_core::relay::header;
+    let mut net = pair(29, |_| {});
+    let now = net.now;
+    let node = &mut net.hosts[1].node;
+    let one: SocketAddr = "[fd6c::1]:4000".parse().unwrap();
+    let mut sent = 0;
+    for nonce in 0..40u64 {
+        let probe = header::dial_back_probe(nonce);
+        node.handle_datagram(now, one, None, None, probe.as_slice().into());
+        while node.poll_dial_back().is_some() {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 16, "one prefix: its burst");
+    let c = node.status().counters;
+    assert_eq!((c.dial_backs_sent, c.dial_backs_declined), (16, 24));
+    for i in 0..3000 {
+        let probe = header::dial_back_probe(u64::from(i));
+        node.handle_datagram(now, flood_source(i), None, None, probe.as_slice().into());
+        while node.poll_dial_back().is_some() {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 100, "many prefixes: the total burst");
+    let later = now + Duration::from_secs(2);
+    for i in 3000..3400 {
+        let probe = header::dial_back_probe(u64::from(i));
+        node.handle_datagram(later, flood_source(i), None, None, probe.as_slice().into());
+        while node.poll_dial_back().is_some() {
+            sent += 1;
+        }
+    }
+    assert_eq!(
+        sent, 200,
+        "two seconds later: 50 a second more, up to the burst"
+    );
+}

@@ -115,6 +115,13 @@ const DIAL_BACK_RATE: super::rate::RateLimit = super::rate::RateLimit {
     burst: 16,
     max_prefixes: 4096,
 };
+/// Dial-backs in all (sources of many prefixes each get their own share above; this bounds
+/// the sockets they can make the runtime open together).
+const DIAL_BACK_TOTAL: super::rate::RateLimit = super::rate::RateLimit {
+    per_second: 50,
+    burst: 100,
+    max_prefixes: 0,
+};
 const PUNCH_RATE: super::rate::RateLimit = super::rate::RateLimit {
     per_second: 1,
     burst: 3,
@@ -467,8 +474,9 @@ pub(super) struct Circuits {
     probe_rate: super::rate::PrefixBuckets,
     /// Punch requests carried out, by target prefix.
     punch_rate: super::rate::PrefixBuckets,
-    /// Dial-backs sent, by asking prefix.
+    /// Dial-backs sent, by asking prefix, and in all.
     dial_back_rate: super::rate::PrefixBuckets,
+    dial_back_total: super::rate::PrefixBuckets,
     probe_nonce: u64,
     next_sweep: Option<Instant>,
     /// Streams whose `auto` route moves them to a relay path at the instant, if still waiting.
@@ -549,6 +557,7 @@ impl Circuits {
             ),
             punch_rate: super::rate::PrefixBuckets::new(PUNCH_RATE, now),
             dial_back_rate: super::rate::PrefixBuckets::new(DIAL_BACK_RATE, now),
+            dial_back_total: super::rate::PrefixBuckets::new(DIAL_BACK_TOTAL, now),
             probe_nonce: 0,
             next_sweep: None,
             auto: BTreeMap::new(),
@@ -2176,6 +2185,7 @@ impl Node {
                         let (_, nonce) = header::probe_body(&data);
                         if self.observe.to_dial_back.len() < observe::MAX_DIAL_BACKS
                             && self.circuits.dial_back_rate.allow(now, from)
+                            && self.circuits.dial_back_total.allow(now, from)
                         {
                             self.observe
                                 .to_dial_back
