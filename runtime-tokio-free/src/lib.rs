@@ -52,7 +52,9 @@ pub use async_std::{AsyncStdExecutor, AsyncStdRuntime};
 pub use bridge::bridge;
 pub use error::Error;
 pub use events::{Events, NodeEvent};
-pub use node::{Incoming, Node, NodeConfig, NodeLimits, RelayConfig, Resolved, Route};
+pub use node::{
+    Incoming, Node, NodeConfig, NodeLimits, Reachability, RelayConfig, Resolved, Route,
+};
 /// The metrics library [`Node::metrics`] returns a registry of (to encode it, or add to it).
 pub use prometheus_client;
 pub use runtime::{AsyncListener, AsyncStream, AsyncTimer, AsyncUdpSocket, BoxFuture, Runtime};

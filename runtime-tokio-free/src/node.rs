@@ -67,6 +67,21 @@ impl NodeConfig {
     }
 }
 
+/// What a node knows about being reached from outside ([`Node::reachability`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reachability {
+    /// The addresses enough peers agree they see the node at (at most one per family).
+    pub observed: Vec<SocketAddr>,
+    /// Peers whose answers count.
+    pub answers: usize,
+    /// The translation the observations imply, per family (`true`: IPv4).
+    pub mappings: Vec<(bool, vx6_core::reach::Mapping)>,
+    /// Whether peers' dial-backs arrive, per family (`true`: IPv4).
+    pub dialable: Vec<(bool, vx6_core::reach::Verdict)>,
+    /// The relays the node's record names as its way in (when it cannot be dialed).
+    pub home_relays: Vec<NodeId>,
+}
+
 /// Where a name led.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
@@ -127,6 +142,8 @@ impl Node {
             );
             Vec::new()
         } else {
+            // Its own address, so observations and dial-backs can tell what stands in front.
+            node.set_local_addresses(vec![local_addr]);
             // The UDP socket carries QUIC in both modes: relay paths reach owners on it.
             let mut a = vec![NodeAddress {
                 transport: config.transport,
@@ -173,6 +190,24 @@ impl Node {
     /// `prometheus_client::encoding::text::encode`.
     pub fn metrics(&self) -> prometheus_client::registry::Registry {
         self.shared.lock().node.metrics()
+    }
+
+    /// What the node knows about being reached from outside, as `vx6 status` shows it.
+    pub fn reachability(&self) -> Reachability {
+        let st = self.shared.lock();
+        let (mappings, answers) = st.node.reachability();
+        Reachability {
+            observed: st.node.observed_addresses().to_vec(),
+            answers,
+            mappings,
+            dialable: st.node.dial_back_verdicts(),
+            home_relays: st.node.home_relays().to_vec(),
+        }
+    }
+
+    /// The links `auto` streams fell back to (one per owner), and the path each runs on now.
+    pub fn auto_links(&self) -> Vec<vx6_core::node::PolicyStatus> {
+        self.shared.lock().node.auto_links()
     }
 
     /// Sets or changes path policy `id`; streams opened with `Route::Policy(id)` follow it,

@@ -117,7 +117,7 @@ impl Udp {
             _ => {}
         }
         while let Some((to, datagram)) = node.poll_dial_back() {
-            send_from_fresh_port(to, &datagram);
+            send_from_fresh_port(self.socket.local_addr().ok(), to, &datagram);
         }
         let max_segments = self.state.max_gso_segments();
         while let Some(t) = node.poll_transmit(now, max_segments, &mut self.out) {
@@ -373,11 +373,14 @@ fn send(
 
 /// Sends one datagram from a new socket on an ephemeral port (a dial-back must not come from
 /// the port the peer's NAT expects). A failure only means the peer hears nothing, which is
-/// what it then concludes.
-fn send_from_fresh_port(to: SocketAddr, datagram: &[u8]) {
-    let any: SocketAddr = match to {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+/// what it then concludes. It leaves from the node's own address when the node listens on one
+/// (the peer takes a dial-back only from the address it asked), else from the one the kernel
+/// picks, as for the node's own socket.
+fn send_from_fresh_port(local: Option<SocketAddr>, to: SocketAddr, datagram: &[u8]) {
+    let any: SocketAddr = match local {
+        Some(l) if !l.ip().is_unspecified() && l.is_ipv4() == to.is_ipv4() => (l.ip(), 0).into(),
+        _ if to.is_ipv4() => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        _ => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let sent = std::net::UdpSocket::bind(any)
         .and_then(|s| s.set_nonblocking(true).map(|()| s))
