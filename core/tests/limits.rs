@@ -441,14 +441,23 @@ fn dial_back_requests_are_bounded_per_prefix_and_in_all() {
     let node = &mut net.hosts[1].node;
     let one: SocketAddr = "[fd6c::1]:4000".parse().unwrap();
     let mut sent = 0;
+    let mut promised = 0;
+    let mut buf = Vec::new();
     for nonce in 0..40u64 {
         let probe = header::dial_back_probe(nonce);
         node.handle_datagram(now, one, None, None, probe.as_slice().into());
         while node.poll_dial_back().is_some() {
             sent += 1;
         }
+        // Every request is answered; only the answers of those dialed back promise one.
+        let answer = node.poll_transmit(now, 1, &mut buf).expect("answered");
+        assert!(answer.size + header::dial_back(nonce).len() <= probe.len());
+        if buf[header::HEADER_LEN] & header::PROBE_DIAL_BACK_COMING != 0 {
+            promised += 1;
+        }
     }
     assert_eq!(sent, 16, "one prefix: its burst");
+    assert_eq!(promised, 16, "a declined request's answer promises nothing");
     let c = node.status().counters;
     assert_eq!((c.dial_backs_sent, c.dial_backs_declined), (16, 24));
     for i in 0..3000 {

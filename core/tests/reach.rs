@@ -236,6 +236,8 @@ fn one_peer_is_not_a_verdict_and_outcomes_expire() {
     d.record(reporter(1), false, t0);
     assert_eq!(d.verdict(false), Verdict::Unknown);
     d.record(reporter(2), false, t0);
+    assert_eq!(d.verdict(false), Verdict::Unknown);
+    d.record(reporter(3), false, t0);
     assert_eq!(d.verdict(false), Verdict::Unreachable);
     d.expire(t0 + vx6_core::reach::OUTCOME_TTL);
     assert!(d.is_empty());

@@ -28,7 +28,8 @@ use crate::record::Transport;
 use crate::relay::control::{Create, FlowId, Instruction, Refusal, RelayLimits, Reply};
 use crate::relay::directory::Directory;
 use crate::relay::header::{
-    self, HEADER_LEN, Kind as Datagram, Label, PROBE_ACTIVE, PROBE_DIAL_BACK, PROBE_PUNCH,
+    self, HEADER_LEN, Kind as Datagram, Label, PROBE_ACTIVE, PROBE_DIAL_BACK,
+    PROBE_DIAL_BACK_COMING, PROBE_PUNCH,
 };
 use crate::relay::onion::{self, PathHop};
 use crate::relay::table::{DropReason, LabelTable, Target, Verdict};
@@ -483,8 +484,9 @@ pub(super) struct Circuits {
     auto: BTreeMap<StreamHandle, (Instant, Owner, u8)>,
     /// Keys of nodes met (sessions, records), for sealing onion layers to owners.
     keys: HashMap<NodeId, PublicKey>,
-    /// The relays owners that cannot be dialed name as their way in (their records' `via`).
-    via: HashMap<NodeId, Vec<NodeId>>,
+    /// The relays owners that cannot be dialed name as their way in (their records' `via`),
+    /// with the `seq` of the record that said so.
+    via: HashMap<NodeId, (u64, Vec<NodeId>)>,
     /// Pings in flight, by probe nonce: the ping, the path (`None` for a plain datagram, else
     /// the circuit's relays), when sent.
     pings: BTreeMap<u64, Ping>,
@@ -612,13 +614,21 @@ impl Circuits {
         self.directory.learn(now, record);
         if let crate::record::Record::Node(n) = record.record() {
             let owner = record.owner();
+            // Only a newer record changes it: an older one replayed from a lookup must not
+            // take the owner's way in away.
+            if self.via.get(&owner).is_some_and(|(seq, _)| *seq > n.seq) {
+                return;
+            }
             if n.via.is_empty() {
                 self.via.remove(&owner);
             } else {
-                if self.via.len() >= MAX_KEYS {
-                    self.via.clear();
+                if !self.via.contains_key(&owner) && self.via.len() >= MAX_KEYS {
+                    let any = self.via.keys().next().copied();
+                    if let Some(k) = any {
+                        self.via.remove(&k);
+                    }
                 }
-                self.via.insert(owner, n.via.clone());
+                self.via.insert(owner, (n.seq, n.via.clone()));
             }
         }
     }
@@ -887,7 +897,12 @@ impl Node {
         let constraints = Constraints {
             hops: usize::from(hops.max(1)),
             endpoints: vec![self.node_id, owner],
-            exit_among: self.circuits.via.get(&owner).cloned().unwrap_or_default(),
+            exit_among: self
+                .circuits
+                .via
+                .get(&owner)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
             ..Constraints::default()
         };
         let candidates = self.circuits.directory.candidates(now, Transport::Quic);
@@ -945,7 +960,7 @@ impl Node {
                 .circuits
                 .via
                 .get(&link.owner)
-                .cloned()
+                .map(|(_, v)| v.clone())
                 .unwrap_or_default(),
             ..Constraints::default()
         };
@@ -954,7 +969,9 @@ impl Node {
         let candidates = self.circuits.directory.candidates(now, transport);
         let selection = match select(&candidates, &constraints, &mut self.circuits.rng) {
             Ok(s) => Ok(s),
-            Err(SelectError::TooFew { .. }) if constraints.exclude != exclude => {
+            Err(SelectError::TooFew { .. } | SelectError::NoExit(_))
+                if constraints.exclude != exclude =>
+            {
                 constraints.exclude = exclude;
                 select(&candidates, &constraints, &mut self.circuits.rng)
             }
@@ -2191,9 +2208,9 @@ impl Node {
                                 .to_dial_back
                                 .push_back((from, header::dial_back(nonce)));
                             self.counters.dial_backs_sent += 1;
+                            // Only this promise makes a missing dial-back count.
+                            reply[HEADER_LEN] |= PROBE_DIAL_BACK_COMING;
                         } else {
-                            // The answer says none is coming, so its absence means nothing.
-                            reply[HEADER_LEN] &= !PROBE_DIAL_BACK;
                             self.counters.dial_backs_declined += 1;
                         }
                     }

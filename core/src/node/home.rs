@@ -18,6 +18,9 @@ pub const HOME_RELAYS: usize = 3;
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How often while a session is still being set up.
 const CHECK_SOON: Duration = Duration::from_millis(500);
+/// Least time between republications for a changed set (the first goes at once): a relay that
+/// keeps dropping the session must not make the node sign and store records without end.
+const REPUBLISH_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 pub(super) struct State {
@@ -27,6 +30,7 @@ pub(super) struct State {
     /// What the node record names now.
     pub(super) published: Vec<NodeId>,
     next_check: Option<Instant>,
+    last_publish: Option<Instant>,
 }
 
 impl Node {
@@ -78,10 +82,20 @@ impl Node {
             (true, true) => Some(now + CHECK_SOON),
             (true, false) => Some(now + CHECK_EVERY),
         };
-        if up != self.home.published {
-            self.home.published = up.clone();
-            self.events.push_back(Event::HomeRelays { relays: up });
-            self.republish(now);
+        if up == self.home.published {
+            return;
+        }
+        let first = self.home.published.is_empty() || up.is_empty();
+        match self.home.last_publish.map(|t| t + REPUBLISH_AFTER) {
+            Some(at) if !first && at > now => {
+                self.home.next_check = Some(self.home.next_check.map_or(at, |c| c.min(at)));
+            }
+            _ => {
+                self.home.published = up.clone();
+                self.home.last_publish = Some(now);
+                self.events.push_back(Event::HomeRelays { relays: up });
+                self.republish(now);
+            }
         }
     }
 

@@ -375,17 +375,19 @@ impl Node {
 
     /// An established QUIC session with `peer`, whichever side opened it (a relay reaches a
     /// node that keeps a session to it this way, wherever its NAT put it).
+    /// The newest one (ids only grow), at the address it runs at now (its NAT may have moved
+    /// it since).
     fn quic_session_with(&self, peer: NodeId) -> Option<(SessionId, SocketAddr)> {
         self.sessions
             .iter()
-            .find(|(_, s)| {
-                s.peer == Some(peer)
-                    && s.established
-                    && !s.down
-                    && matches!(s.kind, Kind::Quic { .. })
-                    && !circuits::is_virtual(&s.remote)
+            .filter(|(_, s)| {
+                s.peer == Some(peer) && s.established && !s.down && !circuits::is_virtual(&s.remote)
             })
-            .map(|(sid, s)| (*sid, s.remote))
+            .filter_map(|(sid, s)| match &s.kind {
+                Kind::Quic { conn, .. } => Some((*sid, conn.remote_address())),
+                Kind::Tcp { .. } => None,
+            })
+            .last()
     }
 
     /// Puts a stream on session `session`.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{Event, Node};
 use crate::reach::{DialBacks, Mapping, Observations, Verdict};
-use crate::relay::header::{self, PROBE_DIAL_BACK};
+use crate::relay::header::{self, PROBE_DIAL_BACK_COMING};
 
 /// How often contacts are asked once enough have agreed.
 const EVERY: Duration = Duration::from_secs(60);
@@ -82,7 +82,13 @@ impl Node {
     /// show it can be dialed there: an address to give for hole punching before enough
     /// peers have agreed on an observed one.
     pub(super) fn own_dialable_address(&self, v4: bool) -> Option<SocketAddr> {
-        if self.observe.dial_backs.verdict(v4) != Verdict::Reachable {
+        let untranslated = self
+            .observe
+            .observations
+            .mapping(&self.observe.local)
+            .contains(&(v4, Mapping::None));
+        // Reachable through a forwarded port is no reason to hand out a private address.
+        if self.observe.dial_backs.verdict(v4) != Verdict::Reachable || !untranslated {
             return None;
         }
         self.observe
@@ -112,6 +118,13 @@ impl Node {
             .map(|q| q.sent + ANSWER_WITHIN)
             .min();
         round.into_iter().chain(settle).min()
+    }
+
+    fn shuffle(&mut self, v: &mut [SocketAddr]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.circuits.random_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
     }
 
     /// Closes the questions whose time is up: a peer that answered and promised a dial-back
@@ -172,27 +185,28 @@ impl Node {
         // DHT contacts, and the relays the node knows from signed records: the routing table
         // keeps few contacts per prefix (against eclipses), which on a small network can
         // leave fewer than the answers an agreement needs.
-        let mut contacts: Vec<SocketAddr> = Vec::new();
+        // Anyone can publish a relay record, so relays only fill the places the table leaves,
+        // and at most half of a round: they cannot outvote the table's contacts.
+        let mut table: Vec<SocketAddr> = Vec::new();
+        for c in self.dht.table().contacts() {
+            if !table.iter().any(|a| a.ip() == c.addr.ip()) {
+                table.push(c.addr);
+            }
+        }
         let me = self.node_id;
-        let relays: Vec<SocketAddr> = self
-            .circuits
-            .directory
-            .iter()
-            .filter(|(n, _)| **n != me)
-            .map(|(_, r)| r.addr)
-            .collect();
-        let table = self.dht.table().contacts().map(|c| c.addr);
-        for addr in table.chain(relays) {
-            if !contacts.iter().any(|a| a.ip() == addr.ip()) {
-                contacts.push(addr);
+        let mut relays: Vec<SocketAddr> = Vec::new();
+        for (_, r) in self.circuits.directory.iter().filter(|(n, _)| **n != me) {
+            if !table.iter().chain(&relays).any(|a| a.ip() == r.addr.ip()) {
+                relays.push(r.addr);
             }
         }
         // A different draw each round, so one stale corner of the table is not all it hears.
-        for i in (1..contacts.len()).rev() {
-            let j = (self.circuits.random_u64() % (i as u64 + 1)) as usize;
-            contacts.swap(i, j);
-        }
-        for addr in contacts.into_iter().take(PER_ROUND) {
+        self.shuffle(&mut table);
+        self.shuffle(&mut relays);
+        table.truncate(PER_ROUND);
+        let room = (PER_ROUND - table.len()).min(PER_ROUND / 2);
+        relays.truncate(room);
+        for addr in table.into_iter().chain(relays) {
             let nonce = self.circuits.random_u64();
             let probe = header::dial_back_probe(nonce);
             let t = quinn_proto::Transmit {
@@ -230,7 +244,7 @@ impl Node {
         let (flags, nonce) = header::probe_body(reply);
         match self.observe.outstanding.get_mut(&nonce) {
             Some(q) if q.to == from && q.answered.is_none() => {
-                q.answered = Some(flags & PROBE_DIAL_BACK != 0);
+                q.answered = Some(flags & PROBE_DIAL_BACK_COMING != 0);
             }
             _ => return false,
         }

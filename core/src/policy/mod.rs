@@ -111,6 +111,6 @@ impl PolicyId {
     /// The policy of the links `auto` streams fall back to when the direct path does not
     /// work at first: the default policy (prefer direct, no SLA), so such a link keeps trying
     /// the direct path (with hole punching) and moves its connections there once it works.
-    /// Runtimes number their own policies below it.
+    /// Runtimes and embedders number their own policies below it.
     pub const AUTO: PolicyId = PolicyId(u32::MAX);
 }

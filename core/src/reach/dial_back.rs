@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Peers whose outcome must agree before a verdict.
-pub const MIN_VERDICT: usize = 2;
+pub const MIN_VERDICT: usize = 3;
 /// Outcomes remembered (the oldest goes first).
 pub const MAX_OUTCOMES: usize = 32;
 /// How long an outcome counts.

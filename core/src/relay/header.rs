@@ -30,11 +30,16 @@ pub const PROBE_PUNCH: u8 = 4;
 /// I never sent to", which only a node without a NAT or stateful firewall in front receives.
 /// The dial-back itself is a probe reply carrying this flag alone.
 pub const PROBE_DIAL_BACK: u8 = 8;
+/// Flag of an answer only: "a dial-back is on its way". A node that echoes flags without
+/// knowing [`PROBE_DIAL_BACK`] never sets it, so its silence is not counted against the asker.
+pub const PROBE_DIAL_BACK_COMING: u8 = 16;
 /// Bytes an observed address takes after a probe reply's body: family (4 or 6), the address
 /// (4 or 16 bytes, zero-padded to 16), the port (big-endian).
 pub const OBSERVED_LEN: usize = 19;
 /// The whole length of an observe probe (and of its answer).
 pub const OBSERVE_PROBE_LEN: usize = HEADER_LEN + PROBE_LEN + OBSERVED_LEN;
+/// A dial-back probe's length: its answer and its dial-back together are no larger.
+pub const DIAL_BACK_PROBE_LEN: usize = OBSERVE_PROBE_LEN + HEADER_LEN + PROBE_LEN;
 
 const TAG: u8 = 0x10;
 const TAG_MASK: u8 = 0xf0;
@@ -183,16 +188,16 @@ pub fn observe_probe(nonce: u64) -> Vec<u8> {
 /// An observe probe that also asks for a dial-back ([`PROBE_DIAL_BACK`]).
 pub fn dial_back_probe(nonce: u64) -> Vec<u8> {
     let mut out = probe(Kind::Probe, None, PROBE_OBSERVE | PROBE_DIAL_BACK, nonce);
-    out.resize(OBSERVE_PROBE_LEN, 0);
+    out.resize(DIAL_BACK_PROBE_LEN, 0);
     out
 }
 
-/// Whether a probe asks to be dialed back (and is long enough to be an observe probe, so the
-/// dial-back, like the answer, is no larger than what asked for it).
+/// Whether a probe asks to be dialed back (and is long enough that its answer and the
+/// dial-back together are no larger than it).
 pub fn wants_dial_back(probe_datagram: &[u8]) -> bool {
     let (flags, _) = probe_body(probe_datagram);
     flags & (PROBE_OBSERVE | PROBE_DIAL_BACK) == PROBE_OBSERVE | PROBE_DIAL_BACK
-        && probe_datagram.len() >= OBSERVE_PROBE_LEN
+        && probe_datagram.len() >= DIAL_BACK_PROBE_LEN
 }
 
 /// The dial-back for the probe with `nonce`.

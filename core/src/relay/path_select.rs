@@ -204,7 +204,8 @@ pub fn select(
     // The strictest diversity the candidates can satisfy, decided before drawing, so that the
     // draw never paints itself into a corner.
     let mut path: Vec<&Candidate> = Vec::with_capacity(constraints.hops);
-    let diversity = match constraints.exit_among.is_empty() {
+    let exit = !constraints.exit_among.is_empty() && constraints.hops > 0;
+    let diversity = match !exit {
         true => [Diversity::Full, Diversity::PrefixOnly, Diversity::None]
             .into_iter()
             .find(|d| achievable(&usable, *d, constraints.hops))
@@ -265,7 +266,7 @@ pub fn select(
         }
     }
     // The exit was drawn first; it goes last.
-    if !constraints.exit_among.is_empty() {
+    if exit {
         path.rotate_left(1);
     }
     for c in usable {
