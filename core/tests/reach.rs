@@ -12,7 +12,7 @@ use vx6_core::node::{CircuitRole, Event, NodeConfig, Route};
 use vx6_core::pins::Pins;
 use vx6_core::reach::{
     DialBacks, MAX_REPORTERS, MIN_AGREE, MIN_VERDICT, Mapping, OBSERVATION_TTL, Observations,
-    Verdict,
+    Verdict, dial_back_source,
 };
 use vx6_core::record::{NodeAddress, Record, Transport};
 use vx6_core::service::{Access, ServiceTable};
@@ -408,4 +408,26 @@ fn an_owner_nobody_can_dial_is_reached_through_the_relays_it_keeps() {
             "exit {exit} is not a home relay {home:?}"
         );
     }
+}
+
+#[test]
+fn a_dial_back_leaves_from_the_nodes_own_address_when_it_has_one() {
+    let v4_peer: SocketAddr = "198.51.100.7:4433".parse().unwrap();
+    let v6_peer: SocketAddr = "[2001:db8::7]:4433".parse().unwrap();
+    let own4: SocketAddr = "192.0.2.1:4433".parse().unwrap();
+    let any6: SocketAddr = "[::]:4433".parse().unwrap();
+    assert_eq!(
+        dial_back_source(Some(own4), v4_peer),
+        "192.0.2.1:0".parse().unwrap()
+    );
+    // Another family, or a wildcard socket: the kernel picks the address; the port is fresh.
+    assert_eq!(
+        dial_back_source(Some(own4), v6_peer),
+        "[::]:0".parse().unwrap()
+    );
+    assert_eq!(
+        dial_back_source(Some(any6), v4_peer),
+        "0.0.0.0:0".parse().unwrap()
+    );
+    assert_eq!(dial_back_source(None, v6_peer), "[::]:0".parse().unwrap());
 }

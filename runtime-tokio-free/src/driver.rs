@@ -492,20 +492,14 @@ async fn connect_target(shared: Arc<Shared>, stream: StreamHandle, addr: SocketA
 }
 
 /// Sends one datagram from a new socket on an ephemeral port (a dial-back must not come from
-/// the port the peer's NAT expects). A failure only means the peer hears nothing, which is
-/// what it then concludes. It leaves from the node's own address when the node listens on one
-/// (the peer takes a dial-back only from the address it asked), else from the one the kernel
-/// picks, as for the node's own socket.
+/// the port the peer's NAT expects), bound as [`vx6_core::reach::dial_back_source`] says. A
+/// failure only means the peer hears nothing, which is what it then concludes.
 fn send_from_fresh_port(
     local: Option<std::net::SocketAddr>,
     to: std::net::SocketAddr,
     datagram: &[u8],
 ) {
-    let any: std::net::SocketAddr = match local {
-        Some(l) if !l.ip().is_unspecified() && l.is_ipv4() == to.is_ipv4() => (l.ip(), 0).into(),
-        _ if to.is_ipv4() => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        _ => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
+    let any = vx6_core::reach::dial_back_source(local, to);
     let sent = std::net::UdpSocket::bind(any)
         .and_then(|s| s.set_nonblocking(true).map(|()| s))
         .and_then(|s| s.send_to(datagram, to));

@@ -198,17 +198,7 @@ def test_hole_punching_moves_a_forward_from_relays_to_direct(lab, figure):
     live connection moves to the direct path."""
     client_ns, client, owner, _ = _nat_cell(lab, "nat44", "nat44")
     t0 = time.monotonic()
-    retry(lambda: echo_roundtrip(client_ns, 2300, b"first, over whatever works"), timeout=60)
-    s = client_ns.connect(2300)
-    s.settimeout(20)
-    s.sendall(b"E")  # the target server's echo mode
-
-    def echo(tag):
-        data = f"{tag} {os.urandom(6).hex()}".encode()
-        s.sendall(data)
-        assert labmod.recv_exact(s, len(data)) == data
-
-    echo("open")
+    s, echo = _open_echo(client_ns)
 
     def forward():
         return client.status()["forwards"][0]
@@ -230,17 +220,7 @@ def test_a_plain_auto_forward_moves_to_direct_once_punching_works(lab, figure):
     trying the direct path (with hole punching) and moves the open connection there."""
     client_ns, client, owner, _ = _nat_cell(lab, "nat44", "nat44", managed=False)
     t0 = time.monotonic()
-    retry(lambda: echo_roundtrip(client_ns, 2300, b"first, over whatever works"), timeout=60)
-    s = client_ns.connect(2300)
-    s.settimeout(20)
-    s.sendall(b"E")
-
-    def echo(tag):
-        data = f"{tag} {os.urandom(6).hex()}".encode()
-        s.sendall(data)
-        assert labmod.recv_exact(s, len(data)) == data
-
-    echo("open")
+    s, echo = _open_echo(client_ns)
 
     def link():
         links = client.status()["auto_links"]
@@ -252,6 +232,23 @@ def test_a_plain_auto_forward_moves_to_direct_once_punching_works(lab, figure):
     echo("after the move")
     assert "auto link to node" in client.log() and "to direct" in client.log(), client.tail()
     s.close()
+
+
+def _open_echo(client_ns):
+    """Once the forward on 127.0.0.1:2300 answers, a connection through it held open in the
+    target server's echo mode, and a function that checks one round trip on it."""
+    retry(lambda: echo_roundtrip(client_ns, 2300, b"first, over whatever works"), timeout=60)
+    s = client_ns.connect(2300)
+    s.settimeout(20)
+    s.sendall(b"E")  # the target server's echo mode
+
+    def echo(tag):
+        data = f"{tag} {os.urandom(6).hex()}".encode()
+        s.sendall(data)
+        assert labmod.recv_exact(s, len(data)) == data
+
+    echo("open")
+    return s, echo
 
 
 KINDS4 = ("none", "nat44", "nat44-random")

@@ -9,7 +9,7 @@
 //! [`MIN_VERDICT`] peers and more than half of those of the address family.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Peers whose outcome must agree before a verdict.
@@ -18,6 +18,18 @@ pub const MIN_VERDICT: usize = 3;
 pub const MAX_OUTCOMES: usize = 32;
 /// How long an outcome counts.
 pub const OUTCOME_TTL: Duration = Duration::from_secs(600);
+
+/// Where a socket sending a dial-back to `to` binds: the node's own address (`local`, the
+/// address of its socket) when it listens on a specific one of `to`'s family, for the asker
+/// takes a dial-back only from the address it asked; else the unspecified address, and the
+/// kernel picks as it does for the node's own socket. The port is always a fresh one.
+pub fn dial_back_source(local: Option<SocketAddr>, to: SocketAddr) -> SocketAddr {
+    match local {
+        Some(l) if !l.ip().is_unspecified() && l.is_ipv4() == to.is_ipv4() => (l.ip(), 0).into(),
+        _ if to.is_ipv4() => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        _ => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
 
 /// Whether peers can open a session to the node, for one address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

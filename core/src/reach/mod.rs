@@ -11,5 +11,5 @@
 mod dial_back;
 mod observed;
 
-pub use dial_back::{DialBacks, MAX_OUTCOMES, MIN_VERDICT, OUTCOME_TTL, Verdict};
+pub use dial_back::{DialBacks, MAX_OUTCOMES, MIN_VERDICT, OUTCOME_TTL, Verdict, dial_back_source};
 pub use observed::{MAX_REPORTERS, MIN_AGREE, Mapping, OBSERVATION_TTL, Observations};
