@@ -12,7 +12,7 @@ use vx6_core::node::{CircuitRole, Event, NodeConfig, Route};
 use vx6_core::pins::Pins;
 use vx6_core::reach::{
     DialBacks, MAX_REPORTERS, MIN_AGREE, MIN_VERDICT, Mapping, OBSERVATION_TTL, Observations,
-    Verdict, dial_back_source,
+    Verdict, birthday, dial_back_source,
 };
 use vx6_core::record::{NodeAddress, Record, Transport};
 use vx6_core::service::{Access, ServiceTable};
@@ -226,6 +226,45 @@ proptest! {
         let want = if truth { Verdict::Reachable } else { Verdict::Unreachable };
         prop_assert_eq!(d.verdict(false), want);
         prop_assert_eq!(d.verdict(true), Verdict::Unknown, "no IPv4 peer answered");
+    }
+}
+
+proptest! {
+    /// Behind a NAT that picks a port per peer, every honest reporter sees another port at the
+    /// same address: that address is agreed (what the far side of a birthday punch sprays at),
+    /// while no whole address is; liars fewer than the honest never choose it.
+    #[test]
+    fn a_random_port_nat_agrees_on_its_address_alone(
+        honest in MIN_AGREE..12usize,
+        liars_share in 0.0f64..0.5,
+        ports in prop::collection::vec(1024u16.., 12),
+        lie in 1u16..200,
+    ) {
+        let t0 = Instant::now();
+        let liars = (((honest as f64) * liars_share) as usize).min(honest - 1);
+        let mut o = Observations::default();
+        for (i, port) in ports.iter().take(honest).enumerate() {
+            o.record(reporter(i as u16), v4(1, *port), t0);
+        }
+        for i in 0..liars {
+            o.record(reporter(1000 + i as u16), v4(lie as u8, 4433), t0);
+        }
+        prop_assert_eq!(o.agreed_ip(true), Some(v4(1, 0).ip()));
+        prop_assert_eq!(o.agreed_ip(false), None, "no IPv6 reporter");
+    }
+
+    /// The ports a spray probes are distinct, in the range NATs hand out, as many as asked.
+    #[test]
+    fn spray_ports_are_distinct_and_in_range(n in 0usize..2048, seed in any::<u64>()) {
+        let mut s = seed;
+        let ports = birthday::spray_ports(n, || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s >> 11
+        });
+        prop_assert_eq!(ports.len(), n);
+        prop_assert!(ports.iter().all(|p| *p >= birthday::LOWEST_PORT));
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        prop_assert_eq!(distinct.len(), n);
     }
 }
 

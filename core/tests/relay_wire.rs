@@ -534,10 +534,20 @@ proptest! {
         // An observe flag on a probe too short to carry the answer gets the plain answer.
         let short = header::probe(Kind::Probe, None, header::PROBE_OBSERVE, nonce);
         prop_assert_eq!(header::probe_answer(&short, addr).len(), short.len());
-        let mut punch = header::encode(Kind::Probe, None).to_vec();
-        punch.extend_from_slice(&header::punch_request(nonce, addr));
-        prop_assert_eq!(header::parse(&punch).map(|h| h.kind), Ok(Kind::Probe));
-        prop_assert_eq!(header::observed(&punch), Some(addr));
-        prop_assert_eq!(header::probe_body(&punch), (header::PROBE_PUNCH, nonce));
+        for flags in [0, header::PUNCH_SPRAY_ME, header::PUNCH_OPEN] {
+            for (kind, body) in [
+                (Kind::Probe, header::punch_request(nonce, addr, flags)),
+                (Kind::ProbeReply, header::punch_answer(nonce, addr, flags)),
+            ] {
+                let mut punch = header::encode(kind, None).to_vec();
+                punch.extend_from_slice(&body);
+                prop_assert_eq!(header::parse(&punch).map(|h| h.kind), Ok(kind));
+                prop_assert_eq!(header::observed(&punch), Some(addr));
+                prop_assert_eq!(header::probe_body(&punch), (header::PROBE_PUNCH, nonce));
+                // Without flags, a request is byte for byte one from before they existed.
+                prop_assert_eq!(header::punch_flags(&punch), flags);
+                prop_assert_eq!(punch.len() == header::OBSERVE_PROBE_LEN, flags == 0);
+            }
+        }
     }
 }

@@ -45,7 +45,20 @@ fuzz_target!(|data: &[u8]| {
             assert!(answer.len() + header::dial_back(nonce).len() <= data.len());
         }
         // Whatever an arriving reply says, reading its address never panics.
-        let _ = header::observed(data);
+        let flags = header::punch_flags(data);
+        // A punch request or answer naming that address (and those flags) reads back so.
+        if let Some(at) = header::observed(data) {
+            for body in [
+                header::punch_request(nonce, at, flags),
+                header::punch_answer(nonce, at, flags),
+            ] {
+                let mut d = header::encode(h.kind, h.label).to_vec();
+                d.extend_from_slice(&body);
+                assert_eq!(header::observed(&d), Some(at));
+                assert_eq!(header::punch_flags(&d), flags);
+                assert_eq!(header::probe_body(&d), (header::PROBE_PUNCH, nonce));
+            }
+        }
     }
     // A relay swaps in the label the next hop chose: here one drawn from the datagram's tail.
     let tail: [u8; 4] = data[data.len() - 4..].try_into().expect("4 bytes");

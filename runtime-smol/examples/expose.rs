@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use vx6_runtime_smol::Access;
 use vx6_runtime_smol::smol;
 use vx6_runtime_smol::vx6_core::NodeId;
+use vx6_runtime_smol::{Access, NodeEvent};
 
 #[derive(Parser)]
 struct Cli {
@@ -50,6 +50,20 @@ fn main() -> anyhow::Result<()> {
         let node = cli.node.start(&ex)?;
         node.publish(name.parse()?, target, access)?;
         eprintln!("publishing {}.{name} -> {target}", cli.node.name);
-        std::future::pending::<anyhow::Result<()>>().await
+        // What the node learns about its reachability, as an operator would want to see it.
+        let mut events = node.events();
+        while let Some(event) = events.next().await {
+            match event {
+                NodeEvent::AddressesObserved { addresses } => {
+                    eprintln!("peers see this node at {addresses:?}")
+                }
+                NodeEvent::Reachability { verdicts } => eprintln!("dialable: {verdicts:?}"),
+                NodeEvent::HomeRelays { relays } => {
+                    eprintln!("home relays: {}", relays.len())
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }))
 }

@@ -81,11 +81,15 @@ impl UdpIo {
 }
 
 impl AsyncUdpSocket for UdpIo {
+    // The socket is tried first and readiness waited for only when it would block: async-io
+    // reports a source ready only after an event that follows the first poll, so polling first
+    // would make a fresh socket (a side socket's first probe) wait for nothing.
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.io.poll_writable(cx))?;
             match self.state.send(self.io.get_ref().into(), transmit) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_writable(cx))?
+                }
                 result => return Poll::Ready(result),
             }
         }
@@ -98,9 +102,10 @@ impl AsyncUdpSocket for UdpIo {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.io.poll_readable(cx))?;
             match self.state.recv(self.io.get_ref().into(), bufs, meta) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_readable(cx))?
+                }
                 result => return Poll::Ready(result),
             }
         }

@@ -15,7 +15,7 @@ use vx6_core::{Cause, Failure};
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 use quinn_udp::RecvMeta;
-use vx6_core::node::{Event, SessionId, StreamHandle};
+use vx6_core::node::{Event, SessionId, SideOp, SideSocket, StreamHandle};
 use vx6_core::service::Backend;
 
 use crate::bridge::bridge;
@@ -69,6 +69,8 @@ pub(crate) struct Driver {
     connecting: Vec<(SessionId, Connecting)>,
     scratch: Vec<u8>,
     closing: Option<Instant>,
+    /// The sockets beside the node's own that it asks for (hole punching).
+    side: HashMap<SideSocket, Box<dyn AsyncUdpSocket>>,
 }
 
 impl Driver {
@@ -92,6 +94,7 @@ impl Driver {
             connecting: Vec::new(),
             scratch: vec![0; PEER_READ],
             closing: None,
+            side: HashMap::new(),
         }
     }
 }
@@ -190,14 +193,94 @@ impl Driver {
                 }
                 // ICMP errors (port unreachable, …) surface here; they are not fatal.
                 Poll::Ready(Err(e)) => tracing::debug!("UDP receive: {e}"),
-                Poll::Pending => return progress,
+                Poll::Pending => break,
+            }
+        }
+        progress | self.receive_side(cx, st, now)
+    }
+
+    /// What the side sockets received (a few datagrams each: they carry probes, and a pinned
+    /// one a single direct session).
+    fn receive_side(&mut self, cx: &mut Context<'_>, st: &mut State, now: Instant) -> bool {
+        let mut progress = false;
+        let mut meta = [RecvMeta::default(); 1];
+        for (id, socket) in &self.side {
+            for _ in 0..16 {
+                let mut slices = [IoSliceMut::new(&mut self.bufs[0])];
+                match socket.poll_recv(cx, &mut slices, &mut meta) {
+                    Poll::Ready(Ok(n)) => {
+                        progress = true;
+                        for m in meta.iter().take(n) {
+                            for datagram in self.bufs[0][..m.len].chunks(m.stride.max(1)) {
+                                let d = BytesMut::from(datagram);
+                                st.node.handle_side_datagram(now, *id, m.addr, d);
+                            }
+                        }
+                    }
+                    Poll::Ready(Err(e)) => tracing::trace!("{id}: {e}"),
+                    Poll::Pending => break,
+                }
             }
         }
         progress
     }
 
-    fn send(&mut self, cx: &mut Context<'_>, st: &mut State, now: Instant) -> bool {
+    /// Carries out what the node asks of its side sockets.
+    fn apply_side_ops(&mut self, cx: &mut Context<'_>, st: &mut State) -> bool {
         let mut progress = false;
+        while let Some(op) = st.node.poll_side_op() {
+            progress = true;
+            match op {
+                SideOp::Open { socket, peer } => {
+                    let local = self.udp.local_addr().ok();
+                    let bind = vx6_core::reach::dial_back_source(local, peer);
+                    match self.shared.runtime.bind_udp(bind) {
+                        Ok(s) => {
+                            self.side.insert(socket, s);
+                        }
+                        // One port fewer for the attempt: nothing else depends on it.
+                        Err(e) => tracing::debug!("{socket} at {bind}: {e}"),
+                    }
+                }
+                SideOp::Send {
+                    socket,
+                    to,
+                    datagram,
+                } => self.send_side(cx, socket, to, &datagram, None),
+                SideOp::Close(socket) => {
+                    self.side.remove(&socket);
+                }
+            }
+        }
+        progress
+    }
+
+    /// Sends from a side socket; a full one loses the datagram (QUIC recovers, probes repeat).
+    fn send_side(
+        &self,
+        cx: &mut Context<'_>,
+        socket: SideSocket,
+        to: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) {
+        let Some(s) = self.side.get(&socket) else {
+            return;
+        };
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        if let Poll::Ready(Err(e)) = s.poll_send(cx, &transmit) {
+            tracing::trace!("{socket} to {to}: {e}");
+        }
+    }
+
+    fn send(&mut self, cx: &mut Context<'_>, st: &mut State, now: Instant) -> bool {
+        let mut progress = self.apply_side_ops(cx, st);
         while let Some((to, datagram)) = st.node.poll_dial_back() {
             progress = true;
             send_from_fresh_port(self.udp.local_addr().ok(), to, &datagram);
@@ -211,6 +294,12 @@ impl Driver {
                     None => return progress,
                 },
             };
+            if let Some(socket) = st.node.side_socket_for(t.destination) {
+                progress = true;
+                let contents = &self.out[..t.size];
+                self.send_side(cx, socket, t.destination, contents, t.segment_size);
+                continue;
+            }
             let transmit = quinn_udp::Transmit {
                 destination: t.destination,
                 ecn: t

@@ -302,11 +302,60 @@ def test_nat_matrix(lab, figure, owner_kind, client_kind):
     """Owner and client each with no NAT, behind a NAT that keeps ports, or behind one with a
     random port per destination: ssh works in every cell. The owner status says `public` or
     `behind_nat`; one behind a NAT names its home relays, which reach it over the sessions it
-    keeps. The forward ends direct wherever one side can learn the port the other's NAT uses
-    towards it: relayed when both are behind NATs and one of them gives every peer another port
-    (the other side's NAT drops the probes that would tell it). Reported per cell."""
-    relayed = "nat44-random" in (owner_kind, client_kind) and "none" not in (owner_kind, client_kind)
+    keeps. The forward ends direct unless both NATs give every peer another port: against a
+    port-keeping NAT the random-port side sends from 256 ports while the other probes 1024
+    random ports of its address (birthday hole punching). Reported per cell."""
+    relayed = owner_kind == client_kind == "nat44-random"
     _cell(lab, figure, owner_kind, client_kind, expected="relay" if relayed else "direct")
+
+
+@pytest.mark.timeout_s(240)
+def test_embedded_owner_behind_a_random_port_nat_is_reached_directly(lab, figure):
+    """The embedding's side sockets: an embedded owner (runtime-smol's `expose` example)
+    behind a NAT that picks a port per peer, a daemon client behind one that keeps ports. The
+    owner learns it cannot be dialed and names home relays; ssh works through them, and the
+    forward then goes direct, which here only the owner's side sockets can do (birthday hole
+    punching in the async runtime layer)."""
+    import natlab
+    from test_embedded import start_example
+
+    relays = [natlab.public_node(lab, f"r{i}") for i in range(4)]
+    first = f"{relays[0].addr4}:4433"
+    for i, ns in enumerate(relays):
+        lab.start_node(ns, lab.home(f"relay{i}"), transport="quic", listen_host=ns.addr4,
+                       extra=["--relay"] + ([] if i == 0 else ["--bootstrap", first]))
+    owner_ns = natlab.Site(lab, "nat44-random", "own").host("alice")
+    client_ns = natlab.Site(lab, "nat44", "cli").host("bob")
+    sshd = labmod.Sshd(lab, owner_ns, port=22)
+    client_home = lab.home("bob")
+    t0 = time.monotonic()
+    owner = start_example(lab, owner_ns, "expose-alice", "expose", [
+        "--name", "alice", "--listen", f"{owner_ns.addr4}:4433", "--bootstrap", first,
+        "--service", "ssh=127.0.0.1:22", "--allow", client_home.id,
+    ])
+    owner.wait_log("home relays: ", timeout=60)
+    home_after = time.monotonic() - t0
+    client = lab.start_node(client_ns, client_home, transport="quic",
+                            listen_host=client_ns.addr4, forward=["alice.ssh=127.0.0.1:2222"],
+                            extra=["--bootstrap", first, "--sla", "hold-down=3s"])
+    t1 = time.monotonic()
+
+    def ssh():
+        cp = client_ns.run(sshd.ssh_argv(2222, "echo embedded"), timeout=40, check=False)
+        assert cp.returncode == 0 and cp.stdout.strip() == "embedded", (cp.stdout, cp.stderr)
+
+    retry(ssh, timeout=90)
+    t_ssh = time.monotonic() - t1
+
+    def forward():
+        return [f for f in client.status()["forwards"] if f["local"] == "127.0.0.1:2222"][0]
+
+    until(lambda: forward().get("path") == "direct", 30,
+          lambda: f"not direct: {forward()}\n{client.tail()}")
+    figure("embedded owner behind nat44-random, daemon client behind nat44",
+           f"home relays {home_after:.1f}s after start; ssh after {t_ssh:.1f}s; "
+           f"direct after {time.monotonic() - t1:.1f}s")
+    ssh()
 
 
 @pytest.mark.timeout_s(240)

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::observe;
+use super::side::Role;
 use super::stream::{Phase, ServiceStream};
 use super::{CircuitEvent, Dial, Event, Node, SessionId, StreamHandle};
 use crate::failure::{Cause, Failure};
@@ -24,12 +25,14 @@ use crate::policy::{
     self as policy, Decision, PathKind, PathStats, PathView, Policy, PolicyId, ProbeWindow,
     SlaState, SwitchReason,
 };
+use crate::reach::Mapping;
+use crate::reach::birthday::LOWEST_PORT;
 use crate::record::Transport;
 use crate::relay::control::{Create, FlowId, Instruction, Refusal, RelayLimits, Reply};
 use crate::relay::directory::Directory;
 use crate::relay::header::{
     self, HEADER_LEN, Kind as Datagram, Label, PROBE_ACTIVE, PROBE_DIAL_BACK,
-    PROBE_DIAL_BACK_COMING, PROBE_PUNCH,
+    PROBE_DIAL_BACK_COMING, PROBE_PUNCH, PUNCH_OPEN, PUNCH_SPRAY_ME,
 };
 use crate::relay::onion::{self, PathHop};
 use crate::relay::table::{DropReason, LabelTable, Target, Verdict};
@@ -2246,7 +2249,11 @@ impl Node {
             Some(Circuit::Client { link, probe, .. }) => {
                 probe.last_heard = now;
                 if kind == Datagram::ProbeReply {
-                    let (_, nonce) = header::probe_body(&data);
+                    let (flags, nonce) = header::probe_body(&data);
+                    if flags == PROBE_PUNCH {
+                        self.punch_answered(now, &data);
+                        return;
+                    }
                     if self.ping_answered(now, nonce, None) {
                         return;
                     }
@@ -2286,8 +2293,8 @@ impl Node {
                             && let Some(to) = header::observed(&data)
                         {
                             if self.circuits.punch_rate.allow(now, to) {
-                                l.punch = Some((to, PUNCH_PROBES, now, nonce));
-                                self.counters.punches_answered += 1;
+                                let flags = header::punch_flags(&data);
+                                self.punch_for_client(now, link, ckey, to, nonce, flags);
                             }
                             self.owner_punch(now);
                             return;
@@ -2791,7 +2798,7 @@ fn auto_link_policy(transport: Transport) -> Option<PolicyId> {
     (transport == Transport::Quic).then_some(PolicyId::AUTO)
 }
 
-fn plain_transmit(to: SocketAddr, size: usize) -> Transmit {
+pub(super) fn plain_transmit(to: SocketAddr, size: usize) -> Transmit {
     Transmit {
         destination: to,
         ecn: None,

@@ -362,6 +362,12 @@ impl Node {
         );
         gauge(
             &mut r,
+            "vx6_side_sockets",
+            "UDP sockets open beside the node's own for hole punching (an attempt's, and those pinned to a peer)",
+            one(self.side_sockets() as i64),
+        );
+        gauge(
+            &mut r,
             "vx6_dht_peers",
             "Nodes in the DHT routing table",
             one(self.dht.table().len() as i64),
@@ -444,13 +450,17 @@ impl Node {
         counter(
             &mut r,
             "vx6_hole_punches",
-            "Hole punching: requests sent to owners through a relay path, and carried out as an owner",
+            "Hole punching: requests sent to owners through a relay path, carried out as an owner, birthday attempts (many ports), sprays (random ports) and wins, and links where both NATs pick a port per peer",
             None,
             by(
                 "role",
                 &[
                     ("requested", c.punch_requests),
                     ("answered", c.punches_answered),
+                    ("birthday_attempt", c.birthday_attempts),
+                    ("birthday_spray", c.birthday_sprays),
+                    ("birthday_hit", c.birthday_hits),
+                    ("impossible", c.punches_impossible),
                 ],
             ),
         );

@@ -20,6 +20,7 @@ mod rate;
 mod resolver;
 mod session;
 mod session_table;
+mod side;
 mod spliced;
 mod status;
 mod stream;
@@ -43,6 +44,7 @@ pub use event::{CircuitEvent, Event, SessionId, StreamHandle};
 pub use limits::NodeLimits;
 pub use metrics::{Labels as MetricLabels, SWITCH_REASONS, counter, gauge};
 pub use rate::RateLimit;
+pub use side::{BIRTHDAY_GAP, MAX_PINNED, SideOp, SideSocket};
 pub use status::{Counters, NodeStatus, SessionStatus};
 
 use self::demux::DatagramClass;
@@ -195,6 +197,7 @@ pub struct Node {
     recorded: metrics::Recorded,
     observe: observe::State,
     home: home::State,
+    side: side::State,
 }
 
 impl Node {
@@ -245,6 +248,7 @@ impl Node {
             recorded: metrics::Recorded::default(),
             observe: observe::State::default(),
             home: home::State::default(),
+            side: side::State::default(),
         })
     }
 
@@ -1266,6 +1270,7 @@ impl Node {
         self.circuits_timeout(now);
         self.observe_timeout(now);
         self.home_timeout(now);
+        self.side_timeout(now);
         let timeout = self.limits.handshake_timeout;
         for sid in self.handshakes.expired(now, timeout) {
             self.counters.handshakes_timed_out += 1;
@@ -1324,6 +1329,7 @@ impl Node {
             self.circuits_next_timeout(),
             self.observe_next_timeout(),
             self.home_next_timeout(),
+            self.side_next_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -65,6 +65,12 @@ impl Node {
         &self.observe.agreed
     }
 
+    /// The public IP address enough peers agree they see this node at in a family (`true`:
+    /// IPv4), whatever ports they saw.
+    pub(super) fn public_ip(&self, v4: bool) -> Option<std::net::IpAddr> {
+        self.observe.observations.agreed_ip(v4)
+    }
+
     /// What the observations say about the path out, per address family (`true`: IPv4), and
     /// how many peers answered.
     pub fn reachability(&self) -> (Vec<(bool, Mapping)>, usize) {
@@ -251,13 +257,18 @@ impl Node {
         let Some(seen) = header::observed(reply) else {
             return true;
         };
+        let punchable = |n: &Self| [n.punch_address(false), n.punch_address(true)];
+        let before = punchable(self);
         self.observe.observations.record(from.ip(), seen, now);
         let agreed = self.observe.observations.agreed();
         if agreed != self.observe.agreed {
             self.observe.agreed = agreed.clone();
             self.events
                 .push_back(Event::AddressesObserved { addresses: agreed });
-            // Managed links waiting for a direct path can now say where to punch to.
+        }
+        if punchable(self) != before {
+            // Managed links waiting for a direct path can now say where to punch to (an
+            // agreed address, or the address alone behind a NAT that picks ports per peer).
             self.punch_waiting_links(now);
         }
         true

@@ -86,6 +86,16 @@ pub struct Counters {
     pub punch_requests: u64,
     /// Hole-punching requests this node carried out as an owner.
     pub punches_answered: u64,
+    /// Birthday hole punching: attempts from many ports this node made (its NAT picks a port
+    /// per destination), sprays to random ports of a peer's address it sent, and attempts
+    /// that won.
+    pub birthday_attempts: u64,
+    /// See `birthday_attempts`.
+    pub birthday_sprays: u64,
+    /// See `birthday_attempts`.
+    pub birthday_hits: u64,
+    /// Links that stay relayed because both ends' NATs pick a port per destination.
+    pub punches_impossible: u64,
     /// Dial-backs this node sent for peers asking whether they can be dialed.
     pub dial_backs_sent: u64,
     /// Dial-backs asked for and not sent (over the rate for the asker's prefix, or the queue

@@ -7,7 +7,10 @@
 
 //! - [`DialBacks`]: whether peers' dial-backs arrive, and the [`Verdict`] that says whether
 //!   the node can be dialed at all.
+//! - [`birthday`]: how many ports to open and to probe when one side's NAT picks a port per
+//!   destination.
 
+pub mod birthday;
 mod dial_back;
 mod observed;
 

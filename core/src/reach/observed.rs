@@ -112,6 +112,26 @@ impl Observations {
         out
     }
 
+    /// The IP address (of the family, `v4`: IPv4) enough reporters agree on, whatever the
+    /// ports they saw: a NAT that picks a port per destination still has one address.
+    pub fn agreed_ip(&self, v4: bool) -> Option<IpAddr> {
+        let reports: Vec<IpAddr> = self
+            .by_reporter
+            .values()
+            .map(|(a, _)| a.ip())
+            .filter(|a| a.is_ipv4() == v4)
+            .collect();
+        let mut counts: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for a in &reports {
+            *counts.entry(*a).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(a, n)| (*n, *a))
+            .filter(|(_, n)| *n >= MIN_AGREE && n * 2 > reports.len())
+            .map(|(a, _)| a)
+    }
+
     /// The mapping each address family shows, given the node's own addresses (with the port
     /// it listens on); families no reporter used are left out.
     pub fn mapping(&self, local: &[SocketAddr]) -> Vec<(bool, Mapping)> {

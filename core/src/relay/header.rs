@@ -205,11 +205,44 @@ pub fn dial_back(nonce: u64) -> Vec<u8> {
     probe(Kind::ProbeReply, None, PROBE_DIAL_BACK, nonce)
 }
 
-/// The body (after the header) of a punch request asking the far end to probe `to`.
-pub fn punch_request(nonce: u64, to: SocketAddr) -> Vec<u8> {
-    let mut out = probe(Kind::Probe, None, PROBE_PUNCH, nonce);
-    out.extend_from_slice(&encode_addr(to));
+/// Flag of the byte after the address of a punch request or answer: "my NAT gives every
+/// destination a port of its own, so send to many ports of my address while I send from many
+/// of mine" (the birthday approach; docs/PROTOCOL.md). The byte is absent when no flag is set,
+/// as in requests from before it existed.
+pub const PUNCH_SPRAY_ME: u8 = 1;
+/// Flag of the same byte: "datagrams from anyone reach this address" (no NAT or firewall in
+/// front), so probes from the far end's own socket are enough.
+pub const PUNCH_OPEN: u8 = 2;
+
+/// The body (after the header) of a punch request asking the far end to probe `to`, with the
+/// [`PUNCH_SPRAY_ME`] / [`PUNCH_OPEN`] `flags`.
+pub fn punch_request(nonce: u64, to: SocketAddr, flags: u8) -> Vec<u8> {
+    punch_body(Kind::Probe, nonce, to, flags)
+}
+
+/// The body of the owner's answer to a punch request: where peers see it, and with
+/// [`PUNCH_SPRAY_ME`] that the client should send to random ports there (the owner's NAT picks
+/// a port per destination and it now sends to the client from many ports).
+pub fn punch_answer(nonce: u64, at: SocketAddr, flags: u8) -> Vec<u8> {
+    punch_body(Kind::ProbeReply, nonce, at, flags)
+}
+
+fn punch_body(kind: Kind, nonce: u64, at: SocketAddr, flags: u8) -> Vec<u8> {
+    let mut out = probe(kind, None, PROBE_PUNCH, nonce);
+    out.extend_from_slice(&encode_addr(at));
+    if flags != 0 {
+        out.push(flags);
+    }
     out.split_off(HEADER_LEN)
+}
+
+/// The flags of a punch request or answer ([`parse`] accepted, with its header); 0 without
+/// the byte.
+pub fn punch_flags(datagram: &[u8]) -> u8 {
+    datagram
+        .get(HEADER_LEN + PROBE_LEN + OBSERVED_LEN)
+        .copied()
+        .unwrap_or(0)
 }
 
 fn encode_addr(addr: SocketAddr) -> [u8; OBSERVED_LEN] {

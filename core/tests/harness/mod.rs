@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
-use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, StreamHandle};
+use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, SideOp, SideSocket, StreamHandle};
 use vx6_core::pins::Pins;
 use vx6_core::record::Transport;
 use vx6_core::service::{Access, Backend, Service, ServiceTable};
@@ -55,6 +55,21 @@ pub struct Host {
     echoes: BTreeMap<StreamHandle, Echo>,
     pub log: Vec<Event>,
     pub target_connects: usize,
+    /// Side sockets the node opened, and their ports.
+    pub side: BTreeMap<SideSocket, u16>,
+    /// Most side sockets it held open at once.
+    pub side_peak: usize,
+    next_side_port: u16,
+}
+
+/// A NAT in front of a host (`Net::nat`), whose filtering admits only answers (a datagram
+/// from the very address a flow went to), as Linux conntrack does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Keeps the source port (nftables `masquerade`).
+    KeepsPort,
+    /// A random port for every (source port, destination) (`masquerade random`).
+    RandomPort,
 }
 
 struct Packet {
@@ -67,6 +82,8 @@ struct Packet {
 enum PacketKind {
     Udp {
         from: SocketAddr,
+        /// The receiving host's port (its node's socket, or a side socket).
+        port: u16,
         data: Vec<u8>,
     },
     /// `from`: the sending (host, session), whose in-flight count drops on delivery.
@@ -104,6 +121,12 @@ pub struct Net {
     pub firewalled: std::collections::BTreeSet<usize>,
     /// (firewalled host, remote address) it has sent to: the firewall's open flows.
     opened: std::collections::BTreeSet<(usize, SocketAddr)>,
+    /// Hosts behind a NAT: they reach others from their public address ([`Net::public_ip`]),
+    /// and their own address cannot be reached from outside.
+    pub nat: BTreeMap<usize, Nat>,
+    /// (host, its port, destination) → the NAT's port; (host, NAT port, remote) → its port.
+    nat_out: BTreeMap<(usize, u16, SocketAddr), u16>,
+    nat_in: BTreeMap<(usize, u16, SocketAddr), u16>,
     /// Dial-backs sent so far (each from a port of its own, as a runtime does).
     dial_backs: u16,
     /// Applied to every node's configuration before it starts.
@@ -166,6 +189,9 @@ impl Net {
             lossy: Default::default(),
             firewalled: Default::default(),
             opened: Default::default(),
+            nat: BTreeMap::new(),
+            nat_out: BTreeMap::new(),
+            nat_in: BTreeMap::new(),
             dial_backs: 0,
             configure: |_| {},
             tcp_buffer: usize::MAX,
@@ -202,7 +228,9 @@ impl Net {
         if self.firewalled.contains(&i) {
             self.opened.insert((i, destination));
         }
-        let Some(to) = self.host_by_addr(destination) else {
+        let from = self.translate_out(i, from, destination);
+        let Some((to, port)) = self.route_in(from, destination) else {
+            self.udp_dropped += 1;
             return;
         };
         if self.down.contains(&i)
@@ -224,9 +252,62 @@ impl Net {
             to,
             PacketKind::Udp {
                 from,
+                port,
                 data: chunk.to_vec(),
             },
         );
+    }
+
+    /// The public address of host `i` if it is behind a NAT.
+    pub fn public_ip(&self, i: usize) -> std::net::IpAddr {
+        format!("fd6b::{}", i + 1).parse().unwrap()
+    }
+
+    /// Where a datagram from host `i` at `from` to `destination` appears to come from: its NAT
+    /// maps it (a new mapping per flow, kept for the run).
+    fn translate_out(&mut self, i: usize, from: SocketAddr, destination: SocketAddr) -> SocketAddr {
+        let Some(nat) = self.nat.get(&i).copied() else {
+            return from;
+        };
+        let key = (i, from.port(), destination);
+        let port = match self.nat_out.get(&key) {
+            Some(p) => *p,
+            None => {
+                let p = match nat {
+                    Nat::KeepsPort => from.port(),
+                    Nat::RandomPort => loop {
+                        let p = 1024 + (self.rng.next_u32() % 64_512) as u16;
+                        if !self.nat_in.keys().any(|(h, e, _)| *h == i && *e == p) {
+                            break p;
+                        }
+                    },
+                };
+                self.nat_out.insert(key, p);
+                self.nat_in.insert((i, p, destination), from.port());
+                p
+            }
+        };
+        SocketAddr::new(self.public_ip(i), port)
+    }
+
+    /// The host and port a datagram from `from` to `destination` reaches, if any: a NAT
+    /// passes only answers to flows its host opened, and a host behind one cannot be reached
+    /// at its own address.
+    fn route_in(&self, from: SocketAddr, destination: SocketAddr) -> Option<(usize, u16)> {
+        if let Some(&i) = self
+            .nat
+            .keys()
+            .find(|i| self.public_ip(**i) == destination.ip())
+        {
+            let port = self.nat_in.get(&(i, destination.port(), from))?;
+            return Some((i, *port));
+        }
+        let i = self.host_by_addr_ip(destination.ip())?;
+        (!self.nat.contains_key(&i)).then_some((i, destination.port()))
+    }
+
+    fn host_by_addr_ip(&self, ip: std::net::IpAddr) -> Option<usize> {
+        self.hosts.iter().position(|h| h.addr.ip() == ip)
     }
 
     /// Adds a host at `[fd6a::<n>]:4433` running `identity` with `services`; returns its index.
@@ -241,6 +322,9 @@ impl Net {
             echoes: BTreeMap::new(),
             log: Vec::new(),
             target_connects: 0,
+            side: BTreeMap::new(),
+            side_peak: 0,
+            next_side_port: 20_000,
         });
         self.hosts.len() - 1
     }
@@ -473,11 +557,39 @@ impl Net {
             }
         }
         // Network output.
+        while let Some(op) = self.hosts[i].node.poll_side_op() {
+            progress = true;
+            let host = &mut self.hosts[i];
+            match op {
+                SideOp::Open { socket, .. } => {
+                    host.next_side_port += 1;
+                    host.side.insert(socket, host.next_side_port);
+                    host.side_peak = host.side_peak.max(host.side.len());
+                }
+                SideOp::Send {
+                    socket,
+                    to,
+                    datagram,
+                } => {
+                    if let Some(port) = host.side.get(&socket) {
+                        let from = SocketAddr::new(host.addr.ip(), *port);
+                        self.send_udp(i, from, to, &datagram);
+                    }
+                }
+                SideOp::Close(socket) => {
+                    host.side.remove(&socket);
+                }
+            }
+        }
         let mut buf = Vec::new();
         while let Some(t) = self.hosts[i].node.poll_transmit(now, 10, &mut buf) {
             progress = true;
             let seg = t.segment_size.unwrap_or(t.size);
-            let from = self.hosts[i].addr;
+            let host = &self.hosts[i];
+            let from = match host.node.side_socket_for(t.destination) {
+                Some(s) => SocketAddr::new(host.addr.ip(), host.side[&s]),
+                None => host.addr,
+            };
             for chunk in buf[..t.size].chunks(seg) {
                 self.send_udp(i, from, t.destination, chunk);
             }
@@ -618,10 +730,18 @@ impl Net {
                 self.packets.drain(..split).collect()
             };
             for p in due {
-                let host = &mut self.hosts[p.to].node;
+                let h = &mut self.hosts[p.to];
+                let host = &mut h.node;
                 match p.kind {
-                    PacketKind::Udp { from, data } => {
-                        host.handle_datagram(now, from, None, None, BytesMut::from(&data[..]))
+                    PacketKind::Udp { from, port, data } => {
+                        let data = BytesMut::from(&data[..]);
+                        match h.side.iter().find(|(_, q)| **q == port).map(|(s, _)| *s) {
+                            Some(s) => host.handle_side_datagram(now, s, from, data),
+                            None if port == h.addr.port() => {
+                                host.handle_datagram(now, from, None, None, data)
+                            }
+                            None => self.udp_dropped += 1,
+                        }
                     }
                     PacketKind::Tcp {
                         session,

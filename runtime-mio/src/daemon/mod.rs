@@ -10,6 +10,7 @@ mod limits;
 mod local;
 mod metrics;
 mod request;
+mod side;
 mod status;
 mod udp;
 
@@ -184,8 +185,8 @@ impl Daemon {
         // The UDP socket exists in both modes: it carries QUIC, and the DHT's datagrams (so a
         // node in TCP mode is still discoverable). TCP mode adds a TCP listener on the same
         // address.
-        let mut udp =
-            Udp::bind(opts.listen).with_context(|| format!("binding UDP {}", opts.listen))?;
+        let mut udp = Udp::bind(opts.listen, poll.registry().try_clone()?)
+            .with_context(|| format!("binding UDP {}", opts.listen))?;
         poll.registry().register(
             &mut udp.socket,
             UDP,
@@ -451,6 +452,11 @@ impl Daemon {
             }
             Token(t) if (FORWARD_BASE..FORWARD_BASE + self.forwards.len()).contains(&t) => {
                 self.accept_forward(now, t - FORWARD_BASE)
+            }
+            Token(t) if (side::BASE..side::BASE + side::SLOTS).contains(&t) => {
+                if let (Some(udp), true) = (&mut self.udp, readable) {
+                    udp.side.receive(token, &mut self.node, now);
+                }
             }
             token => self.on_conn(now, token, readable, writable),
         }

@@ -8,6 +8,8 @@ use bytes::BytesMut;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use vx6_core::node::Node;
 
+use super::side::SideSockets;
+
 /// Socket buffers asked for; loopback and fast links drop packets with the default 208 KiB.
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 const BATCH: usize = quinn_udp::BATCH_SIZE;
@@ -25,10 +27,12 @@ pub struct Udp {
     out: Vec<u8>,
     /// An IPv6 socket (IPv4 peers are sent to at their mapped addresses).
     v6: bool,
+    /// The sockets beside this one that the node asks for (hole punching).
+    pub side: SideSockets,
 }
 
 impl Udp {
-    pub fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+    pub fn bind(addr: SocketAddr, registry: mio::Registry) -> std::io::Result<Self> {
         let socket = mio::net::UdpSocket::bind(addr)?;
         let state = UdpSocketState::new((&socket).into())?;
         // Best effort: the kernel caps these at net.core.[rw]mem_max.
@@ -49,6 +53,7 @@ impl Udp {
             stalled: None,
             out: Vec::with_capacity(SLOT),
             v6: addr.is_ipv6(),
+            side: SideSockets::new(registry),
         })
     }
 
@@ -116,11 +121,20 @@ impl Udp {
             }
             _ => {}
         }
+        let local = self.socket.local_addr().ok();
+        self.side.apply(node, local);
         while let Some((to, datagram)) = node.poll_dial_back() {
-            send_from_fresh_port(self.socket.local_addr().ok(), to, &datagram);
+            send_from_fresh_port(local, to, &datagram);
         }
         let max_segments = self.state.max_gso_segments();
         while let Some(t) = node.poll_transmit(now, max_segments, &mut self.out) {
+            if let Some(socket) = node.side_socket_for(t.destination) {
+                let segment = t.segment_size.unwrap_or(t.size).max(1);
+                for d in self.out[..t.size].chunks(segment) {
+                    self.side.send(socket, t.destination, d);
+                }
+                continue;
+            }
             if !send((&self.state, &self.socket, self.v6), &t, &self.out) {
                 self.stalled = Some((t, std::mem::take(&mut self.out)));
                 return;

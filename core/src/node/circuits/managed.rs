@@ -420,16 +420,7 @@ impl Node {
             .policy
             .map(|id| self.circuits.policies.get(&id).copied().unwrap_or_default())
             .is_some_and(|p| p.allows_direct());
-        let family = l.owner_addr.is_ipv4();
-        let Some(me) = self
-            .observed_addresses()
-            .iter()
-            .find(|a| a.is_ipv4() == family)
-            .copied()
-            .or_else(|| self.own_dialable_address(family))
-        else {
-            return false;
-        };
+        let (family, owner_addr) = (l.owner_addr.is_ipv4(), l.owner_addr);
         let relay = l.circuits.iter().copied().find(|c| {
             matches!(self.circuits.circuits.get(c),
                 Some(Circuit::Client { path, out: Some(_), .. }) if !path.is_empty())
@@ -437,8 +428,29 @@ impl Node {
         let (Some(relay), true, true) = (relay, allows_direct, l.punches_left > 0) else {
             return false;
         };
-        let nonce = self.circuits.random_u64();
-        let body = header::punch_request(nonce, me);
+        // One nonce until a probe carrying it arrives: answers and probes of an earlier
+        // request (an attempt the owner still runs) count for a later one.
+        let nonce = match l.punch_nonce {
+            Some(n) => n,
+            None => self.circuits.random_u64(),
+        };
+        let body = match self.punch_address(family) {
+            Some((me, flags)) if flags & PUNCH_SPRAY_ME == 0 => {
+                header::punch_request(nonce, me, flags)
+            }
+            // This side's NAT picks a port per destination: it opens many towards the owner
+            // first, then asks the owner to probe random ports of its address.
+            Some((me, flags)) => {
+                let now = self.circuits.clock;
+                if !self.side.attempt_towards(owner_addr, nonce)
+                    && !self.start_birthday(now, owner_addr, nonce, Role::Client(link))
+                {
+                    return false;
+                }
+                header::punch_request(nonce, me, flags)
+            }
+            None => return false,
+        };
         if !self.send_on_circuit(relay, Datagram::Probe, &body) {
             return false;
         }
@@ -448,6 +460,133 @@ impl Node {
         }
         self.counters.punch_requests += 1;
         true
+    }
+
+    /// The address to give the far end for hole punching in a family (`true`: IPv4), with its
+    /// flags: [`PUNCH_OPEN`] when anyone can send to it, [`PUNCH_SPRAY_ME`] when the far end
+    /// should send to random ports there (this node's NAT picks a port per destination: only
+    /// its IP is known).
+    pub(in crate::node) fn punch_address(&self, v4: bool) -> Option<(SocketAddr, u8)> {
+        if let Some(a) = self.own_dialable_address(v4) {
+            return Some((a, PUNCH_OPEN));
+        }
+        if let Some(a) = self.observed_addresses().iter().find(|a| a.is_ipv4() == v4) {
+            return Some((*a, 0));
+        }
+        let (mappings, _) = self.reachability();
+        if !mappings.contains(&(v4, Mapping::EndpointDependent)) {
+            return None;
+        }
+        // Any port will do: the far end sends to random ones.
+        let ip = self.public_ip(v4)?;
+        Some((SocketAddr::new(ip, LOWEST_PORT), PUNCH_SPRAY_ME))
+    }
+
+    /// An owner's answer to this node's punch request came back on a client circuit.
+    pub(super) fn punch_answered(&mut self, now: Instant, data: &[u8]) {
+        let (_, nonce) = header::probe_body(data);
+        let Some(at) = header::observed(data) else {
+            return;
+        };
+        if header::punch_flags(data) & PUNCH_SPRAY_ME == 0 {
+            return;
+        }
+        let both_hard = self
+            .punch_address(at.is_ipv4())
+            .is_some_and(|(_, flags)| flags & PUNCH_SPRAY_ME != 0);
+        let Some(l) = self
+            .circuits
+            .client_links
+            .values_mut()
+            .find(|l| l.punch_nonce == Some(nonce))
+        else {
+            return;
+        };
+        if both_hard {
+            // Both NATs pick a port per destination: no port of either side can be learned.
+            l.punches_left = 0;
+            l.punch_nonce = None;
+            tracing::info!(
+                "no hole punching to {}: its NAT and this node's both pick a port per peer; the \
+                 link stays relayed",
+                l.owner
+            );
+            self.counters.punches_impossible += 1;
+            return;
+        }
+        self.start_spray(now, at.ip(), nonce);
+    }
+
+    /// Carries out a client's punch request on owner link `link` (arrived on circuit `ckey`,
+    /// with the client's `flags`): probes to `to` from this node's socket, or the birthday
+    /// approach when one side's NAT picks a port per destination and the other filters. The
+    /// answer tells the client where this node is seen and whether to spray.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn punch_for_client(
+        &mut self,
+        now: Instant,
+        link: u64,
+        ckey: u64,
+        to: SocketAddr,
+        nonce: u64,
+        flags: u8,
+    ) {
+        self.counters.punches_answered += 1;
+        let me = self.punch_address(to.is_ipv4());
+        let client_hard = flags & PUNCH_SPRAY_ME != 0;
+        let owner_hard = me.is_some_and(|(_, f)| f & PUNCH_SPRAY_ME != 0);
+        let mut answer = 0;
+        if client_hard && owner_hard {
+            // Neither port can be learned: the client gives up on hearing so.
+            answer = PUNCH_SPRAY_ME;
+        } else if client_hard {
+            self.start_spray(now, to.ip(), nonce);
+        } else if owner_hard && flags & PUNCH_OPEN == 0 {
+            if !self.side.attempt_towards(to, nonce)
+                && !self.start_birthday(now, to, nonce, Role::Owner(link))
+            {
+                return;
+            }
+            answer = PUNCH_SPRAY_ME;
+        } else if let Some(l) = self.circuits.owner_links.get_mut(&link) {
+            // Probes from this node's own socket open its side; a client anyone can reach
+            // learns from them where this side's NAT maps it.
+            l.punch = Some((to, PUNCH_PROBES, now, nonce));
+        }
+        if let Some((at, _)) = me {
+            let body = header::punch_answer(nonce, at, answer);
+            self.send_on_circuit(ckey, Datagram::ProbeReply, &body);
+        }
+    }
+
+    /// A birthday attempt won: `remote` answered on a side socket of this node's.
+    pub(in crate::node) fn punched(
+        &mut self,
+        now: Instant,
+        role: Role,
+        remote: SocketAddr,
+        nonce: u64,
+    ) {
+        match role {
+            Role::Client(link) => {
+                if let Some(l) = self.circuits.client_links.get_mut(&link) {
+                    l.punch_nonce = None;
+                    tracing::debug!("owner {} answered at {remote}: dialing from there", l.owner);
+                }
+                if self.wanted_direct_pending(link) {
+                    self.restart_direct(now, link);
+                    self.replenish(now, link);
+                }
+            }
+            Role::Owner(link) => {
+                // Probes from the winning socket through the client's NAT, which the client's
+                // spray opened: the client learns where to dial.
+                if let Some(l) = self.circuits.owner_links.get_mut(&link) {
+                    l.punch = Some((remote, PUNCH_PROBES, now, nonce));
+                }
+                self.owner_punch(now);
+            }
+        }
     }
 
     /// Whether circuit `ckey` belongs to a managed link (whose every path is probed as
