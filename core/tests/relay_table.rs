@@ -53,3 +53,34 @@ fn forwards_only_from_the_bound_address() {
         Verdict::Drop(DropReason::Malformed)
     );
 }
+
+/// Label 1 marks a spliced circuit's setup (`header::STREAM_LABEL`): a random source that
+/// draws it (and 0) is drawn again, so no datagram circuit's setup reads as a spliced one.
+#[test]
+fn no_datagram_circuit_gets_the_stream_label() {
+    struct Drawn(Vec<u32>);
+    impl rand_core::RngCore for Drawn {
+        fn next_u32(&mut self) -> u32 {
+            self.0.remove(0)
+        }
+        fn next_u64(&mut self) -> u64 {
+            u64::from(self.next_u32())
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            dest.fill(0);
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            dest.fill(0);
+            Ok(())
+        }
+    }
+    let mut t = LabelTable::default();
+    let addr: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+    let target = Target::Forward {
+        addr,
+        label: Label::new(9).unwrap(),
+    };
+    let l = t.allocate(Instant::now(), &mut Drawn(vec![1, 0, 1, 7]), addr, target);
+    assert_eq!(l, Label::new(7).unwrap());
+    assert_ne!(l, header::STREAM_LABEL);
+}

@@ -136,7 +136,7 @@ def test_a_node_behind_a_nat_learns_how_it_maps(lab, kind, mapping, agreed):
 
 
 def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False,
-              agreed=True, managed=True):
+              agreed=True, managed=True, transport="quic"):
     """Four public relays, the owner (`plain`, and OpenSSH if `sshd`) behind an `owner_kind`
     site and the client behind a `client_kind` one (IPv4: every node listens on its IPv4
     address), the client's forward managed (`auto` with a policy). Returns (client namespace,
@@ -156,7 +156,7 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
     listen = lambda ns, v6: ns.addr6 if v6 else ns.addr4  # noqa: E731
     for i, ns in enumerate(relays):
         extra = ["--relay"] + ([] if i == 0 else ["--bootstrap", at_(relays[0], v6 or mixed)])
-        lab.start_node(ns, lab.home(f"relay{i}"), transport="quic",
+        lab.start_node(ns, lab.home(f"relay{i}"), transport=transport,
                        listen_host="::" if mixed else listen(ns, v6), extra=extra)
     owner_ns = natlab.Site(lab, owner_kind, "own").host("alice")
     client_ns = natlab.Site(lab, client_kind, "cli").host("bob")
@@ -165,7 +165,7 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
     client_home = lab.home("bob")
     serve = [f"plain=127.0.0.1:{PLAIN_PORT}"] + (["ssh=127.0.0.1:22"] if sshd else [])
     t_owner = time.monotonic()
-    owner = lab.start_node(owner_ns, lab.home("alice"), transport="quic",
+    owner = lab.start_node(owner_ns, lab.home("alice"), transport=transport,
                            listen_host=listen(owner_ns, o6), serve=serve, allow=[client_home.id],
                            extra=["--bootstrap", at_(relays[0], o6)])
     owner.way_in_after = None
@@ -184,7 +184,7 @@ def _nat_cell(lab, owner_kind, client_kind, *, hold_down=3, sshd=False, v6=False
             raise AssertionError(f"{e}\nowner reachability {st['reachability']}, "
                                  f"dht {st['dht']}") from None
     forward = ["alice.plain=127.0.0.1:2300"] + (["alice.ssh=127.0.0.1:2222"] if sshd else [])
-    client = lab.start_node(client_ns, client_home, transport="quic",
+    client = lab.start_node(client_ns, client_home, transport=transport,
                             listen_host=listen(client_ns, c6), forward=forward,
                             extra=["--bootstrap", at_(relays[0], c6)]
                             + (["--sla", f"hold-down={hold_down}s"] if managed else []))
@@ -307,6 +307,35 @@ def test_nat_matrix(lab, figure, owner_kind, client_kind):
     random ports of its address (birthday hole punching). Reported per cell."""
     relayed = owner_kind == client_kind == "nat44-random"
     _cell(lab, figure, owner_kind, client_kind, expected="relay" if relayed else "direct")
+
+
+@pytest.mark.timeout_s(240)
+def test_tcp_mode_owner_behind_a_nat_is_reached_through_its_home_relays(lab, figure):
+    """TLS/TCP mode (`--transport tcp` everywhere): an owner behind a NAT that picks a port per
+    peer cannot be dialed over TCP either. It keeps QUIC sessions to its home relays; the
+    client's spliced circuit ends at one of them, which splices it onto the session the owner
+    keeps (the setup says it is a stream circuit), and ssh works."""
+    client_ns, client, owner, sshd = _nat_cell(lab, "nat44-random", "nat44", sshd=True,
+                                               transport="tcp", managed=False)
+    t0 = time.monotonic()
+
+    def ssh():
+        cp = client_ns.run(sshd.ssh_argv(2222, "echo tcp"), timeout=40, check=False)
+        assert cp.returncode == 0 and cp.stdout.strip() == "tcp", (cp.stdout, cp.stderr)
+
+    retry(ssh, timeout=90)
+    figure("TCP mode, owner behind nat44-random, client behind nat44",
+           f"ssh after {time.monotonic() - t0:.1f}s (owner named its home relays "
+           f"{owner.way_in_after:.1f}s after it started)")
+    st = owner.status()
+    # The client's TLS/TCP session arrived through a circuit (at a virtual address), whose
+    # stream rides a QUIC session the owner keeps to one of its home relays.
+    assert any(c["role"] == "owner" for c in st["circuits"]), st["circuits"]
+    assert any(s["transport"] == "tcp" and s["remote"].startswith("[fd76:")
+               for s in st["sessions"]), st["sessions"]
+    via = st["reachability"]["via"]
+    assert any(s["transport"] == "quic" and s["peer"] in via and s["streams"] >= 1
+               for s in st["sessions"]), (via, st["sessions"])
 
 
 @pytest.mark.timeout_s(240)

@@ -500,11 +500,7 @@ pub(super) struct Circuits {
     pub clock: Instant,
 }
 
-/// The label spliced (TCP) circuits put where a datagram circuit's would be: never used.
-pub(super) const STREAM_LABEL: Label = match Label::new(1) {
-    Some(l) => l,
-    None => unreachable!(),
-};
+pub(super) use crate::relay::header::STREAM_LABEL;
 
 /// An owner as a relayed link reaches it: its node, its address, and the transport.
 type Owner = (NodeId, SocketAddr, Transport);
@@ -1446,10 +1442,11 @@ impl Node {
             Some(i) => i,
             None => return refuse(self, Refusal::BadRequest, "onion layer does not open"),
         };
+        // A spliced circuit over TLS/TCP sessions, or over a session kept to a relay (whose
+        // setup says so: a datagram circuit never has this back label).
+        let spliced = transport == Transport::Tcp || create.back == STREAM_LABEL;
         match instruction {
-            Instruction::Deliver { .. } if transport == Transport::Tcp => {
-                self.owner_stream_circuit(now, handle, peer)
-            }
+            Instruction::Deliver { .. } if spliced => self.owner_stream_circuit(now, handle, peer),
             Instruction::Deliver { flow } => {
                 self.owner_circuit(now, handle, peer, remote, create.back, flow)
             }
@@ -1459,7 +1456,7 @@ impl Node {
             Instruction::Extend { next, .. } if next == peer || next == self.node_id => {
                 refuse(self, Refusal::BadRequest, "a circuit may not loop")
             }
-            Instruction::Extend { next, addr, inner } if transport == Transport::Tcp => {
+            Instruction::Extend { next, addr, inner } if spliced => {
                 self.splice_circuit(now, handle, peer, (next, addr), inner)
             }
             Instruction::Extend { next, addr, inner } => self.relay_circuit(

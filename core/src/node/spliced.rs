@@ -121,12 +121,19 @@ impl Node {
         if let Some(st) = self.streams.get_mut(&up) {
             st.phase = Phase::Connecting;
         }
-        let dial = Dial {
-            addr,
-            transport: Transport::Tcp,
-            expected: Some(next),
-        };
-        self.attach(now, down, &dial);
+        // A session the next node keeps to this one (a home relay's, over QUIC) is the way to
+        // it: the address the circuit names may lead nowhere from here.
+        match self.quic_session_with(next) {
+            Some((sid, _)) => self.attach_to(now, down, sid),
+            None => {
+                let dial = Dial {
+                    addr,
+                    transport: Transport::Tcp,
+                    expected: Some(next),
+                };
+                self.attach(now, down, &dial);
+            }
+        }
         self.next_sweep_from(now);
     }
 

@@ -44,6 +44,15 @@ pub const DIAL_BACK_PROBE_LEN: usize = OBSERVE_PROBE_LEN + HEADER_LEN + PROBE_LE
 const TAG: u8 = 0x10;
 const TAG_MASK: u8 = 0xf0;
 
+/// The label a spliced (stream) circuit's setup names where a datagram circuit's back label
+/// would be: a node receiving a setup with it splices streams, whatever session carries the
+/// setup (a relay reaching an owner over the QUIC session the owner keeps to it, in TCP mode).
+/// No datagram circuit is ever given it ([`crate::relay::table::LabelTable::allocate`]).
+pub const STREAM_LABEL: Label = match Label::new(1) {
+    Some(l) => l,
+    None => unreachable!(),
+};
+
 /// A circuit label: chosen by the node that receives datagrams carrying it, unique in its table.
 /// Zero is reserved (probes addressed to the receiving node), so a label is never zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

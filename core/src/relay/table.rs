@@ -88,6 +88,7 @@ impl LabelTable {
     ) -> Label {
         loop {
             if let Some(label) = Label::new(rng.next_u32())
+                && label != header::STREAM_LABEL
                 && !self.entries.contains_key(&label)
             {
                 self.entries.insert(
