@@ -470,3 +470,49 @@ fn a_dial_back_leaves_from_the_nodes_own_address_when_it_has_one() {
     );
     assert_eq!(dial_back_source(None, v6_peer), "[::]:0".parse().unwrap());
 }
+
+/// A node that could not be dialed keeps home relays; once its firewall is gone and peers'
+/// dial-backs arrive again, its record names none and the sessions it kept only as a way in
+/// are closed.
+#[test]
+fn home_relays_are_let_go_once_the_node_can_be_dialed() {
+    const NODE: usize = 5;
+    let mut net = Net::new(46);
+    net.configure = relaying;
+    for i in 0..6u8 {
+        net.add_host(identity(80 + i), ServiceTable::new(false), Pins::default());
+    }
+    net.firewalled.insert(NODE);
+    for i in 0..6 {
+        if i > 0 {
+            let via = net.hosts[i - 1].addr;
+            net.hosts[i].node.bootstrap(&[via]);
+        }
+        let now = net.now;
+        let addresses = vec![NodeAddress {
+            transport: Transport::Quic,
+            addr: net.hosts[i].addr,
+        }];
+        let name = format!("n{i}").parse().unwrap();
+        net.hosts[i].node.publish_self(now, name, addresses);
+    }
+    net.run_until(Duration::from_secs(60), |n| {
+        !n.hosts[NODE].node.home_relays().is_empty()
+    });
+    let home = net.hosts[NODE].node.home_relays().to_vec();
+    assert!(!home.is_empty(), "never kept home relays");
+    net.firewalled.clear();
+    let freed = net.run_until(Duration::from_secs(1800), |n| {
+        n.hosts[NODE].node.home_relays().is_empty()
+    });
+    assert!(freed, "{:?}", net.hosts[NODE].node.dial_back_verdicts());
+    net.run_until(Duration::from_secs(5), |_| false);
+    let kept: Vec<_> = net.hosts[NODE]
+        .node
+        .status()
+        .sessions
+        .into_iter()
+        .filter(|s| s.outgoing && s.peer.is_some_and(|p| home.contains(&p)))
+        .collect();
+    assert!(kept.is_empty(), "{kept:?}");
+}

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::session::{Kind, Session};
 use super::{Dial, Event, Node, SessionId};
 use crate::identity::NodeId;
 use crate::reach::Verdict;
@@ -65,7 +66,27 @@ impl Node {
             .relays
             .retain(|(_, sid)| sessions.get(sid).is_some_and(|s| !s.down));
         if !self.home.wanted {
-            self.home.relays.clear();
+            // Dialable again: the sessions kept only as a way in are closed (memory follows
+            // use); one carrying streams (circuits set up through it) lives on as any session.
+            for (_, sid) in std::mem::take(&mut self.home.relays) {
+                let idle = self
+                    .sessions
+                    .get(&sid)
+                    .is_some_and(|s| s.streams.is_empty());
+                if let Some(Session {
+                    kind: Kind::Quic { conn, .. },
+                    ..
+                }) = self.sessions.get_mut(&sid)
+                    && idle
+                {
+                    conn.close(
+                        now,
+                        0u32.into(),
+                        bytes::Bytes::from_static(b"no longer needed"),
+                    );
+                    self.drive(now, sid);
+                }
+            }
         } else if self.home.relays.len() < HOME_RELAYS {
             self.add_home_relays(now);
         }
