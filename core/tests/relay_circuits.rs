@@ -865,4 +865,11 @@ fn punch_requests_are_carried_out_at_a_bounded_rate_per_target() {
         answered >= 1 && answered <= 3 + elapsed,
         "{answered} of {asked} carried out in {elapsed} s (burst 3, one a second)"
     );
+    // The route stays cut: each link gives up after its 3 attempts and says so, once.
+    assert!(net.run_until(Duration::from_secs(120), |n| {
+        n.hosts[CLIENT].node.counters().punches_failed == 4
+    }));
+    net.run_until(Duration::from_secs(60), |_| false);
+    let c = net.hosts[CLIENT].node.counters();
+    assert_eq!((c.punches_failed, c.punch_requests), (4, 12));
 }

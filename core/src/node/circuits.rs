@@ -386,6 +386,10 @@ struct ClientLink {
     /// while the direct path is dialed), and the nonce of the last request.
     punches_left: u32,
     punch_nonce: Option<u64>,
+    /// Whether it was said that punching failed.
+    punch_given_up: bool,
+    /// Birthday attempts and sprays it may still cause (whatever owners answer).
+    birthdays_left: u32,
 }
 
 /// A managed link's state, for status and metrics.
@@ -416,6 +420,8 @@ struct OwnerLink {
     /// where, how many more, when the next, and the request's nonce (the probes carry it, so
     /// a client that can receive them learns where this side's NAT maps it).
     punch: Option<(SocketAddr, u32, Instant, u64)>,
+    /// Birthday attempts and sprays its client may still cause.
+    birthdays_left: u32,
     circuits: BTreeSet<u64>,
     send: Option<u64>,
     recent: Recent,
@@ -843,6 +849,8 @@ impl Node {
                 direct_failures: 0,
                 punches_left: PUNCH_ATTEMPTS,
                 punch_nonce: None,
+                punch_given_up: false,
+                birthdays_left: super::side::PER_LINK,
             },
         );
         self.circuits
@@ -1505,6 +1513,7 @@ impl Node {
                         vaddr,
                         client: None,
                         punch: None,
+                        birthdays_left: super::side::PER_LINK,
                         circuits: BTreeSet::new(),
                         send: None,
                         recent: Recent::default(),
@@ -2068,6 +2077,17 @@ impl Node {
             let backoff = Duration::from_secs(1) * 2u32.saturating_pow(l.direct_failures.min(5));
             l.direct_failures += 1;
             l.direct_retry_at = Some(now + backoff);
+            if l.punches_left == 0 && !l.punch_given_up {
+                // Said once: the link stays relayed, and the direct path is still tried on
+                // its backoff (a NAT's mapping may change).
+                l.punch_given_up = true;
+                self.counters.punches_failed += 1;
+                tracing::info!(
+                    "hole punching to {} failed {PUNCH_ATTEMPTS} times: the link stays relayed \
+                     (the direct path is still tried, at least every 32 s)",
+                    l.owner
+                );
+            }
         }
     }
 

@@ -450,7 +450,7 @@ impl Node {
         counter(
             &mut r,
             "vx6_hole_punches",
-            "Hole punching: requests sent to owners through a relay path, carried out as an owner, birthday attempts (many ports), sprays (random ports) and wins, and links where both NATs pick a port per peer",
+            "Hole punching: requests sent to owners through a relay path, carried out as an owner, birthday attempts (many ports), sprays (random ports) and wins, links where both NATs pick a port per peer, and links whose punching failed",
             None,
             by(
                 "role",
@@ -461,6 +461,7 @@ impl Node {
                     ("birthday_spray", c.birthday_sprays),
                     ("birthday_hit", c.birthday_hits),
                     ("impossible", c.punches_impossible),
+                    ("failed", c.punches_failed),
                 ],
             ),
         );

@@ -10,9 +10,13 @@
 //!
 //! Both roles cost the node little and the far end a bounded amount: one attempt or spray at a
 //! time, at most one every [`BIRTHDAY_GAP`], each started only for a managed link of this node
-//! or a punch request on an owner link (an authenticated client allowed to a service).
+//! or a punch request on an owner link (an authenticated client allowed to a service), at most
+//! [`PER_LINK`] per link, and never towards a loopback, link-local, multicast or unspecified
+//! address. A socket is won only by the far side's punch probe (its nonce) or a QUIC
+//! handshake packet, from the one address it sent to, so an address that merely answers
+//! probes (a relay the requester named) cannot take it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -24,13 +28,13 @@ use super::session::Kind;
 use crate::reach::birthday::{SIDE_SOCKETS, SPRAY_PROBES, spray_ports};
 use crate::relay::header::{self, Kind as Datagram, PROBE_PUNCH};
 
-/// How long an attempt's sockets wait for the far side's probes.
+/// How long an attempt's sockets wait for the far side's probes. Each sends one probe, at the
+/// start: that opens its NAT's mapping (for far longer than this), which is all it is for.
 const ATTEMPT_FOR: Duration = Duration::from_secs(6);
-/// How often each of them sends to the far side meanwhile (its NAT's mapping must stay up, and
-/// a probe arriving after the far side's spray opened its NAT gets through).
-const RESEND_EVERY: Duration = Duration::from_secs(1);
 /// Attempts and sprays, in either role: at most one every this long, node-wide.
 pub const BIRTHDAY_GAP: Duration = Duration::from_secs(5);
+/// Attempts and sprays one link may cause, in either role (a client asks 3 times).
+pub const PER_LINK: u32 = 3;
 /// Probes of a spray sent per tick, and the tick (1024 probes in 0.4 s).
 const SPRAY_BURST: usize = 128;
 const SPRAY_TICK: Duration = Duration::from_millis(50);
@@ -92,7 +96,6 @@ struct Attempt {
     nonce: u64,
     role: Role,
     sockets: Vec<SideSocket>,
-    next_send: Instant,
     until: Instant,
 }
 
@@ -108,8 +111,9 @@ pub(super) struct State {
     next_id: u32,
     /// Open side sockets, and the address each is pinned to.
     open: BTreeMap<SideSocket, Option<SocketAddr>>,
-    /// Pinned addresses: their socket, and when a session last ran there.
-    pins: HashMap<SocketAddr, (SideSocket, Instant)>,
+    /// Pinned addresses: their socket, and when a session last ran there (ordered, so the
+    /// sweep's closes come in the same order in every run).
+    pins: BTreeMap<SocketAddr, (SideSocket, Instant)>,
     ops: VecDeque<SideOp>,
     attempt: Option<Attempt>,
     spray: Option<(Spray, Instant)>,
@@ -125,10 +129,22 @@ impl State {
     }
 
     fn close(&mut self, socket: SideSocket) {
-        if let Some(Some(addr)) = self.open.remove(&socket) {
+        if let Some(Some(addr)) = self.open.remove(&socket)
+            && self.pins.get(&addr).is_some_and(|(s, _)| *s == socket)
+        {
             self.pins.remove(&addr);
         }
         self.ops.push_back(SideOp::Close(socket));
+    }
+
+    /// Ends the attempt `role` started, if it runs (its link is gone, or punching cannot work).
+    pub(super) fn cancel(&mut self, role: Role) {
+        if self.attempt.as_ref().is_some_and(|a| a.role == role) {
+            let a = self.attempt.take().expect("checked");
+            for s in a.sockets {
+                self.close(s);
+            }
+        }
     }
 
     /// Whether an attempt towards `to` with `nonce` is running.
@@ -157,6 +173,7 @@ impl Node {
 
     /// The side socket a datagram to `to` leaves from (`None`: the node's own socket).
     pub fn side_socket_for(&self, to: SocketAddr) -> Option<SideSocket> {
+        // Asked for every datagram sent: with nothing pinned (nearly always) it costs a branch.
         if self.side.pins.is_empty() {
             return None;
         }
@@ -169,9 +186,9 @@ impl Node {
     }
 
     /// A datagram arrived on side socket `socket` from `remote`. Only the address the socket
-    /// waits for (or is pinned to) is heard; the rest is dropped and counted. The first
-    /// datagram from it on an attempt's socket (the far side's probe, or its QUIC handshake
-    /// when a probe from this socket told it where to dial) wins the attempt.
+    /// waits for (or is pinned to) is heard; the rest is dropped and counted. On an attempt's
+    /// socket, the far side's punch probe (the attempt's nonce) or a QUIC handshake packet
+    /// (the far side dialing where a probe from this socket came from) wins the attempt.
     pub fn handle_side_datagram(
         &mut self,
         now: Instant,
@@ -198,7 +215,7 @@ impl Node {
                     self.counters.datagrams_dropped += 1;
                     return;
                 };
-                if a.to != remote {
+                if a.to != remote || !wins(&data, a.nonce) {
                     self.counters.datagrams_dropped += 1;
                     return;
                 }
@@ -218,8 +235,12 @@ impl Node {
         role: Role,
     ) -> bool {
         let pinned = self.side.pins.len();
-        if pinned >= MAX_PINNED || !self.side.take_turn(now) {
+        if pinned >= MAX_PINNED || !punchable(to.ip()) || !self.side.take_turn(now) {
             return false;
+        }
+        // A pin already there is stale (the direct path over it failed): a new one replaces it.
+        if let Some(&(old, _)) = self.side.pins.get(&to) {
+            self.side.close(old);
         }
         let mut sockets = Vec::with_capacity(SIDE_SOCKETS);
         for _ in 0..SIDE_SOCKETS {
@@ -232,10 +253,18 @@ impl Node {
             to,
             nonce,
             role,
-            sockets,
-            next_send: now,
+            sockets: sockets.clone(),
             until: now + ATTEMPT_FOR,
         });
+        let datagram = header::probe(Datagram::Probe, None, PROBE_PUNCH, nonce);
+        for socket in sockets {
+            let datagram = datagram.clone();
+            self.side.ops.push_back(SideOp::Send {
+                socket,
+                to,
+                datagram,
+            });
+        }
         self.counters.birthday_attempts += 1;
         tracing::debug!("birthday hole punching: {SIDE_SOCKETS} ports towards {to}");
         self.side_timeout(now);
@@ -245,7 +274,7 @@ impl Node {
     /// Starts sending probes to random ports of `ip` (a hard side opening many ports towards
     /// this node); whether it started.
     pub(super) fn start_spray(&mut self, now: Instant, ip: IpAddr, nonce: u64) -> bool {
-        if !self.side.take_turn(now) {
+        if !punchable(ip) || !self.side.take_turn(now) {
             return false;
         }
         let ports = spray_ports(SPRAY_PROBES, || self.circuits.random_u64());
@@ -266,10 +295,17 @@ impl Node {
                 self.side.close(s);
             }
         }
-        self.side.open.insert(socket, Some(remote));
-        if let Some((old, _)) = self.side.pins.insert(remote, (socket, now)) {
+        if !self.punch_role_live(attempt.role) {
+            // The link it was for has gone meanwhile: nothing will use the socket.
+            self.side.close(socket);
+            return;
+        }
+        if let Some(&(old, _)) = self.side.pins.get(&remote) {
             self.side.close(old);
         }
+        self.side.open.insert(socket, Some(remote));
+        self.side.pins.insert(remote, (socket, now));
+        self.side.next_sweep.get_or_insert(now + PIN_SWEEP);
         self.counters.birthday_hits += 1;
         tracing::info!(
             "hole punched through a NAT that picks a port per peer: {remote} answers on {socket}"
@@ -279,26 +315,12 @@ impl Node {
 
     /// Sends what is due, ends attempts that went unanswered, closes idle pins.
     pub(super) fn side_timeout(&mut self, now: Instant) {
-        if let Some(a) = &mut self.side.attempt {
-            if a.until <= now {
-                let a = self.side.attempt.take().expect("checked");
-                tracing::debug!("birthday hole punching towards {}: no answer", a.to);
-                for s in a.sockets {
-                    self.side.close(s);
-                }
-            } else if a.next_send <= now {
-                a.next_send = now + RESEND_EVERY;
-                let datagram = header::probe(Datagram::Probe, None, PROBE_PUNCH, a.nonce);
-                let (to, sockets) = (a.to, a.sockets.clone());
-                for socket in sockets {
-                    let datagram = datagram.clone();
-                    self.side.ops.push_back(SideOp::Send {
-                        socket,
-                        to,
-                        datagram,
-                    });
-                }
-            }
+        if let Some(a) = &self.side.attempt
+            && a.until <= now
+        {
+            tracing::debug!("birthday hole punching towards {}: no answer", a.to);
+            let role = a.role;
+            self.side.cancel(role);
         }
         if let Some((spray, at)) = &mut self.side.spray
             && *at <= now
@@ -341,13 +363,89 @@ impl Node {
     }
 
     pub(super) fn side_next_timeout(&self) -> Option<Instant> {
-        let attempt = self.side.attempt.as_ref().map(|a| a.next_send.min(a.until));
+        let attempt = self.side.attempt.as_ref().map(|a| a.until);
         let spray = self.side.spray.as_ref().map(|(_, at)| *at);
-        let sweep = (!self.side.pins.is_empty()).then(|| {
-            self.side
-                .next_sweep
-                .unwrap_or(self.circuits.clock + PIN_SWEEP)
-        });
+        let sweep = self.side.next_sweep.filter(|_| !self.side.pins.is_empty());
         [attempt, spray, sweep].into_iter().flatten().min()
+    }
+}
+
+/// Whether `data` may win an attempt whose probes carry `nonce`: the far side's punch probe,
+/// or a QUIC long-header packet (a handshake: the far side dialing the port a probe from this
+/// socket showed it).
+fn wins(data: &[u8], nonce: u64) -> bool {
+    let punch = header::parse(data).is_ok_and(|h| h.kind == Datagram::Probe && h.label.is_none())
+        && header::probe_body(data) == (PROBE_PUNCH, nonce);
+    let quic_long = data.first().is_some_and(|b| b & 0xc0 == 0xc0);
+    punch || quic_long
+}
+
+/// Whether probes may be aimed at `ip`: not at this host, its link, a group or nobody.
+fn punchable(ip: IpAddr) -> bool {
+    let local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_far_sides_probe_or_handshake_wins() {
+        let punch = header::probe(Datagram::Probe, None, PROBE_PUNCH, 7);
+        assert!(wins(&punch, 7));
+        assert!(!wins(&punch, 8), "another nonce");
+        // An address that merely answers probes (a relay named as the target) cannot win.
+        let answer = header::probe(Datagram::ProbeReply, None, PROBE_PUNCH, 7);
+        assert!(!wins(&answer, 7));
+        let observe = header::observe_probe(7);
+        assert!(!wins(&observe, 7));
+        assert!(wins(&[0xc3, 0, 0, 0, 1], 7), "a QUIC long-header packet");
+        assert!(!wins(&[0x43, 0, 0], 7), "a QUIC short-header packet");
+        assert!(!wins(&[], 7));
+    }
+
+    #[test]
+    fn probes_are_never_aimed_at_this_host_its_link_or_a_group() {
+        for bad in [
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "169.254.1.1",
+            "fe80::1",
+            "224.0.0.1",
+        ] {
+            assert!(!punchable(bad.parse().unwrap()), "{bad}");
+        }
+        for ok in ["203.0.113.5", "2001:db8::5", "10.1.2.3", "fd6b::2"] {
+            assert!(punchable(ok.parse().unwrap()), "{ok}");
+        }
+        assert!(!punchable("255.255.255.255".parse().unwrap()));
+        assert!(!punchable("ff02::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn closing_an_old_socket_keeps_the_new_pin_to_the_same_address() {
+        #[allow(clippy::disallowed_methods)] // an origin for the test only
+        let now = Instant::now();
+        let to: SocketAddr = "[2001:db8::9]:4433".parse().unwrap();
+        let mut s = State::default();
+        let (old, new) = (s.id(), s.id());
+        s.open.insert(old, Some(to));
+        s.pins.insert(to, (old, now));
+        // The new socket is pinned before the stale one is closed: the close must not take
+        // the pin (the address would then leave from the node's own socket, and the new
+        // socket would never be closed).
+        s.open.insert(new, Some(to));
+        let replaced = s.pins.insert(to, (new, now)).map(|p| p.0);
+        assert_eq!(replaced, Some(old));
+        s.close(old);
+        assert_eq!(s.pins.get(&to).map(|p| p.0), Some(new));
+        assert_eq!(s.open.len(), 1);
+        assert_eq!(s.ops.back(), Some(&SideOp::Close(old)));
     }
 }

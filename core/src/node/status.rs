@@ -96,6 +96,8 @@ pub struct Counters {
     pub birthday_hits: u64,
     /// Links that stay relayed because both ends' NATs pick a port per destination.
     pub punches_impossible: u64,
+    /// Links whose punching attempts all failed (they stay relayed).
+    pub punches_failed: u64,
     /// Dial-backs this node sent for peers asking whether they can be dialed.
     pub dial_backs_sent: u64,
     /// Dial-backs asked for and not sent (over the rate for the asker's prefix, or the queue

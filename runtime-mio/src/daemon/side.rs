@@ -17,6 +17,8 @@ pub const BASE: usize = 1 << 19;
 pub const SLOTS: usize = 1 << 12;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 64 * 1024;
+/// Socket buffers asked for, as for the node's own socket.
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
 pub struct SideSockets {
     registry: Registry,
@@ -66,6 +68,11 @@ impl SideSockets {
             }
         };
         let opened = mio::net::UdpSocket::bind(bind).and_then(|mut s| {
+            // The one that wins carries a direct session: the main socket's buffers (a limit,
+            // not memory taken).
+            let sock = socket2::SockRef::from(&s);
+            let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+            let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
             self.registry
                 .register(&mut s, Token(BASE + slot), Interest::READABLE)
                 .map(|()| s)

@@ -114,6 +114,9 @@ impl Udp {
 
     /// Sends what the node has; stops (and remembers) at WouldBlock.
     pub fn flush(&mut self, node: &mut Node, now: Instant) {
+        // Side sockets first: a full main socket must not hold back their opening and probes.
+        let local = self.socket.local_addr().ok();
+        self.side.apply(node, local);
         match self.stalled.take() {
             Some((t, buf)) if !send((&self.state, &self.socket, self.v6), &t, &buf) => {
                 self.stalled = Some((t, buf));
@@ -121,8 +124,6 @@ impl Udp {
             }
             _ => {}
         }
-        let local = self.socket.local_addr().ok();
-        self.side.apply(node, local);
         while let Some((to, datagram)) = node.poll_dial_back() {
             send_from_fresh_port(local, to, &datagram);
         }

@@ -410,8 +410,10 @@ impl Node {
     }
 
     /// Asks the owner of managed link `link`, through its active relay path, to open its side
-    /// towards this node's agreed public address (or its own, when peers can dial it) while the direct path is dialed (hole
-    /// punching); whether it asked (attempts left, a relay path up, an address to give).
+    /// towards this node's public address while the direct path is dialed (hole punching).
+    /// Behind a NAT that picks a port per destination, this node first opens its side
+    /// sockets towards the owner (birthday punching). Whether it asked (attempts left, a relay
+    /// path up, an address to give).
     pub(super) fn request_punch(&mut self, link: u64) -> bool {
         let Some(l) = self.circuits.client_links.get(&link) else {
             return false;
@@ -441,17 +443,21 @@ impl Node {
             // This side's NAT picks a port per destination: it opens many towards the owner
             // first, then asks the owner to probe random ports of its address.
             Some((me, flags)) => {
-                let now = self.circuits.clock;
-                if !self.side.attempt_towards(owner_addr, nonce)
-                    && !self.start_birthday(now, owner_addr, nonce, Role::Client(link))
-                {
-                    return false;
+                let (now, role) = (self.circuits.clock, Role::Client(link));
+                if !self.side.attempt_towards(owner_addr, nonce) {
+                    if !self.birthdays_left(role)
+                        || !self.start_birthday(now, owner_addr, nonce, role)
+                    {
+                        return false;
+                    }
+                    self.spend_birthday(role);
                 }
                 header::punch_request(nonce, me, flags)
             }
             None => return false,
         };
         if !self.send_on_circuit(relay, Datagram::Probe, &body) {
+            self.side.cancel(Role::Client(link));
             return false;
         }
         if let Some(l) = self.circuits.client_links.get_mut(&link) {
@@ -494,15 +500,21 @@ impl Node {
         let both_hard = self
             .punch_address(at.is_ipv4())
             .is_some_and(|(_, flags)| flags & PUNCH_SPRAY_ME != 0);
-        let Some(l) = self
+        let Some(link) = self
             .circuits
             .client_links
-            .values_mut()
-            .find(|l| l.punch_nonce == Some(nonce))
+            .iter()
+            .find(|(_, l)| l.punch_nonce == Some(nonce))
+            .map(|(k, _)| *k)
         else {
             return;
         };
+        let role = Role::Client(link);
         if both_hard {
+            self.side.cancel(role);
+            let Some(l) = self.circuits.client_links.get_mut(&link) else {
+                return;
+            };
             // Both NATs pick a port per destination: no port of either side can be learned.
             l.punches_left = 0;
             l.punch_nonce = None;
@@ -514,14 +526,16 @@ impl Node {
             self.counters.punches_impossible += 1;
             return;
         }
-        self.start_spray(now, at.ip(), nonce);
+        // However often an owner answers, a link sprays at most `PER_LINK` times.
+        if self.birthdays_left(role) && self.start_spray(now, at.ip(), nonce) {
+            self.spend_birthday(role);
+        }
     }
 
     /// Carries out a client's punch request on owner link `link` (arrived on circuit `ckey`,
     /// with the client's `flags`): probes to `to` from this node's socket, or the birthday
     /// approach when one side's NAT picks a port per destination and the other filters. The
     /// answer tells the client where this node is seen and whether to spray.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn punch_for_client(
         &mut self,
         now: Instant,
@@ -531,21 +545,25 @@ impl Node {
         nonce: u64,
         flags: u8,
     ) {
-        self.counters.punches_answered += 1;
         let me = self.punch_address(to.is_ipv4());
         let client_hard = flags & PUNCH_SPRAY_ME != 0;
         let owner_hard = me.is_some_and(|(_, f)| f & PUNCH_SPRAY_ME != 0);
+        let role = Role::Owner(link);
         let mut answer = 0;
         if client_hard && owner_hard {
             // Neither port can be learned: the client gives up on hearing so.
             answer = PUNCH_SPRAY_ME;
         } else if client_hard {
-            self.start_spray(now, to.ip(), nonce);
-        } else if owner_hard && flags & PUNCH_OPEN == 0 {
-            if !self.side.attempt_towards(to, nonce)
-                && !self.start_birthday(now, to, nonce, Role::Owner(link))
-            {
+            if !self.birthdays_left(role) || !self.start_spray(now, to.ip(), nonce) {
                 return;
+            }
+            self.spend_birthday(role);
+        } else if owner_hard && flags & PUNCH_OPEN == 0 {
+            if !self.side.attempt_towards(to, nonce) {
+                if !self.birthdays_left(role) || !self.start_birthday(now, to, nonce, role) {
+                    return;
+                }
+                self.spend_birthday(role);
             }
             answer = PUNCH_SPRAY_ME;
         } else if let Some(l) = self.circuits.owner_links.get_mut(&link) {
@@ -553,9 +571,53 @@ impl Node {
             // learns from them where this side's NAT maps it.
             l.punch = Some((to, PUNCH_PROBES, now, nonce));
         }
+        self.counters.punches_answered += 1;
         if let Some((at, _)) = me {
             let body = header::punch_answer(nonce, at, answer);
             self.send_on_circuit(ckey, Datagram::ProbeReply, &body);
+        }
+    }
+
+    /// Whether the link `role` names may still cause a birthday attempt or spray.
+    fn birthdays_left(&self, role: Role) -> bool {
+        match role {
+            Role::Client(link) => self
+                .circuits
+                .client_links
+                .get(&link)
+                .is_some_and(|l| l.birthdays_left > 0),
+            Role::Owner(link) => self
+                .circuits
+                .owner_links
+                .get(&link)
+                .is_some_and(|l| l.birthdays_left > 0),
+        }
+    }
+
+    /// One birthday attempt or spray of the link `role` names has started.
+    fn spend_birthday(&mut self, role: Role) {
+        let left = match role {
+            Role::Client(link) => self
+                .circuits
+                .client_links
+                .get_mut(&link)
+                .map(|l| &mut l.birthdays_left),
+            Role::Owner(link) => self
+                .circuits
+                .owner_links
+                .get_mut(&link)
+                .map(|l| &mut l.birthdays_left),
+        };
+        if let Some(n) = left {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Whether the link a birthday attempt was started for is still there.
+    pub(in crate::node) fn punch_role_live(&self, role: Role) -> bool {
+        match role {
+            Role::Client(link) => self.circuits.client_links.contains_key(&link),
+            Role::Owner(link) => self.circuits.owner_links.contains_key(&link),
         }
     }
 
