@@ -2,12 +2,17 @@
 # VX6 tunnel benchmark (not a test): forwards the yardstick server of
 # shared/bench/tunnel_bench.py through VX6 over QUIC and over TCP (the mio daemon), an embedded
 # smol node over QUIC (runtime-smol's expose/connect examples), OpenSSH `ssh -L` and socat,
-# all on loopback, measures every entry interleaved in one run, reports the idle RSS of the vx6
-# daemons, and prints a markdown table (figures + the exact commands) on stdout. Progress and
-# the yardstick's own table go to stderr.
+# on loopback or (--veth) across two network namespaces joined by a 1500-byte veth pair,
+# measures every entry interleaved in one run, reports the idle RSS of the vx6 daemons and
+# the CPU time they spent per GiB forwarded, and prints a markdown table (figures + the exact
+# commands) on stdout. Progress and the yardstick's own table go to stderr.
 #
-#   bench/run.sh [--only vx6-quic,vx6-tcp,smol-quic,sshL,socat] [--out FILE.json] [--keep] [YARDSTICK ARGS...]
+#   bench/run.sh [--veth] [--only vx6-quic,vx6-tcp,smol-quic,sshL,socat] [--out FILE.json] [--keep] [YARDSTICK ARGS...]
 #
+#   --veth        the server side (yardstick server, owners, sshd) in one namespace, the client
+#                 side (yardstick, clients, ssh -L, socat) in another, joined by a veth pair of
+#                 MTU 1500 (fd00:b6::1 and ::2): the shape of a real network, where loopback's
+#                 64 KiB datagrams would hide per-packet cost. Needs root.
 #   --only LIST   entries to run (default all; also $BENCH_ONLY). `--only sshL,socat` needs no vx6.
 #   --out FILE    keep the yardstick's JSON there (default: a temporary file)
 #   --keep        keep the work directory (keys, configs, daemon logs) and print its path
@@ -32,6 +37,7 @@ examples=${VX6_EXAMPLES:-$root/target/release/examples}
 only=${BENCH_ONLY:-vx6-quic,vx6-tcp,smol-quic,sshL,socat}
 out=""
 keep=0
+veth=0
 pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,8 +46,9 @@ while [ $# -gt 0 ]; do
     --out) [ $# -ge 2 ] || die "--out needs a file"; out=$2; shift 2 ;;
     --out=*) out=${1#*=}; shift ;;
     --keep) keep=1; shift ;;
+    --veth) veth=1; shift ;;
     --json|--json=*) die "use --out FILE instead of --json" ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) pass+=("$1"); shift ;;
   esac
 done
@@ -51,13 +58,23 @@ q() { # shell-quote a word only when it needs it (keeps the printed commands rea
   if [[ $1 =~ $plain ]]; then printf '%s' "$1"; else printf '%q' "$1"; fi
 }
 qcmd() { local out="" w; for w in "$@"; do out+="${out:+ }$(q "$w")"; done; printf '%s' "$out"; }
-invocation="bench/run.sh $(qcmd --only "$only" ${out:+--out "$out"} "${pass[@]}")"
+invocation="bench/run.sh $([ $veth = 1 ] && printf -- '--veth ')$(qcmd --only "$only" ${out:+--out "$out"} "${pass[@]}")"
 want() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 for e in ${only//,/ }; do
   case "$e" in vx6-quic|vx6-tcp|smol-quic|sshL|socat) ;; *) die "unknown entry '$e' (known: vx6-quic,vx6-tcp,smol-quic,sshL,socat)" ;; esac
 done
 
-# ---- ports (all on loopback)
+# ---- where things listen: loopback, or the two ends of the veth pair
+if [ $veth = 1 ]; then
+  srv_ns=vx6b-srv-$$ cli_ns=vx6b-cli-$$ o_host=fd00:b6::1 c_host=fd00:b6::2
+else
+  srv_ns="" cli_ns="" o_host=::1 c_host=::1
+fi
+# Prefixes that run a command in each side's namespace (nothing on loopback). Arrays, not a
+# function, so that `"${in_srv[@]}" cmd &` is the command itself: $! is its pid (ip netns exec
+# execs it), for the RSS and CPU read from /proc and for the TERM at cleanup.
+in_srv=() in_cli=()
+[ $veth = 1 ] && in_srv=(ip netns exec "$srv_ns") in_cli=(ip netns exec "$cli_ns")
 base=${BENCH_PORT_BASE:-4700}
 server_port=5301                      # the yardstick's sink/echo server (fixed by the brief)
 q_owner=$((base + 1)); q_client=$((base + 2)); q_local=7301
@@ -88,20 +105,23 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >&2
 fi
 
-busy() { # proto port -> 0 if something listens there
-  [ -n "$(ss -Hln"$1" "sport = :$2" 2>/dev/null)" ]
+busy() { # proto port [side] -> 0 if something listens there
+  local pre=("${in_cli[@]}"); [ "${3:-cli}" = srv ] && pre=("${in_srv[@]}")
+  [ -n "$("${pre[@]}" ss -Hln"$1" "sport = :$2" 2>/dev/null)" ]
 }
 check_free() {
   local proto=$1; shift
   for p in "$@"; do busy "$proto" "$p" && die "port $p/$([ "$proto" = t ] && echo tcp || echo udp) is in use (set BENCH_PORT_BASE)"; done
   return 0
 }
-check_free t "$server_port"
-want vx6-quic && { check_free u "$q_owner" "$q_client"; check_free t "$q_local"; }
-want vx6-tcp && check_free t "$t_owner" "$t_client" "$t_local"
-want smol-quic && { check_free u "$s_owner" "$s_client"; check_free t "$s_local"; }
-want sshL && check_free t "$sshd_port" "$sshl_port"
-want socat && check_free t "$socat_port"
+if [ $veth = 0 ]; then # fresh namespaces have every port free
+  check_free t "$server_port"
+  want vx6-quic && { check_free u "$q_owner" "$q_client"; check_free t "$q_local"; }
+  want vx6-tcp && check_free t "$t_owner" "$t_client" "$t_local"
+  want smol-quic && { check_free u "$s_owner" "$s_client"; check_free t "$s_local"; }
+  want sshL && check_free t "$sshd_port" "$sshl_port"
+  want socat && check_free t "$socat_port"
+fi
 
 # ---- processes we start, and their cleanup
 work=$(mktemp -d /tmp/vx6-bench.XXXXXX)
@@ -118,6 +138,7 @@ cleanup() {
   done
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ $veth = 1 ]; then ip netns del "$srv_ns" 2>/dev/null || true; ip netns del "$cli_ns" 2>/dev/null || true; fi
   if [ $keep = 1 ]; then say "work directory kept: $work"; else rm -rf "$work"; fi
   exit $rc
 }
@@ -125,9 +146,24 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_listen() { # proto port what pid
+if [ $veth = 1 ]; then
+  [ "$(id -u)" = 0 ] || die "--veth needs root (network namespaces)"
+  command -v ip >/dev/null || die "--veth needs ip (Debian: iproute2)"
+  say "namespaces $srv_ns ($o_host) and $cli_ns ($c_host), veth MTU 1500"
+  ip netns add "$srv_ns" && ip netns add "$cli_ns" || die "cannot create network namespaces"
+  ip link add "vbs$$" netns "$srv_ns" mtu 1500 type veth peer name "vbc$$" netns "$cli_ns" mtu 1500 \
+    || die "cannot create the veth pair"
+  veth_up() { # namespace device address
+    ip -n "$1" link set lo up && ip -n "$1" addr add "$3/64" dev "$2" nodad \
+      && ip -n "$1" link set "$2" up || die "cannot set up $2 in $1"
+  }
+  veth_up "$srv_ns" "vbs$$" "$o_host"
+  veth_up "$cli_ns" "vbc$$" "$c_host"
+fi
+
+wait_listen() { # proto port what pid [side]
   for _ in $(seq 150); do
-    busy "$1" "$2" && return 0
+    busy "$1" "$2" "${5:-cli}" && return 0
     kill -0 "$4" 2>/dev/null || die "$3 exited before listening on $2; log:
 $(tail -20 "$work/$3.err" 2>/dev/null)"
     sleep 0.1
@@ -144,12 +180,12 @@ start_vx6() { # tag transport owner_port client_port local_port
   "$vx6" init --home "$work/$tag-client" --name client >/dev/null 2>>"$work/$tag-init.err" || die "vx6 init failed: $(cat "$work/$tag-init.err")"
   oid=$("$vx6" id --home "$work/$tag-owner") || die "vx6 id failed"
   oid=${oid%%$'\n'*}
-  local ocmd=("$vx6" node --home "$work/$tag-owner" --listen "[::1]:$op" --transport "$tr" --serve "bench=127.0.0.1:$server_port" --public)
-  local ccmd=("$vx6" node --home "$work/$tag-client" --listen "[::1]:$cp" --transport "$tr" --forward "$oid@[::1]:$op/bench=127.0.0.1:$lp")
-  "${ocmd[@]}" >"$work/$tag-owner.out" 2>"$work/$tag-owner.err" &
+  local ocmd=("$vx6" node --home "$work/$tag-owner" --listen "[$o_host]:$op" --transport "$tr" --serve "bench=127.0.0.1:$server_port" --public)
+  local ccmd=("$vx6" node --home "$work/$tag-client" --listen "[$c_host]:$cp" --transport "$tr" --forward "$oid@[$o_host]:$op/bench=127.0.0.1:$lp")
+  "${in_srv[@]}" "${ocmd[@]}" >"$work/$tag-owner.out" 2>"$work/$tag-owner.err" &
   pids+=($!); rss_pid[$tag-owner]=$!
   wait_ready "$tag-owner" $!
-  "${ccmd[@]}" >"$work/$tag-client.out" 2>"$work/$tag-client.err" &
+  "${in_cli[@]}" "${ccmd[@]}" >"$work/$tag-client.out" 2>"$work/$tag-client.err" &
   pids+=($!); rss_pid[$tag-client]=$!
   wait_ready "$tag-client" $!
   daemon_cmds+=("$(qcmd "${ocmd[@]}")" "$(qcmd "${ccmd[@]}")")
@@ -157,8 +193,8 @@ start_vx6() { # tag transport owner_port client_port local_port
 
 start_smol() { # tag owner_port client_port local_port
   local tag=$1 op=$2 cp=$3 lp=$4 oid=""
-  local ocmd=("$examples/expose" --name owner --listen "[::1]:$op" --service "bench=127.0.0.1:$server_port" --public)
-  "${ocmd[@]}" >"$work/$tag-owner.out" 2>"$work/$tag-owner.err" &
+  local ocmd=("$examples/expose" --name owner --listen "[$o_host]:$op" --service "bench=127.0.0.1:$server_port" --public)
+  "${in_srv[@]}" "${ocmd[@]}" >"$work/$tag-owner.out" 2>"$work/$tag-owner.err" &
   pids+=($!); rss_pid[$tag-owner]=$!
   for _ in $(seq 300); do
     oid=$(sed -n 's/^node \([a-z2-7]*\) listening on .*/\1/p' "$work/$tag-owner.err" 2>/dev/null | head -1)
@@ -167,8 +203,8 @@ start_smol() { # tag owner_port client_port local_port
     sleep 0.1
   done
   [ -n "$oid" ] || die "$tag-owner printed no node id in 30 s"
-  local ccmd=("$examples/connect" --name client --listen "[::1]:$cp" --forward "$oid@[::1]:$op/bench=127.0.0.1:$lp")
-  "${ccmd[@]}" >"$work/$tag-client.out" 2>"$work/$tag-client.err" &
+  local ccmd=("$examples/connect" --name client --listen "[$c_host]:$cp" --forward "$oid@[$o_host]:$op/bench=127.0.0.1:$lp")
+  "${in_cli[@]}" "${ccmd[@]}" >"$work/$tag-client.out" 2>"$work/$tag-client.err" &
   pids+=($!); rss_pid[$tag-client]=$!
   wait_listen t "$lp" "$tag-client" $!
   daemon_cmds+=("$(qcmd "${ocmd[@]}")" "$(qcmd "${ccmd[@]}")")
@@ -186,6 +222,18 @@ $(tail -20 "$work/$1.err")"
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+# User + system CPU time of a process so far, in clock ticks (fields 14 and 15 of its stat;
+# the name in field 2 has no spaces here).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo "?"; }
+
+if [ $veth = 1 ]; then
+  # What the tunnels lead to, on the server side (the yardstick on the client side starts a
+  # server of its own too, which nothing uses).
+  "${in_srv[@]}" python3 "$yard" --serve-only --server-port "$server_port" --server-host :: \
+    >"$work/server.out" 2>"$work/server.err" &
+  pids+=($!)
+  wait_listen t "$server_port" server $! srv
+fi
 
 entries=()
 if want vx6-quic; then
@@ -204,14 +252,15 @@ if want smol-quic; then
   entries+=(--entry "smol-quic=$s_local")
 fi
 if want sshL; then
-  say "starting sshd on 127.0.0.1:$sshd_port and ssh -L $sshl_port"
+  ssh_host=127.0.0.1; [ $veth = 1 ] && ssh_host=$o_host
+  say "starting sshd on $ssh_host port $sshd_port and ssh -L $sshl_port"
   mkdir -p "$work/ssh" && chmod 700 "$work/ssh"
   ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/host_key"
   ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/client_key"
   cp "$work/ssh/client_key.pub" "$work/ssh/authorized_keys"
   cat >"$work/ssh/sshd_config" <<EOF
 Port $sshd_port
-ListenAddress 127.0.0.1
+ListenAddress $ssh_host
 HostKey $work/ssh/host_key
 PidFile $work/ssh/sshd.pid
 AuthorizedKeysFile $work/ssh/authorized_keys
@@ -225,13 +274,13 @@ AllowTcpForwarding yes
 EOF
   mkdir -p /run/sshd
   /usr/sbin/sshd -t -f "$work/ssh/sshd_config" || die "sshd rejects its config"
-  /usr/sbin/sshd -D -e -f "$work/ssh/sshd_config" 2>"$work/sshd.err" &
+  "${in_srv[@]}" /usr/sbin/sshd -D -e -f "$work/ssh/sshd_config" 2>"$work/sshd.err" &
   pids+=($!)
-  wait_listen t "$sshd_port" sshd $!
+  wait_listen t "$sshd_port" sshd $! srv
   sshl_cmd=(ssh -F /dev/null -N -p "$sshd_port" -i "$work/ssh/client_key" -o IdentitiesOnly=yes
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes
-    -o ExitOnForwardFailure=yes -L "$sshl_port:127.0.0.1:$server_port" "$(id -un)@127.0.0.1")
-  "${sshl_cmd[@]}" 2>"$work/sshL.err" &
+    -o ExitOnForwardFailure=yes -L "$sshl_port:127.0.0.1:$server_port" "$(id -un)@$ssh_host")
+  "${in_cli[@]}" "${sshl_cmd[@]}" 2>"$work/sshL.err" &
   pids+=($!)
   wait_listen t "$sshl_port" sshL $!
   daemon_cmds+=("$(qcmd "${sshl_cmd[@]}")")
@@ -239,8 +288,9 @@ EOF
 fi
 if want socat; then
   say "starting socat on 127.0.0.1:$socat_port"
-  socat_cmd=(socat "TCP-LISTEN:$socat_port,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$server_port")
-  "${socat_cmd[@]}" 2>"$work/socat.err" &
+  socat_to="TCP:127.0.0.1:$server_port"; [ $veth = 1 ] && socat_to="TCP6:[$o_host]:$server_port"
+  socat_cmd=(socat "TCP-LISTEN:$socat_port,bind=127.0.0.1,fork,reuseaddr" "$socat_to")
+  "${in_cli[@]}" "${socat_cmd[@]}" 2>"$work/socat.err" &
   pids+=($!)
   wait_listen t "$socat_port" socat $!
   daemon_cmds+=("$(qcmd "${socat_cmd[@]}")")
@@ -248,31 +298,48 @@ if want socat; then
 fi
 
 # ---- idle RSS before the run (daemons up, sessions not yet opened)
-rss_start=()
+rss_start=() cpu_start=()
 if [ ${#rss_pid[@]} -gt 0 ]; then
   sleep 2
-  for k in $(printf '%s\n' "${!rss_pid[@]}" | sort); do rss_start+=("$k=$(rss_kb "${rss_pid[$k]}")"); done
+  for k in $(printf '%s\n' "${!rss_pid[@]}" | sort); do
+    rss_start+=("$k=$(rss_kb "${rss_pid[$k]}")")
+    cpu_start+=("$k=$(cpu_ticks "${rss_pid[$k]}")")
+  done
 fi
 
 json=${out:-$work/result.json}
-bench_cmd=(python3 "$yard" --server-port "$server_port" --direct "${entries[@]}" --json "$json" "${pass[@]}")
+if [ $veth = 1 ]; then
+  # The first entry is the baseline: the server itself, across the veth.
+  bench_cmd=(python3 "$yard" --server-port "$server_port" --entry "direct=[$o_host]:$server_port" "${entries[@]}" --json "$json" "${pass[@]}")
+else
+  bench_cmd=(python3 "$yard" --server-port "$server_port" --direct "${entries[@]}" --json "$json" "${pass[@]}")
+fi
 say "running: ${bench_cmd[*]}"
 # in the background + wait, so that a TERM/INT to this script interrupts at once (and cleanup
 # ends the yardstick too)
-"${bench_cmd[@]}" >&2 &
+"${in_cli[@]}" "${bench_cmd[@]}" >&2 &
 bench_pid=$!
 pids+=("$bench_pid")
 wait "$bench_pid" || die "the yardstick failed (daemon logs: rerun with --keep and look in the work directory)"
 
 # ---- idle RSS after the run (sessions established, traffic over)
-rss_end=()
+rss_end=() cpu_end=()
 if [ ${#rss_pid[@]} -gt 0 ]; then
+  for k in $(printf '%s\n' "${!rss_pid[@]}" | sort); do cpu_end+=("$k=$(cpu_ticks "${rss_pid[$k]}")"); done
   sleep 2
   for k in $(printf '%s\n' "${!rss_pid[@]}" | sort); do
     kill -0 "${rss_pid[$k]}" 2>/dev/null || die "$k died during the run; stderr: $(tail -20 "$work/$k.err")"
     rss_end+=("$k=$(rss_kb "${rss_pid[$k]}")")
   done
 fi
+# What the bulk phase moved per entry (the yardstick's defaults unless passed on).
+mb=512 rounds=3
+for ((i = 0; i < ${#pass[@]}; i++)); do
+  case "${pass[$i]}" in
+    --mb) mb=${pass[$((i + 1))]} ;; --mb=*) mb=${pass[$i]#*=} ;;
+    --rounds) rounds=${pass[$((i + 1))]} ;; --rounds=*) rounds=${pass[$i]#*=} ;;
+  esac
+done
 
 vx6_version=""
 if want vx6-quic || want vx6-tcp; then vx6_version=$("$vx6" --version 2>/dev/null | head -1 || true); fi
@@ -280,12 +347,15 @@ if want vx6-quic || want vx6-tcp; then vx6_version=$("$vx6" --version 2>/dev/nul
 # ---- the markdown report (stdout)
 JSON="$json" INVOCATION="$invocation" BENCH_CMD="$(qcmd "${bench_cmd[@]}")" \
 RSS_START="${rss_start[*]-}" RSS_END="${rss_end[*]-}" VX6_VERSION="$vx6_version" \
+CPU_START="${cpu_start[*]-}" CPU_END="${cpu_end[*]-}" CLK_TCK="$(getconf CLK_TCK)" MB="$mb" ROUNDS="$rounds" \
+VETH="$veth" \
 DAEMONS="$(printf '%s\n' "${daemon_cmds[@]-}")" python3 - <<'PY'
 import json, os, platform, time
 res = json.load(open(os.environ["JSON"]))
 names = list(res)
 base = res[names[0]]["throughput"]
-print(f"## Tunnel benchmark, {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores, Linux {platform.release()})")
+where = "two namespaces joined by a 1500-byte veth" if os.environ["VETH"] == "1" else "loopback"
+print(f"## Tunnel benchmark, {where}, {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores, Linux {platform.release()})")
 print()
 print("| entry | MB/s | x direct | rr p50 µs | rr p99 µs | connect ms |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -307,6 +377,23 @@ if start:
     mib = lambda kb: f"{int(kb) / 1024:.1f}" if kb.isdigit() else kb
     for k in sorted(start):
         print(f"| {k} | {mib(start[k])} | {mib(end.get(k, '?'))} |")
+cpu0 = dict(x.split("=") for x in os.environ["CPU_START"].split())
+cpu1 = dict(x.split("=") for x in os.environ["CPU_END"].split())
+gib = int(os.environ["ROUNDS"]) * int(os.environ["MB"]) / 1024
+tags = sorted({k.rsplit("-", 1)[0] for k in cpu0})
+if tags and gib > 0:
+    tck = int(os.environ["CLK_TCK"])
+    print()
+    print(f"CPU seconds per GiB of bulk upload, owner and client together (all their CPU time during the run, over the {gib:g} GiB its bulk rounds moved):")
+    print()
+    print("| entry | CPU s/GiB |")
+    print("| --- | ---: |")
+    for t in tags:
+        try:
+            used = sum(int(cpu1[k]) - int(cpu0[k]) for k in cpu0 if k.rsplit("-", 1)[0] == t) / tck
+            print(f"| {t} | {used / gib:.2f} |")
+        except (KeyError, ValueError):
+            print(f"| {t} | ? |")
 print()
 if os.environ.get("VX6_VERSION"):
     print(f"vx6: `{os.environ['VX6_VERSION']}`")

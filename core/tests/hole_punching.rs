@@ -15,7 +15,7 @@ use vx6_core::node::{BIRTHDAY_GAP, MAX_PINNED, NodeConfig, Route};
 use vx6_core::pins::Pins;
 use vx6_core::policy::{PathKind, Policy, PolicyId};
 use vx6_core::reach::birthday::SIDE_SOCKETS;
-use vx6_core::record::{NodeAddress, Record, Transport};
+use vx6_core::record::Record;
 use vx6_core::service::{Access, ServiceTable};
 
 const CLIENT: usize = 0;
@@ -52,13 +52,8 @@ fn sites(seed: u64, client: Option<Nat>, owner: Option<Nat>) -> (Net, SocketAddr
             _ => Some(net.hosts[6].addr),
         };
         net.hosts[i].node.bootstrap(&Vec::from_iter(via));
-        let now = net.now;
-        let addresses = vec![NodeAddress {
-            transport: Transport::Quic,
-            addr: net.hosts[i].addr,
-        }];
-        let name = format!("n{i}").parse().unwrap();
-        net.hosts[i].node.publish_self(now, name, addresses);
+        let own = net.hosts[i].addr;
+        net.publish_at(i, own);
     }
     let owner_at = match owner {
         Some(Nat::KeepsPort) => SocketAddr::new(net.public_ip(OWNER), net.hosts[OWNER].addr.port()),

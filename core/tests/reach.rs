@@ -14,7 +14,7 @@ use vx6_core::reach::{
     DialBacks, MAX_REPORTERS, MIN_AGREE, MIN_VERDICT, Mapping, OBSERVATION_TTL, Observations,
     Verdict, birthday, dial_back_source,
 };
-use vx6_core::record::{NodeAddress, Record, Transport};
+use vx6_core::record::Record;
 use vx6_core::service::{Access, ServiceTable};
 
 fn v6(n: u16, port: u16) -> SocketAddr {
@@ -359,19 +359,13 @@ fn an_owner_nobody_can_dial_is_reached_through_the_relays_it_keeps() {
             let via = net.hosts[order[k - 1]].addr;
             net.hosts[i].node.bootstrap(&[via]);
         }
-        let now = net.now;
         // The owner's address leads nowhere, as an address behind a NAT that gives every
         // peer another port does: only the sessions it keeps reach it.
         let addr = match i {
             OWNER => nowhere,
             _ => net.hosts[i].addr,
         };
-        let username = format!("n{i}").parse().unwrap();
-        let addresses = vec![NodeAddress {
-            transport: Transport::Quic,
-            addr,
-        }];
-        net.hosts[i].node.publish_self(now, username, addresses);
+        net.publish_at(i, addr);
     }
     let published = |n: &Net| {
         let owner = n.node_id(OWNER);
@@ -488,13 +482,8 @@ fn home_relays_are_let_go_once_the_node_can_be_dialed() {
             let via = net.hosts[i - 1].addr;
             net.hosts[i].node.bootstrap(&[via]);
         }
-        let now = net.now;
-        let addresses = vec![NodeAddress {
-            transport: Transport::Quic,
-            addr: net.hosts[i].addr,
-        }];
-        let name = format!("n{i}").parse().unwrap();
-        net.hosts[i].node.publish_self(now, name, addresses);
+        let own = net.hosts[i].addr;
+        net.publish_at(i, own);
     }
     net.run_until(Duration::from_secs(60), |n| {
         !n.hosts[NODE].node.home_relays().is_empty()

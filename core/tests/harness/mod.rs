@@ -258,6 +258,18 @@ impl Net {
         );
     }
 
+    /// Publishes host `i`'s node record, under the name `n<i>`, naming `addr` (QUIC) as its
+    /// address, as a runtime does at start.
+    pub fn publish_at(&mut self, i: usize, addr: SocketAddr) {
+        let addresses = vec![vx6_core::record::NodeAddress {
+            transport: Transport::Quic,
+            addr,
+        }];
+        let name = format!("n{i}").parse().unwrap();
+        let now = self.now;
+        self.hosts[i].node.publish_self(now, name, addresses);
+    }
+
     /// The public address of host `i` if it is behind a NAT.
     pub fn public_ip(&self, i: usize) -> std::net::IpAddr {
         format!("fd6b::{}", i + 1).parse().unwrap()
