@@ -324,3 +324,33 @@ fn best_of_bad_never_moves_onto_a_path_that_answers_nothing() {
         "the slow path that answers is the least bad"
     );
 }
+
+/// The current path lost everything (the greatest badness there is) and another is merely
+/// slow: best-of-bad moves to the slow one (the comparison once overflowed here and panicked,
+/// found when a NAT restart broke a punched path in `hole_punching.rs`).
+#[test]
+fn best_of_bad_leaves_a_path_that_lost_everything() {
+    let now = Instant::now();
+    let policy = Policy::default()
+        .with_settings("via=direct,max-rtt=50ms,max-loss=5%")
+        .unwrap();
+    let slow_relay = PathView {
+        kind: PathKind::Relay,
+        up: true,
+        stats: stats(200, 0, 1),
+        met_since: None,
+    };
+    let dead_direct = PathView {
+        kind: PathKind::Direct,
+        up: true,
+        stats: PathStats {
+            rtt: Some(Duration::from_millis(1)),
+            jitter: Some(Duration::from_millis(1)),
+            loss_permille: 1000,
+            samples: 20,
+        },
+        met_since: None,
+    };
+    let d = decide(&policy, &[slow_relay, dead_direct], Some(1), Some(now), now);
+    assert_eq!(d.and_then(|d| d.to), Some(0), "{d:?}");
+}

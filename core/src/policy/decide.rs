@@ -300,8 +300,9 @@ pub fn decide(
                 OnViolation::Strict => switch(None, reason),
                 OnViolation::BestOfBad => match least_bad {
                     Some(to) if to != cur => {
+                        // Wide enough for the badness of a path that lost everything (u64::MAX).
                         let better = |i: usize| match state(i) {
-                            SlaState::Violated(w) => w.badness(),
+                            SlaState::Violated(w) => u128::from(w.badness()),
                             _ => 0,
                         };
                         // Only for a clear gain, so two bad paths do not trade places.
