@@ -283,3 +283,45 @@ fn an_open_client_needs_no_side_sockets() {
     }
     assert!(net.hosts[OWNER].node.counters().punches_answered >= 1);
 }
+
+/// The direct path through a pinned side socket breaks for longer than a QUIC session lives
+/// (the route between the two is cut for 40 s): the link falls back to relays and punches
+/// again towards the same address. A new attempt replaces the stale pin, and once the route is
+/// back the link goes direct through a new socket, with one side socket open in the end (none
+/// leaked, the address routed through the new one).
+#[test]
+fn a_broken_punched_path_is_punched_again_through_a_new_socket() {
+    let (mut net, owner_at) = sites(86, Some(Nat::RandomPort), Some(Nat::KeepsPort));
+    let (h, data) = open(&mut net, owner_at, 50_000);
+    assert!(net.run_until(Duration::from_secs(60), |n| {
+        path(n) == Some(PathKind::Direct) && echoed(n, h, &data)
+    }));
+    let first: Vec<u16> = net.hosts[CLIENT].side.values().copied().collect();
+    assert_eq!(first.len(), 1);
+    net.cut.insert((CLIENT, OWNER));
+    assert!(
+        net.run_until(Duration::from_secs(60), |n| path(n)
+            == Some(PathKind::Relay)),
+        "never left the broken direct path"
+    );
+    net.run_until(Duration::from_secs(40), |_| false);
+    net.cut.clear();
+    let again = net.run_until(Duration::from_secs(120), |n| {
+        path(n) == Some(PathKind::Direct) && n.hosts[CLIENT].node.counters().birthday_hits >= 2
+    });
+    let c = net.hosts[CLIENT].node.counters();
+    assert!(
+        again,
+        "path {:?}, attempts {} hits {}, side sockets {:?}",
+        path(&net),
+        c.birthday_attempts,
+        c.birthday_hits,
+        net.hosts[CLIENT].side
+    );
+    let now: Vec<u16> = net.hosts[CLIENT].side.values().copied().collect();
+    assert_eq!(now.len(), 1, "one side socket open: {now:?}");
+    assert_ne!(now, first, "the stale socket was replaced");
+    assert_eq!(net.hosts[CLIENT].node.side_sockets(), 1);
+    // At most 3 per breakage: the first punch, and the punching after the cut.
+    assert!(c.birthday_attempts <= 6, "{} attempts", c.birthday_attempts);
+}

@@ -1181,7 +1181,14 @@ impl Node {
                 let (link, direct) = (*link, path.is_empty());
                 if let Some(l) = self.circuits.client_links.get_mut(&link) {
                     match direct {
-                        true => l.direct_failures = 0,
+                        // Punching is budgeted per breakage: a direct path that works earns
+                        // the attempts back, for when it breaks again.
+                        true => {
+                            l.direct_failures = 0;
+                            l.punches_left = PUNCH_ATTEMPTS;
+                            l.punch_given_up = false;
+                            l.birthdays_left = super::side::PER_LINK;
+                        }
                         false => l.failed_builds = 0,
                     }
                 }
@@ -1542,9 +1549,15 @@ impl Node {
         );
         self.circuits.by_stream.insert(handle, ckey);
         self.count_peer(peer, true);
+        // The client itself as the previous hop: the direct path came up, so the punching
+        // budget is earned back, for when it breaks again.
+        let direct = self.owner_link_client(link) == Some(peer);
         if let Some(l) = self.circuits.owner_links.get_mut(&link) {
             l.circuits.insert(ckey);
             l.send.get_or_insert(ckey);
+            if direct {
+                l.birthdays_left = super::side::PER_LINK;
+            }
         }
         self.counters.circuits_ended_here += 1;
         let reply = Reply::Created {

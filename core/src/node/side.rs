@@ -427,25 +427,4 @@ mod tests {
         assert!(!punchable("255.255.255.255".parse().unwrap()));
         assert!(!punchable("ff02::1".parse().unwrap()));
     }
-
-    #[test]
-    fn closing_an_old_socket_keeps_the_new_pin_to_the_same_address() {
-        #[allow(clippy::disallowed_methods)] // an origin for the test only
-        let now = Instant::now();
-        let to: SocketAddr = "[2001:db8::9]:4433".parse().unwrap();
-        let mut s = State::default();
-        let (old, new) = (s.id(), s.id());
-        s.open.insert(old, Some(to));
-        s.pins.insert(to, (old, now));
-        // The new socket is pinned before the stale one is closed: the close must not take
-        // the pin (the address would then leave from the node's own socket, and the new
-        // socket would never be closed).
-        s.open.insert(new, Some(to));
-        let replaced = s.pins.insert(to, (new, now)).map(|p| p.0);
-        assert_eq!(replaced, Some(old));
-        s.close(old);
-        assert_eq!(s.pins.get(&to).map(|p| p.0), Some(new));
-        assert_eq!(s.open.len(), 1);
-        assert_eq!(s.ops.back(), Some(&SideOp::Close(old)));
-    }
 }

@@ -270,6 +270,13 @@ impl Net {
         self.hosts[i].node.publish_self(now, name, addresses);
     }
 
+    /// Host `i`'s NAT forgets every mapping (a router restarted): flows get new ports, and
+    /// answers to the old ones are dropped.
+    pub fn nat_reset(&mut self, i: usize) {
+        self.nat_out.retain(|(h, _, _), _| *h != i);
+        self.nat_in.retain(|(h, _, _), _| *h != i);
+    }
+
     /// The public address of host `i` if it is behind a NAT.
     pub fn public_ip(&self, i: usize) -> std::net::IpAddr {
         format!("fd6b::{}", i + 1).parse().unwrap()
