@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quinn_proto::Transmit;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -286,7 +286,8 @@ pub(super) enum Circuit {
 /// Bytes on their way through a spliced stream: what the next writer has not taken yet.
 #[derive(Default)]
 pub(super) struct Pipe {
-    pub pending: Vec<u8>,
+    /// Read from the source, not yet taken by the destination (a slice of what was read).
+    pub pending: Bytes,
     /// The source finished: finish the destination once `pending` is out.
     pub eof: bool,
     /// The destination was finished.

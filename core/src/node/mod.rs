@@ -31,7 +31,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, Transmit};
 use rustls::crypto::CryptoProvider;
 
@@ -65,7 +65,7 @@ use crate::session::mux::MuxConfig;
 use crate::session::quic::{QuicConfigs, QuicSecrets, QuicTuning};
 use crate::session::tcp::TcpSession;
 use crate::session::tls::{PeerMismatch, TlsFactory, TlsSetupError, peer_key};
-use crate::session::{StreamError, StreamEvent, StreamRead, quic};
+use crate::session::{Outgoing, StreamError, StreamEvent, StreamRead, quic};
 
 /// Stream reset code: the local side gave up on the stream (its local connection failed).
 pub const RESET_ABORTED: u32 = 1;
@@ -569,6 +569,26 @@ impl Node {
         handle: StreamHandle,
         data: &[u8],
     ) -> Result<usize, StreamError> {
+        self.write_outgoing(now, handle, Outgoing::Slice(data))
+    }
+
+    /// [`Node::stream_write`] without a copy: what the stream takes is split off the front of
+    /// `data` (a QUIC session keeps those bytes, as they are, until they are acknowledged).
+    pub fn stream_write_bytes(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        data: &mut Bytes,
+    ) -> Result<usize, StreamError> {
+        self.write_outgoing(now, handle, Outgoing::Bytes(data))
+    }
+
+    fn write_outgoing(
+        &mut self,
+        now: Instant,
+        handle: StreamHandle,
+        data: Outgoing<'_>,
+    ) -> Result<usize, StreamError> {
         let st = self.streams.get_mut(&handle).ok_or(StreamError::Unknown)?;
         if st.write_done {
             return Err(StreamError::Finished);
@@ -594,6 +614,22 @@ impl Node {
                 .want_writable = true;
             return Ok(0);
         }
+        // The replay copy needs the bytes after an owned write has split them off.
+        let offered = match &data {
+            Outgoing::Bytes(b)
+                if self
+                    .streams
+                    .get(&handle)
+                    .is_some_and(|s| s.replay.is_some()) =>
+            {
+                Some((*b).clone())
+            }
+            _ => None,
+        };
+        let slice = match &data {
+            Outgoing::Slice(s) => Some(*s),
+            Outgoing::Bytes(_) => None,
+        };
         let session = self.sessions.get_mut(&sid).ok_or(StreamError::Unknown)?;
         let result = session.write(id, data);
         if let Ok(n) = &result
@@ -606,8 +642,9 @@ impl Node {
             && st.phase == Phase::AwaitResponse
             && let Some(replay) = &mut st.replay
         {
+            let written = slice.or(offered.as_deref()).unwrap_or_default();
             if replay.len() + n <= REPLAY_LIMIT {
-                replay.extend_from_slice(&data[..*n]);
+                replay.extend_from_slice(&written[..*n]);
             } else {
                 st.replay = None;
             }
@@ -630,7 +667,7 @@ impl Node {
             // Write until done or refused outright: only a write that takes nothing registers
             // the stream for a writable event.
             loop {
-                let n = session.write(id, &st.header_out)?;
+                let n = session.write(id, Outgoing::Slice(&st.header_out))?;
                 st.header_out.drain(..n);
                 if st.header_out.is_empty() {
                     break;
@@ -742,7 +779,7 @@ impl Node {
             }
             .encode();
             // A fresh stream always has credit for these few bytes.
-            let _ = session.write(id, &response);
+            let _ = session.write(id, Outgoing::Slice(&response));
             let _ = session.finish(id);
             session.stop(id, RESET_REFUSED);
         }

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::Buf;
 use quinn_proto::{Connection, ConnectionHandle, Dir, VarInt};
 
 use super::{Dial, StreamHandle};
@@ -11,7 +12,7 @@ use crate::identity::NodeId;
 use crate::record::Transport;
 use crate::session::tcp::TcpSession;
 use crate::session::tls::PeerMismatch;
-use crate::session::{StreamError, StreamRead, quic};
+use crate::session::{Outgoing, StreamError, StreamRead, quic};
 
 pub(super) enum Kind {
     Quic {
@@ -67,10 +68,16 @@ impl Session {
         }
     }
 
-    pub fn write(&mut self, id: u64, data: &[u8]) -> Result<usize, StreamError> {
+    pub fn write(&mut self, id: u64, data: Outgoing<'_>) -> Result<usize, StreamError> {
         match &mut self.kind {
             Kind::Quic { conn, .. } => quic::write(conn, id, data),
-            Kind::Tcp { conn, .. } => conn.mux().write(id, data),
+            Kind::Tcp { conn, .. } => {
+                let n = conn.mux().write(id, data.as_slice())?;
+                if let Outgoing::Bytes(b) = data {
+                    b.advance(n);
+                }
+                Ok(n)
+            }
         }
     }
 

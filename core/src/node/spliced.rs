@@ -8,6 +8,8 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::circuits::{Circuit, Pipe, STREAM_LABEL};
 use super::stream::Phase;
 use super::{Dial, Node, SessionId, StreamHandle};
@@ -196,13 +198,13 @@ impl Node {
                 return;
             };
             if !pipe.pending.is_empty() {
-                let pending = std::mem::take(&mut pipe.pending);
-                match self.stream_write(now, to, &pending) {
+                let mut pending = std::mem::take(&mut pipe.pending);
+                match self.stream_write_bytes(now, to, &mut pending) {
                     Ok(n) => {
                         let Some((pipe, ..)) = self.pipe(ckey, dir) else {
                             return;
                         };
-                        pipe.pending = pending[n..].to_vec();
+                        pipe.pending = pending;
                         if n == 0 {
                             return;
                         }
@@ -234,7 +236,7 @@ impl Node {
                     }
                     if let Some((pipe, ..)) = self.pipe(ckey, dir) {
                         pipe.bytes += b.len() as u64;
-                        pipe.pending.extend_from_slice(&b);
+                        pipe.pending = b;
                     }
                 }
                 StreamRead::Blocked => return,
@@ -263,16 +265,20 @@ impl Node {
                 return;
             };
             let mut pending = std::mem::take(&mut pipe.pending);
-            if pending.is_empty() && !self.poll_tcp_transmit(vsid, &mut pending) {
-                break;
+            if pending.is_empty() {
+                let mut out = Vec::new();
+                if !self.poll_tcp_transmit(vsid, &mut out) {
+                    break;
+                }
+                pending = Bytes::from(out);
             }
-            match self.stream_write(now, stream, &pending) {
+            match self.stream_write_bytes(now, stream, &mut pending) {
                 Ok(n) => {
                     let Some(pipe) = self.virtual_pipe(ckey) else {
                         return;
                     };
                     pipe.bytes += n as u64;
-                    pipe.pending = pending[n..].to_vec();
+                    pipe.pending = pending;
                     if n == 0 {
                         break;
                     }

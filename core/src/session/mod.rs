@@ -36,6 +36,26 @@ pub enum StreamRead {
     Reset(u32),
 }
 
+/// Bytes offered to a stream.
+#[derive(Debug)]
+pub enum Outgoing<'a> {
+    /// Borrowed: the part the stream takes is copied.
+    Slice(&'a [u8]),
+    /// Owned: the part the stream takes is split off without a copy (QUIC keeps it until
+    /// acknowledged); what is left stays in place for the next try.
+    Bytes(&'a mut Bytes),
+}
+
+impl Outgoing<'_> {
+    /// The bytes on offer.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Outgoing::Slice(s) => s,
+            Outgoing::Bytes(b) => b,
+        }
+    }
+}
+
 /// Why a stream operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use vx6_core::node::{Dial, Event, Node, NodeConfig, SessionId, SideOp, SideSocket, StreamHandle};
@@ -512,10 +512,16 @@ impl Net {
             if app.failed.is_some() {
                 continue;
             }
+            // Applications write owned chunks (`stream_write_bytes`, as the daemon does) and
+            // echo targets borrowed slices (`stream_write`), so every test runs both.
             while app.sent < app.to_send.len() {
-                match host.node.stream_write(now, *h, &app.to_send[app.sent..]) {
+                let end = app.to_send.len().min(app.sent + 64 * 1024);
+                let mut chunk = Bytes::copy_from_slice(&app.to_send[app.sent..end]);
+                let offered = chunk.len();
+                match host.node.stream_write_bytes(now, *h, &mut chunk) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        assert_eq!(n + chunk.len(), offered, "what was taken left the chunk");
                         app.sent += n;
                         progress = true;
                     }

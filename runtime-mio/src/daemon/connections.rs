@@ -215,7 +215,7 @@ impl Daemon {
             state = l.pump_down(&mut self.node, now);
         }
         if up && state == Pumped::Open {
-            state = l.pump_up(&mut self.node, now, &mut self.scratch);
+            state = l.pump_up(&mut self.node, now, &mut self.local_scratch);
         }
         match state {
             Pumped::Open => {}

@@ -3,7 +3,7 @@
 //! only while the stream takes bytes, and a stream is read only while the socket takes bytes.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::io::{ErrorKind, IoSlice, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,12 @@ use vx6_core::session::{StreamError, StreamRead};
 
 /// Bytes taken from a stream per call.
 const STREAM_CHUNK: usize = 256 * 1024;
+/// Most bytes one read from a local socket takes. Below glibc's mmap threshold (128 KiB), so
+/// a fresh buffer per large read comes from the heap, not from page faults.
+const READ_CHUNK: usize = 64 * 1024;
+/// A read at least this long is handed to the stream as it is, in its own buffer; a shorter
+/// one is copied out, so a small read never pins a large buffer.
+const KEEP_READ: usize = 8 * 1024;
 
 /// What a local connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +37,10 @@ pub struct Local {
     /// A target connection whose connect() has not completed.
     pub connecting: bool,
     readable: bool,
-    /// Bytes read from the socket that the stream did not take yet (`up[up_off..]`). Empty,
-    /// without an allocation, whenever the stream keeps up: reads go into the daemon's shared
-    /// buffer, so an idle connection holds no read buffer of its own.
-    up: Vec<u8>,
-    up_off: usize,
+    /// Bytes read from the socket that the stream did not take yet. Empty, without an
+    /// allocation, whenever the stream keeps up: reads go into the daemon's shared buffer, so
+    /// an idle connection holds no read buffer of its own.
+    up: Bytes,
     /// Chunks read from the stream, not yet written to the socket (front first); its
     /// allocation is dropped whenever it empties, for the same reason.
     down: VecDeque<Bytes>,
@@ -68,8 +73,7 @@ impl Local {
             role,
             connecting: role == Role::Target,
             readable: true,
-            up: Vec::new(),
-            up_off: 0,
+            up: Bytes::new(),
             down: VecDeque::new(),
             down_len: 0,
             read_eof: false,
@@ -93,48 +97,41 @@ impl Local {
         }
     }
 
-    /// Socket → stream. `scratch` is the daemon's read buffer, shared by every connection.
-    pub fn pump_up(&mut self, node: &mut Node, now: Instant, scratch: &mut [u8]) -> Pumped {
+    /// Socket → stream. `scratch` is the daemon's read buffer, shared by every connection: a
+    /// long read leaves in it (the stream keeps those bytes without a copy) and a new buffer
+    /// takes its place.
+    pub fn pump_up(&mut self, node: &mut Node, now: Instant, scratch: &mut Vec<u8>) -> Pumped {
         if self.connecting || self.dead {
             return self.status();
         }
         loop {
-            if self.up_off < self.up.len() {
-                match offer(node, now, self.stream, &self.up[self.up_off..]) {
-                    Ok(n) => self.up_off += n,
-                    Err(e) => {
-                        tracing::debug!("stream {} write: {e}", self.stream);
-                        self.fail(node, now);
-                        return self.status();
-                    }
-                }
-                if self.up_off < self.up.len() {
+            if !self.up.is_empty() {
+                if let Err(e) = offer(node, now, self.stream, &mut self.up) {
+                    tracing::debug!("stream {} write: {e}", self.stream);
+                    self.fail(node, now);
                     return self.status();
                 }
-                self.up = Vec::new();
-                self.up_off = 0;
+                if !self.up.is_empty() {
+                    return self.status();
+                }
             }
             if self.read_eof || !self.readable {
                 return self.status();
             }
-            match self.socket.read(scratch) {
+            scratch.clear();
+            scratch.reserve(READ_CHUNK);
+            match read_spare(&self.socket, scratch, READ_CHUNK) {
                 Ok(0) => {
                     self.read_eof = true;
                     node.stream_finish(now, self.stream);
                     return self.status();
                 }
-                Ok(n) => match offer(node, now, self.stream, &scratch[..n]) {
-                    Ok(taken) if taken < n => {
-                        self.up = scratch[taken..n].to_vec();
-                        return self.status();
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!("stream {} write: {e}", self.stream);
-                        self.fail(node, now);
-                        return self.status();
-                    }
-                },
+                Ok(n) if n < KEEP_READ => self.up = Bytes::copy_from_slice(scratch),
+                Ok(_) => {
+                    let mut taken = std::mem::take(scratch);
+                    taken.shrink_to_fit();
+                    self.up = Bytes::from(taken);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.readable = false;
                     return self.status();
@@ -217,21 +214,36 @@ impl Local {
     }
 }
 
-/// Writes as much of `data` to the stream as it takes now and says how much that was. Only a
-/// write that takes nothing registers for a `StreamWritable` wake-up (quinn-proto does not
-/// register on a short write), so it writes until one does or `data` is gone.
+/// Writes as much of `data` to the stream as it takes now; what it did not take stays in
+/// `data`. Only a write that takes nothing registers for a `StreamWritable` wake-up
+/// (quinn-proto does not register on a short write), so it writes until one does or `data` is
+/// gone.
 fn offer(
     node: &mut Node,
     now: Instant,
     stream: StreamHandle,
-    data: &[u8],
-) -> Result<usize, StreamError> {
-    let mut taken = 0;
-    while taken < data.len() {
-        match node.stream_write(now, stream, &data[taken..])? {
-            0 => break,
-            n => taken += n,
+    data: &mut Bytes,
+) -> Result<(), StreamError> {
+    while !data.is_empty() {
+        if node.stream_write_bytes(now, stream, data)? == 0 {
+            break;
         }
     }
-    Ok(taken)
+    Ok(())
+}
+
+/// Reads at most `max` bytes into the spare capacity of `buf` (which must have that much),
+/// without zeroing it first: a bulk transfer's every byte would otherwise be written twice.
+#[allow(unsafe_code)]
+fn read_spare(
+    socket: &mio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    let len = buf.len();
+    let spare = &mut buf.spare_capacity_mut()[..max];
+    let n = socket2::SockRef::from(socket).recv(spare)?;
+    // SAFETY: recv(2) initialised the first `n` bytes of `spare`, which follow `len`.
+    unsafe { buf.set_len(len + n) };
+    Ok(n)
 }

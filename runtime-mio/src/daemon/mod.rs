@@ -49,7 +49,7 @@ const SIGNALS: Token = Token(3);
 const METRICS: Token = Token(4);
 const FORWARD_BASE: usize = 16;
 const DYNAMIC_BASE: usize = 1 << 20;
-/// Bytes read from a socket per call, into the one buffer that session and local sockets share.
+/// Bytes read from a session socket per call, into the one buffer they share.
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Everything the daemon runs with.
@@ -113,8 +113,11 @@ pub struct Daemon {
     /// then wakes the loop under `SIGNALS`.
     stop_requested: Arc<AtomicBool>,
     _waker: Arc<mio::Waker>,
-    /// The read buffer of every session and local socket.
+    /// The read buffer of every session socket.
     scratch: Vec<u8>,
+    /// The read buffer of every local socket (its spare capacity is read into; see
+    /// `Local::pump_up`).
+    local_scratch: Vec<u8>,
     /// Closing session sockets by deadline (soonest first); one may have finished already.
     closing: VecDeque<(Instant, Token)>,
     accept_retry: AcceptRetry,
@@ -255,6 +258,7 @@ impl Daemon {
             stop_requested,
             _waker: waker,
             scratch: vec![0; READ_CHUNK],
+            local_scratch: Vec::new(),
             closing: VecDeque::new(),
             accept_retry: AcceptRetry::default(),
             floods: floods::FloodLog::new(now),

@@ -27,6 +27,8 @@ pub struct Udp {
     out: Vec<u8>,
     /// An IPv6 socket (IPv4 peers are sent to at their mapped addresses).
     v6: bool,
+    /// Where the socket is bound (asked once: it was a system call per flush).
+    local: Option<SocketAddr>,
     /// The sockets beside this one that the node asks for (hole punching).
     pub side: SideSockets,
 }
@@ -45,6 +47,7 @@ impl Udp {
                  net.core.rmem_max for full QUIC throughput"
             );
         }
+        let local = socket.local_addr().ok();
         Ok(Self {
             socket,
             state,
@@ -53,12 +56,14 @@ impl Udp {
             stalled: None,
             out: Vec::with_capacity(SLOT),
             v6: addr.is_ipv6(),
+            local,
             side: SideSockets::new(registry),
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.local
+            .ok_or_else(|| std::io::Error::other("UDP socket has no local address"))
     }
 
     /// Whether an IPv6 socket also takes IPv4 (a wildcard `[::]` listener's IPv4 addresses
@@ -108,14 +113,15 @@ impl Udp {
                     node.handle_datagram(now, m.addr, m.dst_ip, ecn, BytesMut::from(datagram));
                 }
             }
-            self.forwards.send(&self.state, &self.socket, &self.bufs);
+            self.forwards
+                .send((&self.state, &self.socket, self.v6), &self.bufs);
         }
     }
 
     /// Sends what the node has; stops (and remembers) at WouldBlock.
     pub fn flush(&mut self, node: &mut Node, now: Instant) {
         // Side sockets first: a full main socket must not hold back their opening and probes.
-        let local = self.socket.local_addr().ok();
+        let local = self.local;
         self.side.apply(node, local);
         match self.stalled.take() {
             Some((t, buf)) if !send((&self.state, &self.socket, self.v6), &t, &buf) => {
@@ -229,7 +235,11 @@ impl Forwards {
     }
 
     /// Sends them all; a full socket drops the rest, as a congested link would.
-    fn send(&mut self, state: &UdpSocketState, socket: &mio::net::UdpSocket, bufs: &[Vec<u8>]) {
+    fn send(
+        &mut self,
+        (state, socket, v6): (&UdpSocketState, &mio::net::UdpSocket, bool),
+        bufs: &[Vec<u8>],
+    ) {
         if self.entries.is_empty() {
             return;
         }
@@ -237,12 +247,9 @@ impl Forwards {
         {
             use std::os::fd::AsRawFd;
             let _ = state;
-            let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
             self.scratch
                 .send(socket.as_raw_fd(), v6, bufs, &self.entries);
         }
-        #[cfg(not(target_os = "linux"))]
-        let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
         #[cfg(not(target_os = "linux"))]
         for &(slot, start, end, to) in &self.entries {
             let t = Transmit {
@@ -261,8 +268,8 @@ impl Forwards {
 }
 
 /// `sendmmsg(2)`: one system call for a batch of datagrams to different next hops (quinn-udp
-/// sends to one destination per call). The workspace denies `unsafe`; this module is the one
-/// exception: the relay spent half its time in per-datagram `sendmsg` calls (BENCHMARKS.md), and
+/// sends to one destination per call). The workspace denies `unsafe`; this module is one of two
+/// exceptions (the other is `local::read_spare`): the relay spent half its time in per-datagram `sendmsg` calls (BENCHMARKS.md), and
 /// the two unsafe calls below are a zeroed plain-data header and the system call itself.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
