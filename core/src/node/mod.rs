@@ -186,6 +186,9 @@ pub struct Node {
     dials: HashMap<(Transport, SocketAddr), SessionId>,
     streams: StreamTable,
     events: VecDeque<Event>,
+    /// A session's stream events while they are handled, kept between drives: a QUIC session
+    /// reports one per packet, and a fresh vector each time was an allocation per packet.
+    stream_events: Vec<StreamEvent>,
     responses: VecDeque<(Transmit, Vec<u8>)>,
     transmit_cursor: u64,
     counters: Counters,
@@ -237,6 +240,7 @@ impl Node {
             dials: HashMap::new(),
             streams: StreamTable::default(),
             events: VecDeque::new(),
+            stream_events: Vec::new(),
             responses: VecDeque::new(),
             transmit_cursor: 0,
             counters: Counters::default(),
@@ -1408,7 +1412,7 @@ impl Node {
             let Some(s) = self.sessions.get_mut(&sid) else {
                 return;
             };
-            let mut stream_events = Vec::new();
+            let mut stream_events = std::mem::take(&mut self.stream_events);
             let mut connected = false;
             let mut lost = None;
             let mut drained = false;
@@ -1464,8 +1468,12 @@ impl Node {
             if available {
                 self.open_pending(now, sid);
             }
-            for ev in stream_events {
+            for ev in stream_events.drain(..) {
                 self.on_stream_event(now, sid, ev);
+            }
+            // Nested drives may have put their own (empty) vector back; keep the larger one.
+            if stream_events.capacity() > self.stream_events.capacity() {
+                self.stream_events = stream_events;
             }
             if let Some(failure) = lost {
                 if owner_restarted {

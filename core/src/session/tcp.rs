@@ -3,7 +3,7 @@
 //! Sans-IO like the rest of core: the runtime hands in bytes read from the socket and writes out
 //! what [`TcpSession::poll_transmit`] returns.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -155,18 +155,21 @@ impl TcpSession {
             }
             let pending = state.plaintext_bytes_to_read();
             if pending > 0 {
-                // Decrypted bytes go straight into the multiplexer's input buffer.
+                // Decrypted bytes go straight into the multiplexer's input buffer, copied out
+                // of rustls's own (no zero-filled staging area in between).
                 let buf = self.mux.input_buffer();
-                let start = buf.len();
-                buf.resize(start + pending, 0);
-                let mut filled = start;
-                while filled < buf.len() {
-                    match self.tls.reader().read(&mut buf[filled..]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => filled += n,
-                    }
+                buf.reserve(pending);
+                let mut reader = self.tls.reader();
+                loop {
+                    let n = match reader.fill_buf() {
+                        Ok(chunk) if !chunk.is_empty() => {
+                            buf.extend_from_slice(chunk);
+                            chunk.len()
+                        }
+                        _ => break,
+                    };
+                    reader.consume(n);
                 }
-                buf.truncate(filled);
                 self.mux.process_input(now);
             }
             if state.peer_has_closed() {
