@@ -54,6 +54,9 @@ fn failed(failure: Failure) -> io::Error {
 }
 
 impl AsyncRead for VxStream {
+    /// Fills `buf` with as much as the stream has now: QUIC hands data over a packet at a
+    /// time, and a read per packet would cost the application (and, through a bridge, the
+    /// local socket) a system call per 1.2 KiB.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -62,18 +65,36 @@ impl AsyncRead for VxStream {
         if buf.is_empty() || self.read_done {
             return Poll::Ready(Ok(0));
         }
-        if self.buffered.is_empty() {
-            let this = &mut *self;
-            let mut st = this.shared.lock();
-            let now = this.shared.runtime.now();
-            if let Some(failure) = st.failure(this.handle) {
-                return Poll::Ready(Err(failed(failure)));
-            }
-            let read = st.node.stream_read(now, this.handle, READ_CHUNK);
-            match read {
-                StreamRead::Data(bytes) => this.buffered = bytes,
+        let this = &mut *self;
+        let mut filled = take_into(&mut this.buffered, buf);
+        if filled == buf.len() {
+            return Poll::Ready(Ok(filled));
+        }
+        let mut st = this.shared.lock();
+        let now = this.shared.runtime.now();
+        if let Some(failure) = st.failure(this.handle) {
+            return Poll::Ready(if filled > 0 {
+                Ok(filled)
+            } else {
+                Err(failed(failure))
+            });
+        }
+        let mut took = false;
+        while filled < buf.len() {
+            let max = (buf.len() - filled).min(READ_CHUNK);
+            match st.node.stream_read(now, this.handle, max) {
+                StreamRead::Data(bytes) => {
+                    took = true;
+                    this.buffered = bytes;
+                    filled += take_into(&mut this.buffered, &mut buf[filled..]);
+                }
+                // What was read is returned first; the end, or the error, on the next call.
+                _ if filled > 0 => break,
                 StreamRead::Blocked => {
                     st.slot(this.handle).reader = Some(cx.waker().clone());
+                    if took {
+                        st.wake_driver();
+                    }
                     return Poll::Pending;
                 }
                 StreamRead::Finished => {
@@ -88,12 +109,20 @@ impl AsyncRead for VxStream {
                     return Poll::Ready(Err(failed(vx6_core::node::reset_failure(code))));
                 }
             }
+        }
+        if took {
+            // Reading returned flow-control credit, which the driver sends.
             st.wake_driver();
         }
-        let n = self.buffered.len().min(buf.len());
-        buf[..n].copy_from_slice(&self.buffered.split_to(n));
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(filled))
     }
+}
+
+/// Moves as much of `from` as fits to the front of `to`; returns how much that was.
+fn take_into(from: &mut Bytes, to: &mut [u8]) -> usize {
+    let n = from.len().min(to.len());
+    to[..n].copy_from_slice(&from.split_to(n));
+    n
 }
 
 impl AsyncWrite for VxStream {
