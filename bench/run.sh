@@ -7,12 +7,17 @@
 # the CPU time they spent per GiB forwarded, and prints a markdown table (figures + the exact
 # commands) on stdout. Progress and the yardstick's own table go to stderr.
 #
-#   bench/run.sh [--veth] [--only vx6-quic,vx6-tcp,smol-quic,sshL,socat] [--out FILE.json] [--keep] [YARDSTICK ARGS...]
+#   bench/run.sh [--veth] [--pgbench[=SECONDS]] [--only vx6-quic,vx6-tcp,smol-quic,sshL,socat] [--out FILE.json] [--keep] [YARDSTICK ARGS...]
 #
 #   --veth        the server side (yardstick server, owners, sshd) in one namespace, the client
 #                 side (yardstick, clients, ssh -L, socat) in another, joined by a veth pair of
 #                 MTU 1500 (fd00:b6::1 and ::2): the shape of a real network, where loopback's
 #                 64 KiB datagrams would hide per-packet cost. Needs root.
+#   --pgbench[=S] after the yardstick, PostgreSQL's pgbench (select-only, 4 clients, S seconds
+#                 per run, default 10) against a PostgreSQL server on the server side: directly,
+#                 through vx6 over QUIC and TCP and through ssh -L, each with persistent
+#                 connections and with -C (a new connection per transaction), interleaved.
+#                 Needs PostgreSQL 15 (Debian: postgresql) and root.
 #   --only LIST   entries to run (default all; also $BENCH_ONLY). `--only sshL,socat` needs no vx6.
 #   --out FILE    keep the yardstick's JSON there (default: a temporary file)
 #   --keep        keep the work directory (keys, configs, daemon logs) and print its path
@@ -38,6 +43,7 @@ only=${BENCH_ONLY:-vx6-quic,vx6-tcp,smol-quic,sshL,socat}
 out=""
 keep=0
 veth=0
+pgbench=0
 pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,6 +53,8 @@ while [ $# -gt 0 ]; do
     --out=*) out=${1#*=}; shift ;;
     --keep) keep=1; shift ;;
     --veth) veth=1; shift ;;
+    --pgbench) pgbench=10; shift ;;
+    --pgbench=*) pgbench=${1#*=}; [[ $pgbench =~ ^[1-9][0-9]*$ ]] || die "--pgbench wants whole seconds, not '$pgbench'"; shift ;;
     --json|--json=*) die "use --out FILE instead of --json" ;;
     -h|--help) sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) pass+=("$1"); shift ;;
@@ -58,7 +66,7 @@ q() { # shell-quote a word only when it needs it (keeps the printed commands rea
   if [[ $1 =~ $plain ]]; then printf '%s' "$1"; else printf '%q' "$1"; fi
 }
 qcmd() { local out="" w; for w in "$@"; do out+="${out:+ }$(q "$w")"; done; printf '%s' "$out"; }
-invocation="bench/run.sh $([ $veth = 1 ] && printf -- '--veth ')$(qcmd --only "$only" ${out:+--out "$out"} "${pass[@]}")"
+invocation="bench/run.sh $([ $veth = 1 ] && printf -- '--veth ')$([ $pgbench != 0 ] && printf -- '--pgbench=%s ' "$pgbench")$(qcmd --only "$only" ${out:+--out "$out"} "${pass[@]}")"
 want() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 for e in ${only//,/ }; do
   case "$e" in vx6-quic|vx6-tcp|smol-quic|sshL|socat) ;; *) die "unknown entry '$e' (known: vx6-quic,vx6-tcp,smol-quic,sshL,socat)" ;; esac
@@ -81,6 +89,8 @@ q_owner=$((base + 1)); q_client=$((base + 2)); q_local=7301
 t_owner=$((base + 11)); t_client=$((base + 12)); t_local=7302
 s_owner=$((base + 31)); s_client=$((base + 32)); s_local=7303
 sshd_port=$((base + 22)); sshl_port=6301
+pg_port=$((base + 40)); q_pg=7311; t_pg=7312; sshl_pg=6311
+pg_bin=/usr/lib/postgresql/15/bin
 socat_port=6401
 
 # ---- prerequisites
@@ -98,6 +108,10 @@ if want sshL; then
   [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 fi
 if want socat; then command -v socat >/dev/null || need_pkgs+=(socat); fi
+if [ $pgbench != 0 ]; then
+  [ "$(id -u)" = 0 ] || die "--pgbench needs root (it runs PostgreSQL as the postgres user)"
+  [ -x "$pg_bin/postgres" ] && command -v pgbench >/dev/null || need_pkgs+=(postgresql)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "missing packages: ${need_pkgs[*]} (install them)"
   say "installing ${need_pkgs[*]}"
@@ -121,6 +135,7 @@ if [ $veth = 0 ]; then # fresh namespaces have every port free
   want smol-quic && { check_free u "$s_owner" "$s_client"; check_free t "$s_local"; }
   want sshL && check_free t "$sshd_port" "$sshl_port"
   want socat && check_free t "$socat_port"
+  [ $pgbench != 0 ] && check_free t "$pg_port" "$q_pg" "$t_pg" "$sshl_pg"
 fi
 
 # ---- processes we start, and their cleanup
@@ -174,14 +189,18 @@ $(tail -20 "$work/$3.err" 2>/dev/null)"
 daemon_cmds=()
 declare -A rss_pid=()
 
-start_vx6() { # tag transport owner_port client_port local_port
-  local tag=$1 tr=$2 op=$3 cp=$4 lp=$5 oid
+start_vx6() { # tag transport owner_port client_port local_port pg_local_port
+  local tag=$1 tr=$2 op=$3 cp=$4 lp=$5 pp=$6 oid
   "$vx6" init --home "$work/$tag-owner" --name owner >/dev/null 2>"$work/$tag-init.err" || die "vx6 init failed: $(cat "$work/$tag-init.err")"
   "$vx6" init --home "$work/$tag-client" --name client >/dev/null 2>>"$work/$tag-init.err" || die "vx6 init failed: $(cat "$work/$tag-init.err")"
   oid=$("$vx6" id --home "$work/$tag-owner") || die "vx6 id failed"
   oid=${oid%%$'\n'*}
   local ocmd=("$vx6" node --home "$work/$tag-owner" --listen "[$o_host]:$op" --transport "$tr" --serve "bench=127.0.0.1:$server_port" --public)
   local ccmd=("$vx6" node --home "$work/$tag-client" --listen "[$c_host]:$cp" --transport "$tr" --forward "$oid@[$o_host]:$op/bench=127.0.0.1:$lp")
+  if [ $pgbench != 0 ]; then
+    ocmd+=(--serve "pg=127.0.0.1:$pg_port")
+    ccmd+=(--forward "$oid@[$o_host]:$op/pg=127.0.0.1:$pp")
+  fi
   "${in_srv[@]}" "${ocmd[@]}" >"$work/$tag-owner.out" 2>"$work/$tag-owner.err" &
   pids+=($!); rss_pid[$tag-owner]=$!
   wait_ready "$tag-owner" $!
@@ -235,15 +254,36 @@ if [ $veth = 1 ]; then
   wait_listen t "$server_port" server $! srv
 fi
 
+if [ $pgbench != 0 ]; then
+  # PostgreSQL on the server side, for pgbench after the yardstick; it refuses to run as root.
+  say "starting PostgreSQL on port $pg_port"
+  chmod 711 "$work"
+  install -d -o postgres -g postgres -m 700 "$work/pg" "$work/pgsock"
+  setpriv --reuid=postgres --regid=postgres --init-groups \
+    "$pg_bin/initdb" -D "$work/pg/data" -A trust -U postgres >"$work/initdb.out" 2>&1 \
+    || die "initdb failed: $(tail -5 "$work/initdb.out")"
+  # A throwaway cluster in a private namespace: the client across the veth may connect too.
+  printf 'host all all ::/0 trust\nhost all all 0.0.0.0/0 trust\n' >>"$work/pg/data/pg_hba.conf"
+  pg_listen=127.0.0.1; [ $veth = 1 ] && pg_listen="127.0.0.1,$o_host"
+  "${in_srv[@]}" setpriv --reuid=postgres --regid=postgres --init-groups \
+    "$pg_bin/postgres" -D "$work/pg/data" -p "$pg_port" -k "$work/pgsock" \
+    -c "listen_addresses=$pg_listen" -c max_connections=50 -c fsync=off \
+    >"$work/postgres.out" 2>"$work/postgres.err" &
+  pids+=($!)
+  wait_listen t "$pg_port" postgres $! srv
+  "${in_srv[@]}" pgbench -q -i -s 10 -h 127.0.0.1 -p "$pg_port" -U postgres postgres \
+    >"$work/pgbench-init.out" 2>&1 || die "pgbench -i failed: $(tail -5 "$work/pgbench-init.out")"
+fi
+
 entries=()
 if want vx6-quic; then
   say "starting vx6 over QUIC"
-  start_vx6 vx6-quic quic "$q_owner" "$q_client" "$q_local"
+  start_vx6 vx6-quic quic "$q_owner" "$q_client" "$q_local" "$q_pg"
   entries+=(--entry "vx6-quic=$q_local")
 fi
 if want vx6-tcp; then
   say "starting vx6 over TCP"
-  start_vx6 vx6-tcp tcp "$t_owner" "$t_client" "$t_local"
+  start_vx6 vx6-tcp tcp "$t_owner" "$t_client" "$t_local" "$t_pg"
   entries+=(--entry "vx6-tcp=$t_local")
 fi
 if want smol-quic; then
@@ -280,6 +320,7 @@ EOF
   sshl_cmd=(ssh -F /dev/null -N -p "$sshd_port" -i "$work/ssh/client_key" -o IdentitiesOnly=yes
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes
     -o ExitOnForwardFailure=yes -L "$sshl_port:127.0.0.1:$server_port" "$(id -un)@$ssh_host")
+  [ $pgbench != 0 ] && sshl_cmd+=(-L "$sshl_pg:127.0.0.1:$pg_port")
   "${in_cli[@]}" "${sshl_cmd[@]}" 2>"$work/sshL.err" &
   pids+=($!)
   wait_listen t "$sshl_port" sshL $!
@@ -332,6 +373,32 @@ if [ ${#rss_pid[@]} -gt 0 ]; then
     rss_end+=("$k=$(rss_kb "${rss_pid[$k]}")")
   done
 fi
+# ---- pgbench: a real client, select-only transactions, persistent connections and -C
+pg_results=$work/pgbench.tsv
+: >"$pg_results"
+pgbench_cmds=()
+if [ $pgbench != 0 ]; then
+  pg_entries=("direct=$([ $veth = 1 ] && echo "$o_host" || echo 127.0.0.1):$pg_port")
+  want vx6-quic && pg_entries+=("vx6-quic=127.0.0.1:$q_pg")
+  want vx6-tcp && pg_entries+=("vx6-tcp=127.0.0.1:$t_pg")
+  want sshL && pg_entries+=("sshL=127.0.0.1:$sshl_pg")
+  for mode in persistent new; do
+    for e in "${pg_entries[@]}"; do
+      name=${e%%=*} hp=${e#*=}
+      cmd=(pgbench -n -S -T "$pgbench" -c 4 -j 2 -h "${hp%:*}" -p "${hp##*:}" -U postgres)
+      [ $mode = new ] && cmd+=(-C)
+      cmd+=(postgres)
+      say "pgbench ($mode connections) through $name"
+      "${in_cli[@]}" "${cmd[@]}" >"$work/pgbench-$name-$mode.out" 2>&1 \
+        || die "pgbench through $name failed: $(tail -5 "$work/pgbench-$name-$mode.out")"
+      tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench-$name-$mode.out" | head -1)
+      lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$work/pgbench-$name-$mode.out" | head -1)
+      printf '%s\t%s\t%s\t%s\n' "$name" "$mode" "${tps:-?}" "${lat:-?}" >>"$pg_results"
+      [ $mode = persistent ] && [ "$name" = direct ] && pgbench_cmds+=("$(qcmd "${cmd[@]}")")
+    done
+  done
+fi
+
 # What the bulk phase moved per entry (the yardstick's defaults unless passed on).
 mb=512 rounds=3
 for ((i = 0; i < ${#pass[@]}; i++)); do
@@ -348,7 +415,7 @@ if want vx6-quic || want vx6-tcp; then vx6_version=$("$vx6" --version 2>/dev/nul
 JSON="$json" INVOCATION="$invocation" BENCH_CMD="$(qcmd "${bench_cmd[@]}")" \
 RSS_START="${rss_start[*]-}" RSS_END="${rss_end[*]-}" VX6_VERSION="$vx6_version" \
 CPU_START="${cpu_start[*]-}" CPU_END="${cpu_end[*]-}" CLK_TCK="$(getconf CLK_TCK)" MB="$mb" ROUNDS="$rounds" \
-VETH="$veth" \
+VETH="$veth" PG_RESULTS="$pg_results" PG_CMD="${pgbench_cmds[*]-}" \
 DAEMONS="$(printf '%s\n' "${daemon_cmds[@]-}")" python3 - <<'PY'
 import json, os, platform, time
 res = json.load(open(os.environ["JSON"]))
@@ -394,6 +461,30 @@ if tags and gib > 0:
             print(f"| {t} | {used / gib:.2f} |")
         except (KeyError, ValueError):
             print(f"| {t} | ? |")
+pg = {}
+for line in open(os.environ["PG_RESULTS"]):
+    name, mode, tps, lat = line.rstrip("\n").split("\t")
+    try:
+        tps = f"{float(tps):.0f}"
+    except ValueError:
+        pass
+    pg.setdefault(name, {})[mode] = (tps, lat)
+if pg:
+    def ratio(name, mode):
+        try:
+            return f"{float(pg[name][mode][0]) / float(pg['sshL'][mode][0]):.2f}"
+        except (KeyError, ValueError, ZeroDivisionError):
+            return "–"
+    print()
+    print("pgbench, select-only, 4 clients: transactions per second and average latency, with persistent connections and with a new connection per transaction (-C); x ssh -L is the TPS ratio:")
+    print()
+    print("| entry | TPS | latency ms | x ssh -L | TPS (-C) | latency ms (-C) | x ssh -L (-C) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, modes in pg.items():
+        p, n = modes.get("persistent", ("?", "?")), modes.get("new", ("?", "?"))
+        print(f"| {name} | {p[0]} | {p[1]} | {ratio(name, 'persistent')} | {n[0]} | {n[1]} | {ratio(name, 'new')} |")
+    print()
+    print(f"pgbench (direct; the others differ in host and port, and -C): `{os.environ['PG_CMD']}`")
 print()
 if os.environ.get("VX6_VERSION"):
     print(f"vx6: `{os.environ['VX6_VERSION']}`")
