@@ -115,7 +115,7 @@ async fn scenario(runtime: Arc<dyn Runtime>) {
     let receive = async {
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0;
+        let (mut total, mut largest) = (0, 0);
         loop {
             let n = r.read(&mut buf).await.unwrap();
             if n == 0 {
@@ -123,12 +123,16 @@ async fn scenario(runtime: Arc<dyn Runtime>) {
             }
             hasher.update(&buf[..n]);
             total += n;
+            largest = largest.max(n);
         }
-        (total, hasher.finalize())
+        (total, largest, hasher.finalize())
     };
-    let ((), (total, got)) = future::zip(send, receive).await;
+    let ((), (total, largest, got)) = future::zip(send, receive).await;
     assert_eq!(total, SIZE);
     assert_eq!(got, want);
+    // A read takes what several packets brought (a QUIC packet carries at most 8952 bytes
+    // here), not one packet's worth per call.
+    assert!(largest > 9000, "largest read {largest} bytes");
 
     // The owner pinned nobody; the client pinned alice on first use and says so.
     let mut events = client.events();
