@@ -22,6 +22,8 @@ pub struct VxStream {
     shared: Arc<Shared>,
     handle: StreamHandle,
     buffered: Bytes,
+    /// A failure (or reset) met after the data a read returned; the next read reports it.
+    failed_after: Option<Failure>,
     read_done: bool,
     write_done: bool,
 }
@@ -32,6 +34,7 @@ impl VxStream {
             shared,
             handle,
             buffered: Bytes::new(),
+            failed_after: None,
             read_done: false,
             write_done: false,
         }
@@ -66,6 +69,11 @@ impl AsyncRead for VxStream {
             return Poll::Ready(Ok(0));
         }
         let this = &mut *self;
+        if this.buffered.is_empty()
+            && let Some(failure) = this.failed_after.take()
+        {
+            return Poll::Ready(Err(failed(failure)));
+        }
         let mut filled = take_into(&mut this.buffered, buf);
         if filled == buf.len() {
             return Poll::Ready(Ok(filled));
@@ -89,7 +97,7 @@ impl AsyncRead for VxStream {
                     filled += take_into(&mut this.buffered, &mut buf[filled..]);
                 }
                 // What was read is returned first; the end, or the error, on the next call.
-                _ if filled > 0 => break,
+                StreamRead::Blocked if filled > 0 => break,
                 StreamRead::Blocked => {
                     st.slot(this.handle).reader = Some(cx.waker().clone());
                     if took {
@@ -100,13 +108,26 @@ impl AsyncRead for VxStream {
                 StreamRead::Finished => {
                     // An unknown handle also reads as finished: a failure may explain it.
                     if let Some(failure) = st.failure(this.handle) {
+                        if filled > 0 {
+                            this.failed_after = Some(failure);
+                            break;
+                        }
                         return Poll::Ready(Err(failed(failure)));
                     }
                     this.read_done = true;
+                    if filled > 0 {
+                        break;
+                    }
                     return Poll::Ready(Ok(0));
                 }
                 StreamRead::Reset(code) => {
-                    return Poll::Ready(Err(failed(vx6_core::node::reset_failure(code))));
+                    // The node forgets a reset stream as it reports it: keep the reset.
+                    let failure = vx6_core::node::reset_failure(code);
+                    if filled > 0 {
+                        this.failed_after = Some(failure);
+                        break;
+                    }
+                    return Poll::Ready(Err(failed(failure)));
                 }
             }
         }

@@ -646,11 +646,11 @@ impl Node {
             && st.phase == Phase::AwaitResponse
             && let Some(replay) = &mut st.replay
         {
-            let written = slice.or(offered.as_deref()).unwrap_or_default();
-            if replay.len() + n <= REPLAY_LIMIT {
-                replay.extend_from_slice(&written[..*n]);
-            } else {
-                st.replay = None;
+            match slice.or(offered.as_deref()) {
+                Some(written) if replay.len() + n <= REPLAY_LIMIT => {
+                    replay.extend_from_slice(&written[..*n]);
+                }
+                _ => st.replay = None,
             }
         }
         self.drive(now, sid);

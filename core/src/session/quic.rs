@@ -72,9 +72,6 @@ fn transport(t: &QuicTuning) -> Arc<TransportConfig> {
     let mut mtud = quinn_proto::MtuDiscoveryConfig::default();
     mtud.upper_bound(t.mtu_upper_bound);
     c.mtu_discovery_config(Some(mtud));
-    let mut acks = quinn_proto::AckFrequencyConfig::default();
-    acks.ack_eliciting_threshold(VarInt::from_u32(9));
-    c.ack_frequency_config(Some(acks));
     Arc::new(c)
 }
 

@@ -114,6 +114,8 @@ impl Local {
                 if !self.up.is_empty() {
                     return self.status();
                 }
+                // An empty view can still hold the buffer it was cut from.
+                self.up = Bytes::new();
             }
             if self.read_eof || !self.readable {
                 return self.status();
