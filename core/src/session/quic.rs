@@ -21,7 +21,7 @@ pub struct QuicTuning {
     /// Per-stream receive window in bytes. quinn-proto keeps a stream's waiting data as one
     /// chunk per packet, and copies it all into one buffer once more than 2048 chunks wait
     /// (its defragmentation): on a 1500-byte path an 8 MiB window let that happen whenever the
-    /// application read slower than the network, which cost the receiver a fifth of its CPU
+    /// application read slower than the network, which cost the receiver 12.7% of its CPU
     /// (BENCHMARKS.md). 2 MiB stays under 2048 packets of even 1280-byte paths, and still
     /// covers 160 Mbit/s per stream at 100 ms RTT.
     pub stream_window: u32,
