@@ -44,13 +44,12 @@ fn main() -> anyhow::Result<()> {
         loop {
             let (tcp, from) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await?;
             let (node, destination) = (node.clone(), destination.clone());
-            ex.spawn(async move {
-                match node.connect(&destination).await {
-                    Ok(stream) => bridge(tcp, stream).await,
-                    Err(e) => eprintln!("{from}: {e}"),
-                }
-            })
-            .detach();
+            // `open`, not `connect`: the first bytes go out with the request, as the daemon's
+            // forwards send them; a refusal ends the bridge at its first read.
+            match node.open(&destination) {
+                Ok(stream) => ex.spawn(bridge(tcp, stream)).detach(),
+                Err(e) => eprintln!("{from}: {e}"),
+            }
         }
     }))
 }

@@ -157,6 +157,23 @@ async fn scenario(runtime: Arc<dyn Runtime>) {
     };
     assert_eq!(refused.cause(), Some(Cause::AccessDenied), "{refused}");
 
+    // `open` does not wait for the owner: what is written at once travels with the request.
+    let mut early = client.open("alice.echo").unwrap();
+    early.write_all(b"before any answer").await.unwrap();
+    early.close().await.unwrap();
+    let mut back = Vec::new();
+    early.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"before any answer");
+    // Its refusal is the first read's error, with the failure inside.
+    let mut early = client.open("alice.nosuch").unwrap();
+    let _ = early.write_all(b"lost").await;
+    let e = early.read(&mut [0u8; 16]).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    let failure = e
+        .get_ref()
+        .and_then(|f| f.downcast_ref::<vx6_core::Failure>());
+    assert_eq!(failure.map(|f| f.cause), Some(Cause::AccessDenied), "{e}");
+
     client.shutdown().await;
     owner.shutdown().await;
     let Err(after) = client.connect("alice.echo").await else {

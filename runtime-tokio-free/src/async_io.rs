@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -57,6 +58,9 @@ const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 pub struct UdpIo {
     io: Async<UdpSocket>,
     state: UdpSocketState,
+    /// Whether a receive may find something without waiting for readiness: true while the
+    /// socket is fresh or its last receive found data, false once one would have blocked.
+    maybe_readable: AtomicBool,
 }
 
 impl fmt::Debug for UdpIo {
@@ -76,6 +80,7 @@ impl UdpIo {
         Ok(Self {
             io: Async::new(socket)?,
             state,
+            maybe_readable: AtomicBool::new(true),
         })
     }
 }
@@ -95,6 +100,9 @@ impl AsyncUdpSocket for UdpIo {
         }
     }
 
+    // Unlike a send, a receive is not tried on every poll: the driver polls on each wake-up,
+    // most of which are for a stream, and each try that would block is a system call. Once a
+    // receive has blocked, the socket is tried again only after async-io reports it readable.
     fn poll_recv(
         &self,
         cx: &mut Context<'_>,
@@ -102,11 +110,17 @@ impl AsyncUdpSocket for UdpIo {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
+            if !self.maybe_readable.load(Ordering::Relaxed) {
+                ready!(self.io.poll_readable(cx))?;
+            }
             match self.state.recv(self.io.get_ref().into(), bufs, meta) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_readable(cx))?
+                    self.maybe_readable.store(false, Ordering::Relaxed);
                 }
-                result => return Poll::Ready(result),
+                result => {
+                    self.maybe_readable.store(true, Ordering::Relaxed);
+                    return Poll::Ready(result);
+                }
             }
         }
     }

@@ -359,6 +359,38 @@ impl Node {
     /// As [`Node::connect`], by `route` (a relay path needs the owner's node id: a name, or
     /// `NODEID@` in direct mode).
     pub async fn connect_via(&self, destination: &str, route: Route) -> Result<VxStream, Error> {
+        let stream = self.open_via(destination, route)?;
+        let handle = stream.handle();
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(failure) = st.failure(handle) {
+                return Poll::Ready(Err(Error::Stream {
+                    destination: destination.to_owned(),
+                    failure,
+                }));
+            }
+            let slot = st.slot(handle);
+            if slot.open {
+                return Poll::Ready(Ok(()));
+            }
+            slot.reader = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    /// Opens a stream to `destination` as [`Node::connect`] does, but returns at once instead
+    /// of waiting for the owner's answer: what is written goes out right behind the request,
+    /// which saves a round trip (the daemon's forwards work this way). A refusal, or a name
+    /// that does not resolve, is the first read's or write's error, whose `get_ref()` is the
+    /// [`Failure`].
+    pub fn open(&self, destination: &str) -> Result<VxStream, Error> {
+        self.open_via(destination, self.route)
+    }
+
+    /// As [`Node::open`], by `route`.
+    pub fn open_via(&self, destination: &str, route: Route) -> Result<VxStream, Error> {
         let dest: Destination = destination
             .parse()
             .map_err(|e| Error::BadDestination(format!("{destination:?}: {e}")))?;
@@ -390,25 +422,8 @@ impl Node {
             st.wake_driver();
             handle
         };
-        // Owned from here: if this future is dropped, so is the stream (and it is aborted).
-        let stream = VxStream::new(self.shared.clone(), handle);
-        poll_fn(|cx| {
-            let mut st = self.shared.lock();
-            if let Some(failure) = st.failure(handle) {
-                return Poll::Ready(Err(Error::Stream {
-                    destination: destination.to_owned(),
-                    failure,
-                }));
-            }
-            let slot = st.slot(handle);
-            if slot.open {
-                return Poll::Ready(Ok(()));
-            }
-            slot.reader = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await?;
-        Ok(stream)
+        // Owned from here: if it is dropped, the stream is aborted.
+        Ok(VxStream::new(self.shared.clone(), handle))
     }
 
     /// The node's events (sessions, pins, refusals).

@@ -39,6 +39,10 @@ impl VxStream {
             write_done: false,
         }
     }
+
+    pub(crate) fn handle(&self) -> StreamHandle {
+        self.handle
+    }
 }
 
 /// An I/O error that carries the [`Failure`] itself (`get_ref()` and downcast to branch on its
