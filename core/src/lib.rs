@@ -5,6 +5,7 @@
 //! injected RNG, and bytes as slices. Runtimes (`vx6-runtime-mio`, and later the async ones) own
 //! the I/O and feed this crate. `core/clippy.toml` enforces the rule.
 //!
+//! - [`alias`]: hidden aliases: alias keys and addresses, and keys blinded per period.
 //! - [`dht`]: the Kademlia DHT and peer sync, independent of sessions (so the simulator can
 //!   drive it directly).
 //! - [`failure`]: why something failed, as a [`Cause`] every layer branches on.
@@ -45,6 +46,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod alias;
 pub mod destination;
 pub mod dht;
 pub mod failure;
