@@ -114,6 +114,9 @@ pub enum AliasRecordError {
     /// Expired, or valid past its period's end (plus grace).
     #[error("alias record has expired, or claims to outlive its period")]
     Expired,
+    /// For a period after the next one: held, it would outlive every record of today.
+    #[error("alias record is for a period that has not begun")]
+    FuturePeriod,
     /// Signed by another alias's (or another period's) blinded key than the one looked up.
     #[error("alias record is not this alias's for this period")]
     WrongAlias,
@@ -320,6 +323,20 @@ impl AliasRecord {
     /// Whether it still holds at `unix_secs`.
     pub fn is_live(&self, unix_secs: u64) -> bool {
         unix_secs < self.body.expires_at
+    }
+
+    /// Whether it may be stored or believed at `unix_secs`: live, and for the current period,
+    /// an earlier one, or the next (an owner publishes the next period's record ahead of time,
+    /// and clocks differ by up to [`EXPIRY_GRACE_SECS`]).
+    pub fn check_time(&self, unix_secs: u64) -> Result<(), AliasRecordError> {
+        if !self.is_live(unix_secs) {
+            return Err(AliasRecordError::Expired);
+        }
+        let latest = Period::containing(unix_secs.saturating_add(EXPIRY_GRACE_SECS)).0 + 1;
+        if self.blinded.period().0 > latest {
+            return Err(AliasRecordError::FuturePeriod);
+        }
+        Ok(())
     }
 
     /// Whether reading it takes client authorization.

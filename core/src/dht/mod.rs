@@ -6,8 +6,10 @@
 //! and drives its RPC timeouts. Records are the ordinary signed records; storage is a
 //! [`Registry`] (merge rules, per-owner, per-name and per-kind bounds, no eviction), and every
 //! record is verified, checked for freshness and for sitting under the right key before it is
-//! kept or returned.
+//! kept or returned. Alias records (hidden aliases) are held beside them in an [`AliasStore`],
+//! told apart by their kind byte.
 
+pub mod alias_store;
 pub mod contact;
 pub mod datagram;
 pub mod distance;
@@ -18,6 +20,7 @@ pub mod routing_table;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use alias_store::{AliasStore, AliasStoreError};
 pub use contact::Contact;
 pub use distance::Distance;
 pub use lookup::{Lookup, LookupConfig};
@@ -32,6 +35,8 @@ pub const SYNC_DIGEST: usize = 48;
 
 /// Records per `Store` that answers a sync's wants, so that one fits a datagram.
 const SYNC_STORE_BATCH: usize = 4;
+use crate::alias::AliasRecord;
+use crate::alias::record::ALIAS_RECORD_KIND;
 use crate::identity::NodeId;
 use crate::names::Username;
 use crate::record::{Record, SignedRecord};
@@ -57,6 +62,8 @@ pub struct DhtConfig {
     pub store: RegistryLimits,
     /// Lookups running at once; more are refused.
     pub max_lookups: usize,
+    /// Alias records held for others (each at most 1280 bytes).
+    pub max_alias_records: usize,
 }
 
 impl Default for DhtConfig {
@@ -69,6 +76,7 @@ impl Default for DhtConfig {
             value_quorum: 2,
             store: RegistryLimits::default(),
             max_lookups: 256,
+            max_alias_records: 4096,
         }
     }
 }
@@ -88,6 +96,12 @@ pub enum Purpose {
     Store(Vec<Vec<u8>>),
 }
 
+/// Whether stored or returned bytes are an alias record rather than a signed record: the kind
+/// byte, second in both, says so.
+fn is_alias(bytes: &[u8]) -> bool {
+    bytes.get(1) == Some(&ALIAS_RECORD_KIND)
+}
+
 /// A finished lookup.
 #[derive(Debug, Clone)]
 pub struct LookupResult {
@@ -99,6 +113,8 @@ pub struct LookupResult {
     pub closest: Vec<Contact>,
     /// Valid records found (value lookups), deduplicated.
     pub records: Vec<SignedRecord>,
+    /// The alias record found under the key, the highest seq any node returned.
+    pub alias: Option<AliasRecord>,
     /// Nodes that accepted a store (store lookups).
     pub stored_at: u32,
     /// Queries sent.
@@ -151,6 +167,7 @@ struct Active {
     lookup: Lookup,
     purpose: Purpose,
     records: Vec<SignedRecord>,
+    alias: Option<AliasRecord>,
     with_value: usize,
     stores_pending: usize,
     stored_at: u32,
@@ -204,6 +221,7 @@ pub struct Dht {
     config: DhtConfig,
     table: RoutingTable,
     store: Registry,
+    aliases: AliasStore,
     /// DHT name key → username, for the claims held.
     names: HashMap<NodeId, Username>,
     lookups: BTreeMap<LookupId, Active>,
@@ -232,6 +250,7 @@ impl Dht {
             config,
             table: RoutingTable::new(local, config.routing),
             store: Registry::new(config.store),
+            aliases: AliasStore::new(config.max_alias_records),
             names: HashMap::new(),
             lookups: BTreeMap::new(),
             next_lookup: 1,
@@ -322,6 +341,7 @@ impl Dht {
                 lookup,
                 purpose,
                 records: Vec::new(),
+                alias: None,
                 with_value: 0,
                 stores_pending: 0,
                 stored_at: 0,
@@ -366,6 +386,24 @@ impl Dht {
         self.start(now, key, Purpose::Store(bytes)).map(Some)
     }
 
+    /// Stores an alias record at the k closest nodes to its key (its blinded key's id), and
+    /// keeps it here too.
+    pub fn publish_alias(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        record: &AliasRecord,
+    ) -> Result<LookupId, LookupError> {
+        let _ = self.aliases.insert(record.clone(), unix_now);
+        let bytes = vec![record.as_bytes().to_vec()];
+        self.start(now, record.dht_key(), Purpose::Store(bytes))
+    }
+
+    /// The alias records held for others.
+    pub fn aliases(&self) -> &AliasStore {
+        &self.aliases
+    }
+
     fn txid(&mut self) -> u64 {
         let t = self.next_txid;
         self.next_txid += 1;
@@ -408,6 +446,7 @@ impl Dht {
             let active = self.lookups.get(&id).expect("checked above");
             let retry = active.purpose == Purpose::FindValue
                 && active.records.is_empty()
+                && active.alias.is_none()
                 && active.earlier.is_none()
                 && self.config.disjoint_paths > self.config.lookup.paths;
             if retry {
@@ -452,7 +491,8 @@ impl Dht {
             return;
         };
         let (earlier_queries, earlier_hops) = active.earlier.unwrap_or_default();
-        let outcome = match (&active.purpose, active.records.is_empty()) {
+        let nothing = active.records.is_empty() && active.alias.is_none();
+        let outcome = match (&active.purpose, nothing) {
             (Purpose::FindValue, false) => &mut self.stats.lookups_found,
             (Purpose::FindValue, true) => &mut self.stats.lookups_not_found,
             (Purpose::Store(_), _) if active.stored_at > 0 => &mut self.stats.stores_done,
@@ -466,6 +506,7 @@ impl Dht {
             target: active.lookup.target(),
             closest: active.lookup.closest(),
             records: active.records,
+            alias: active.alias,
             stored_at: active.stored_at,
             queries: earlier_queries + active.lookup.queries(),
             hops: earlier_hops + active.lookup.hops(),
@@ -501,10 +542,16 @@ impl Dht {
             Request::FindValue { key } => {
                 let username = self.names.get(&key);
                 let records = self
-                    .store
-                    .records_for_key(&key, username)
+                    .aliases
+                    .get(&key, unix_now)
+                    .map(|a| a.as_bytes().to_vec())
+                    .into_iter()
+                    .chain(
+                        self.store
+                            .records_for_key(&key, username)
+                            .map(|r| r.as_bytes().to_vec()),
+                    )
                     .take(MAX_RECORDS)
-                    .map(|r| r.as_bytes().to_vec())
                     .collect();
                 Response::Value {
                     records,
@@ -514,7 +561,12 @@ impl Dht {
             Request::Store { records } => {
                 let (mut accepted, mut rejected) = (0u16, 0u16);
                 for bytes in records.iter().take(MAX_RECORDS) {
-                    let kept = SignedRecord::decode(bytes).is_ok_and(|r| self.keep(r, unix_now));
+                    let kept = if is_alias(bytes) {
+                        AliasRecord::decode(bytes)
+                            .is_ok_and(|r| self.aliases.insert(r, unix_now).is_ok())
+                    } else {
+                        SignedRecord::decode(bytes).is_ok_and(|r| self.keep(r, unix_now))
+                    };
                     if kept {
                         accepted += 1;
                     } else {
@@ -590,8 +642,22 @@ impl Dht {
             }
             Response::Value { records, closer } if !active.storing => {
                 let mut valid = Vec::new();
+                let mut alias: Option<AliasRecord> = None;
                 let mut lied = false;
                 for bytes in &records {
+                    if is_alias(bytes) {
+                        match AliasRecord::decode(bytes) {
+                            Ok(r)
+                                if r.dht_key() == target
+                                    && r.check_time(unix_now).is_ok()
+                                    && alias.is_none() =>
+                            {
+                                alias = Some(r)
+                            }
+                            _ => lied = true,
+                        }
+                        continue;
+                    }
                     match SignedRecord::decode(bytes) {
                         Ok(r)
                             if r.dht_key() == target
@@ -610,8 +676,16 @@ impl Dht {
                     active.lookup.blame(&from.id);
                     self.table.remove(&from.id);
                 } else {
-                    if !valid.is_empty() {
+                    if !valid.is_empty() || alias.is_some() {
                         active.with_value += 1;
+                    }
+                    if let Some(found) = alias {
+                        let newer = active.alias.as_ref().is_none_or(|a| found.seq() > a.seq());
+                        if newer {
+                            active.alias = Some(found.clone());
+                        }
+                        // Kept as records found are: this node can answer for it too.
+                        let _ = self.aliases.insert(found, unix_now);
                     }
                     // Found records are kept too (Kademlia's caching): the node can answer for
                     // them, and remembers the peers they describe across restarts.
