@@ -94,6 +94,53 @@ def test_iperf3_through_forward(lab, nodes, transport, figure):
         figure(f"iperf3-over-vx6 {transport} {label}", f"{bps / 1e6:.0f} Mbit/s")
 
 
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.timeout_s(180)
+def test_memory_goes_back_after_bulk_traffic(lab, nodes, transport, figure):
+    """After iperf3 pushes data both ways, both daemons come back to near their idle RSS: an
+    idle daemon does not keep the peak of a burst (glibc kept a TLS/TCP owner at 40 MiB)."""
+    slack_kib = 8 * 1024
+    o, c = nodes.owner_ns, nodes.client_ns
+    lab.spawn("iperf3-server", o, ["iperf3", "-s", "-B", "127.0.0.1", "-p", "5201"])
+    o.wait_listening(5201, what="iperf3 server")
+    owner = lab.start_node(
+        o, nodes.owner_home, transport=transport, serve=["iperf=127.0.0.1:5201"], public=True
+    )
+    client = lab.start_node(
+        c,
+        nodes.client_home,
+        transport=transport,
+        forward=[f"{lab.target(owner, 'iperf')}=127.0.0.1:5202"],
+    )
+    iperf = ["iperf3", "-c", "127.0.0.1", "-p", "5202", "--connect-timeout", "5000"]
+    # A small run brings the session up; what the daemons hold then is the baseline.
+    c.run([*iperf, "-n", "1M"], timeout=60)
+    time.sleep(1)
+    idle = {d: _rss_kib(d.pid) for d in (owner, client)}
+    for flags in ([], ["-R"]):
+        c.run([*iperf, "-t", "3", *flags], timeout=60)
+    peak = {d: _rss_kib(d.pid) for d in (owner, client)}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = {d: _rss_kib(d.pid) for d in (owner, client)}
+        if all(now[d] <= idle[d] + slack_kib for d in now):
+            break
+        time.sleep(0.5)
+    for d, name in ((owner, "owner"), (client, "client")):
+        figure(
+            f"{transport} {name} RSS idle / after bulk / settled",
+            f"{idle[d] / 1024:.1f} / {peak[d] / 1024:.1f} / {now[d] / 1024:.1f} MiB",
+        )
+        assert now[d] <= idle[d] + slack_kib, (
+            f"{name} holds {now[d] / 1024:.1f} MiB 20 s after the traffic stopped "
+            f"({idle[d] / 1024:.1f} MiB before it, {peak[d] / 1024:.1f} MiB right after)"
+        )
+
+
 @pytest.mark.timeout_s(300)
 def test_200_concurrent_connections(lab, nodes, transport, figure):
     n, size = 200, 256 * 1024

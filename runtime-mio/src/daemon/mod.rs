@@ -6,6 +6,7 @@ mod addresses;
 mod connections;
 mod control;
 mod floods;
+mod heap;
 mod limits;
 mod local;
 mod metrics;
@@ -122,6 +123,7 @@ pub struct Daemon {
     closing: VecDeque<(Instant, Token)>,
     accept_retry: AcceptRetry,
     floods: floods::FloodLog,
+    heap: heap::HeapTrim,
     name: Username,
     registry: vx6_core::Registry,
     registry_path: PathBuf,
@@ -262,6 +264,7 @@ impl Daemon {
             closing: VecDeque::new(),
             accept_retry: AcceptRetry::default(),
             floods: floods::FloodLog::new(now),
+            heap: heap::HeapTrim::default(),
             name: opts.name,
             registry,
             registry_path: opts.registry_path,
@@ -301,6 +304,7 @@ impl Daemon {
                 .chain(self.closing.front().map(|c| c.0))
                 .chain(self.accept_retry.deadline())
                 .chain([self.floods.deadline(), self.next_address_check])
+                .chain(self.heap.deadline())
                 .chain(self.metrics.as_ref().and_then(|m| m.deadline()))
                 .chain(
                     self.pings
@@ -316,6 +320,7 @@ impl Daemon {
                 Err(e) => return Err(e).context("waiting for events"),
             }
             let now = Instant::now();
+            self.heap.handled(now, events.iter().count());
             let mut stop = false;
             for ev in events.iter() {
                 match ev.token() {
@@ -344,6 +349,7 @@ impl Daemon {
                 self.retry_accepts(now);
             }
             self.settle(now);
+            self.heap.run(now);
             if let Some(line) = self.floods.summary(now, self.node.counters()) {
                 tracing::warn!("{line}");
             }

@@ -268,8 +268,9 @@ impl Forwards {
 }
 
 /// `sendmmsg(2)`: one system call for a batch of datagrams to different next hops (quinn-udp
-/// sends to one destination per call). The workspace denies `unsafe`; this module is one of two
-/// exceptions (the other is `local::read_spare`): the relay spent half its time in per-datagram `sendmsg` calls (BENCHMARKS.md), and
+/// sends to one destination per call). The workspace denies `unsafe`; this module is one of three
+/// exceptions (the others are `local::read_spare` and `heap::trim`): the relay spent half its
+/// time in per-datagram `sendmsg` calls (BENCHMARKS.md), and
 /// the two unsafe calls below are a zeroed plain-data header and the system call itself.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
