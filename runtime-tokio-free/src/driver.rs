@@ -535,6 +535,21 @@ impl Driver {
                 failure,
             }),
             Event::Circuit(c) => st.push_event(NodeEvent::Circuit(c)),
+            Event::AliasPublished {
+                address,
+                period,
+                stored_at,
+            } => tracing::info!(
+                "published the record of alias {address} for period {period} at {stored_at} node(s)"
+            ),
+            Event::AliasFound {
+                address, result, ..
+            } => match result {
+                Ok(d) => {
+                    tracing::debug!("alias {address}: {} introduction relay(s)", d.intro.len())
+                }
+                Err(failure) => tracing::warn!("alias {address}: {failure}"),
+            },
             Event::AddressesObserved { addresses } => {
                 st.push_event(NodeEvent::AddressesObserved { addresses })
             }

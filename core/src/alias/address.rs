@@ -63,7 +63,7 @@ impl fmt::Debug for AliasKey {
 }
 
 /// A hidden alias's address: its public key, checked to be a usable one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AliasAddress {
     key: [u8; 32],
 }

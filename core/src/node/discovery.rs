@@ -430,6 +430,9 @@ impl Node {
     fn on_lookup(&mut self, now: Instant, result: LookupResult) {
         // Verified records name keys (to seal circuit layers to) and relays.
         self.learn_records(now, &result.records);
+        if self.aliases_on_lookup(&result) {
+            return;
+        }
         if let Some(records) = self.discovery.publishing.remove(&result.id) {
             self.events.push_back(Event::Published {
                 key: result.target,

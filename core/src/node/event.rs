@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::alias::{AliasAddress, AliasDescriptor};
 use crate::failure::Failure;
 use crate::identity::NodeId;
 use crate::policy::{PathKind, PolicyId, SwitchReason};
@@ -126,6 +127,26 @@ pub enum Event {
         records: usize,
         /// How many nodes accepted them.
         stored_at: u32,
+    },
+    /// A hosted alias's record for `period` was stored, at `stored_at` of the nodes closest
+    /// to its blinded key.
+    AliasPublished {
+        /// The alias.
+        address: AliasAddress,
+        /// The period the record is for.
+        period: u64,
+        /// How many nodes accepted it.
+        stored_at: u32,
+    },
+    /// A lookup started by `Node::lookup_alias` finished.
+    AliasFound {
+        /// The id `lookup_alias` returned.
+        id: u64,
+        /// The alias.
+        address: AliasAddress,
+        /// Its introduction relays, or why not (`AccessDenied` when it admits listed clients
+        /// only and this node is not one, `NameNotFound` when no record was found).
+        result: Result<AliasDescriptor, Failure>,
     },
     /// Something happened to a circuit this node built (for logs and applications).
     Circuit(CircuitEvent),

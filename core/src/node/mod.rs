@@ -8,6 +8,7 @@
 //! `poll_transmit` (UDP datagrams), `poll_tcp_transmit` per TCP session (bytes for its socket),
 //! then `poll_timeout` (when to call `handle_timeout`).
 
+mod aliases;
 mod circuits;
 mod demux;
 mod discovery;
@@ -35,6 +36,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, Transmit};
 use rustls::crypto::CryptoProvider;
 
+pub use aliases::{HostAliasError, MAX_HOSTED_ALIASES};
 pub use circuits::{
     ACTIVE_PROBE_EVERY, AUTO_DEADLINE, CircuitRole, CircuitStatus, DEAD_AFTER, DEFAULT_HOPS,
     PING_TIMEOUT, PolicyStatus, RelayConfig, Route, is_virtual,
@@ -196,6 +198,7 @@ pub struct Node {
     dht: crate::dht::Dht,
     discovery: discovery::State,
     circuits: circuits::Circuits,
+    aliases: aliases::Aliases,
     traffic: metrics::Traffic,
     recorded: metrics::Recorded,
     observe: observe::State,
@@ -248,6 +251,7 @@ impl Node {
             identity: config.identity,
             discovery: discovery::State::default(),
             circuits: circuits::Circuits::new(now, config.seed, config.relay),
+            aliases: aliases::Aliases::default(),
             traffic: metrics::Traffic::default(),
             recorded: metrics::Recorded::default(),
             observe: observe::State::default(),
@@ -1312,6 +1316,7 @@ impl Node {
         self.observe_timeout(now);
         self.home_timeout(now);
         self.side_timeout(now);
+        self.aliases_timeout(now);
         let timeout = self.limits.handshake_timeout;
         for sid in self.handshakes.expired(now, timeout) {
             self.counters.handshakes_timed_out += 1;
@@ -1371,6 +1376,7 @@ impl Node {
             self.observe_next_timeout(),
             self.home_next_timeout(),
             self.side_next_timeout(),
+            self.aliases_next_timeout(),
         ]
         .into_iter()
         .flatten()

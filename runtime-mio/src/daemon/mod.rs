@@ -797,6 +797,21 @@ impl Daemon {
                     self.save_registry();
                 }
             }
+            Event::AliasPublished {
+                address,
+                period,
+                stored_at,
+            } => tracing::info!(
+                "published the record of alias {address} for period {period} at {stored_at} node(s)"
+            ),
+            Event::AliasFound {
+                address, result, ..
+            } => match result {
+                Ok(d) => {
+                    tracing::debug!("alias {address}: {} introduction relay(s)", d.intro.len())
+                }
+                Err(failure) => tracing::warn!("alias {address}: {failure}"),
+            },
         }
     }
 
