@@ -117,14 +117,33 @@ fn forged_expired_early_replayed_and_equivocating_records_are_refused() {
     let newer = now_record(&alias, 8);
     assert_eq!(store(&mut dht, vec![newer.as_bytes().to_vec()]), (1, 0));
     assert_eq!(find(&mut dht, key), vec![newer.as_bytes().to_vec()]);
-    // Next period's record, published ahead of time, is taken.
+    // Next period's record is taken in the last hours of this one, not sooner.
     let ahead = record(
         &alias,
         Period(period.0 + 1),
         1,
         Period(period.0 + 1).start() + 60,
     );
-    assert_eq!(store(&mut dht, vec![ahead.as_bytes().to_vec()]), (1, 0));
+    assert_eq!(store(&mut dht, vec![ahead.as_bytes().to_vec()]), (0, 1));
+    let late = period.end() - 1800;
+    let stored = dht.handle_request(
+        epoch(),
+        late,
+        peer(9),
+        Request::Store {
+            records: vec![ahead.as_bytes().to_vec()],
+        },
+    );
+    assert_eq!(
+        stored,
+        Response::Stored {
+            accepted: 1,
+            rejected: 0
+        }
+    );
+    // A record that claims to hold for longer than records may is refused.
+    let long = record(&alias, period, 9, period.end());
+    assert_eq!(store(&mut dht, vec![long.as_bytes().to_vec()]), (0, 1));
 }
 
 #[test]
@@ -150,20 +169,56 @@ fn a_flood_of_alias_records_hits_the_bound_and_evicts_nothing_live() {
         vec![honest.as_bytes().to_vec()]
     );
     // Expired records make room; the store itself says why it refuses.
-    let mut store_direct = vx6_core::dht::AliasStore::new(1);
+    let mut store_direct = vx6_core::dht::AliasStore::new(1, 1);
     let short = record(
         &AliasKey::from_secret_bytes(&[50; 32]),
         Period::containing(UNIX),
         1,
         UNIX + 10,
     );
-    store_direct.insert(short, UNIX).unwrap();
+    let local = vx6_core::dht::AliasSource::Local;
+    store_direct.insert(short, UNIX, local).unwrap();
     let other = now_record(&AliasKey::from_secret_bytes(&[51; 32]), 1);
     assert_eq!(
-        store_direct.insert(other.clone(), UNIX + 5),
+        store_direct.insert(other.clone(), UNIX + 5, local),
         Err(AliasStoreError::Full(1))
     );
-    assert_eq!(store_direct.insert(other, UNIX + 11), Ok(()));
+    assert_eq!(store_direct.insert(other, UNIX + 11, local), Ok(()));
+}
+
+#[test]
+fn one_source_fills_only_its_share() {
+    let mut dht = Dht::new(
+        NodeId::from_bytes([1; 32]),
+        DhtConfig {
+            max_alias_records: 100,
+            max_alias_records_per_source: 4,
+            ..DhtConfig::default()
+        },
+    );
+    let mut accepted = 0;
+    for k in 0..10u8 {
+        let flood = now_record(&AliasKey::from_secret_bytes(&[k; 32]), 1);
+        accepted += store(&mut dht, vec![flood.as_bytes().to_vec()]).0;
+    }
+    assert_eq!(accepted, 4);
+    // Another peer still stores.
+    let honest = now_record(&AliasKey::from_secret_bytes(&[200; 32]), 1);
+    let stored = dht.handle_request(
+        epoch(),
+        UNIX,
+        peer(10),
+        Request::Store {
+            records: vec![honest.as_bytes().to_vec()],
+        },
+    );
+    assert_eq!(
+        stored,
+        Response::Stored {
+            accepted: 1,
+            rejected: 0
+        }
+    );
 }
 
 #[test]
@@ -214,4 +269,29 @@ fn a_value_lookup_returns_the_alias_record_and_blames_a_misfiled_one() {
     assert_eq!(dht.stats().lookups_found, 1);
     // What was found is held, and this node now answers for it.
     assert_eq!(find(&mut dht, r.dht_key()), vec![r.as_bytes().to_vec()]);
+}
+
+#[test]
+fn an_answer_out_of_date_by_this_nodes_clock_is_not_a_lie() {
+    let mut dht = Dht::new(NodeId::from_bytes([1; 32]), DhtConfig::default());
+    let now = epoch();
+    dht.add_contact(peer(2), now);
+    let alias = AliasKey::from_secret_bytes(&[4; 32]);
+    let stale = record(&alias, Period::containing(UNIX), 1, UNIX - 1);
+    dht.start(now, stale.dht_key(), Purpose::FindValue).unwrap();
+    let out = dht.poll_outgoing().unwrap();
+    dht.handle_response(
+        now,
+        UNIX,
+        out.to,
+        out.txid,
+        Response::Value {
+            records: vec![stale.as_bytes().to_vec()],
+            closer: vec![],
+        },
+    );
+    assert_eq!(dht.stats().bad_answers, 0);
+    // Not dropped from the routing table: asked again on the retry over disjoint paths.
+    let again = dht.poll_outgoing().expect("the peer is asked again");
+    assert_eq!(again.to, peer(2));
 }

@@ -6,7 +6,8 @@ use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Instant;
 
 use async_io::{Async, Timer};
@@ -58,9 +59,33 @@ const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 pub struct UdpIo {
     io: Async<UdpSocket>,
     state: UdpSocketState,
-    /// Whether a receive may find something without waiting for readiness: true while the
-    /// socket is fresh or its last receive found data, false once one would have blocked.
-    maybe_readable: AtomicBool,
+    readable: Arc<Readable>,
+    /// `readable` as a waker: the one async-io always sees for this socket.
+    readable_waker: Waker,
+}
+
+/// Whether a receive may find something without waiting: true while the socket is fresh, after
+/// a receive found data, and once async-io reports it readable; false once one would have
+/// blocked. async-io wakes this (not the task) when the socket becomes readable, so the flag
+/// is set even when async-io's own tick check would report nothing on the next poll (an event
+/// in the tick that registered the interest), and the task is woken after it.
+struct Readable {
+    maybe: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for Readable {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.maybe.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = task {
+            w.wake();
+        }
+    }
 }
 
 impl fmt::Debug for UdpIo {
@@ -77,10 +102,15 @@ impl UdpIo {
         // Best effort: the kernel caps these at net.core.[rw]mem_max.
         let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
         let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+        let readable = Arc::new(Readable {
+            maybe: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
         Ok(Self {
             io: Async::new(socket)?,
             state,
-            maybe_readable: AtomicBool::new(true),
+            readable_waker: Waker::from(readable.clone()),
+            readable,
         })
     }
 }
@@ -110,15 +140,26 @@ impl AsyncUdpSocket for UdpIo {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
-            if !self.maybe_readable.load(Ordering::Relaxed) {
-                ready!(self.io.poll_readable(cx))?;
+            if !self.readable.maybe.load(Ordering::Acquire) {
+                {
+                    let mut task = self.readable.task.lock().unwrap_or_else(|e| e.into_inner());
+                    if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *task = Some(cx.waker().clone());
+                    }
+                }
+                let mut readable_cx = Context::from_waker(&self.readable_waker);
+                if self.io.poll_readable(&mut readable_cx)?.is_pending()
+                    && !self.readable.maybe.load(Ordering::Acquire)
+                {
+                    return Poll::Pending;
+                }
             }
             match self.state.recv(self.io.get_ref().into(), bufs, meta) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.maybe_readable.store(false, Ordering::Relaxed);
+                    self.readable.maybe.store(false, Ordering::Release);
                 }
                 result => {
-                    self.maybe_readable.store(true, Ordering::Relaxed);
+                    self.readable.maybe.store(true, Ordering::Release);
                     return Poll::Ready(result);
                 }
             }

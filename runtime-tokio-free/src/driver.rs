@@ -539,7 +539,7 @@ impl Driver {
                 address,
                 period,
                 stored_at,
-            } => tracing::info!(
+            } => tracing::debug!(
                 "published the record of alias {address} for period {period} at {stored_at} node(s)"
             ),
             Event::AliasFound {

@@ -3,7 +3,10 @@
 //! Signed by the period's [`BlindedKey`] and stored under its id, it names no alias and no
 //! owner. Its one useful part, the descriptor (the introduction relays), is sealed with a key
 //! derived from the alias key, so a storer cannot read it; with client authorization, also from
-//! a cookie that only listed clients can open. Layout (docs/PROTOCOL.md, "Alias records"):
+//! a cookie that only listed clients can open. Every record has the same shape whatever it
+//! holds (the descriptor padded, always [`MAX_ALIAS_CLIENTS`] client entries, unused ones
+//! random), so its length tells nothing, and a storer cannot tell whether, or whom, it
+//! authorizes. Layout (docs/PROTOCOL.md, "Alias records"):
 //!
 //! ```text
 //! version: u8 = 1 | kind: u8 = 4 | signature: [u8; 64] | body: postcard(AliasBody)
@@ -16,26 +19,31 @@
 
 use std::net::SocketAddr;
 
-use rand_core::RngCore;
+use rand_core::CryptoRngCore;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 
 use super::address::{AliasAddress, AliasKey};
 use super::blind::{BlindedKey, Period};
 use crate::identity::{Identity, NodeId, PublicKey};
-use crate::relay::onion;
 
 /// Record format version this code writes and accepts.
 pub const ALIAS_RECORD_VERSION: u8 = 1;
 /// The record-kind byte of alias records, after the signed records' kinds (1 to 3).
 pub const ALIAS_RECORD_KIND: u8 = 4;
 /// Largest encoded alias record: one DHT datagram carries it (1452 bytes less 129 of header).
-/// The most introduction relays and clients below, with IPv6 addresses, take 1175.
+/// Every record is about 1134 bytes (measured): fixed-size parts, only varints vary.
 pub const MAX_ALIAS_RECORD_LEN: usize = 1280;
 /// Most introduction relays a descriptor lists (the owner keeps 3 by default).
 pub const MAX_INTRO_POINTS: usize = 6;
-/// Most clients an alias authorizes: each costs 89 bytes of the record.
-pub const MAX_ALIAS_CLIENTS: usize = 6;
+/// Client entries in every record, and so the most clients an alias authorizes: 56 bytes each.
+pub const MAX_ALIAS_CLIENTS: usize = 8;
+/// How long an alias record may hold from its publication (or its period's start, for one
+/// published ahead), past the grace below: a record, and so a flood of them, lapses within
+/// hours.
+pub const ALIAS_RECORD_LIFETIME_SECS: u64 = 3 * 3600;
+/// The descriptor's plaintext is padded to this many bytes (six IPv6 relays take 505).
+const DESCRIPTOR_PADDED: usize = 512;
 /// How far a record's expiry may lie past the end of its period: clients whose clocks are
 /// behind still find it, and it cannot outlive the period by more.
 pub const EXPIRY_GRACE_SECS: u64 = 3600;
@@ -64,13 +72,14 @@ pub struct AliasDescriptor {
     pub intro: Vec<IntroPoint>,
 }
 
-/// A listed client's way in: the descriptor cookie, sealed to its node key.
+/// A listed client's way in: the descriptor cookie, sealed under a key only it can agree on
+/// with the record's ephemeral key. Unused entries are random bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ClientEntry {
-    /// Which client: a keyed hash of its key and the record's salt, so that entries are not
-    /// linkable across records.
+    /// Which client: from the key agreement, so that only the client itself recognises it.
     id: [u8; 8],
-    sealed_cookie: Vec<u8>,
+    cookie: [u8; 32],
+    tag: [u8; 16],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +89,9 @@ struct AliasBody {
     seq: u64,
     expires_at: u64,
     salt: [u8; 16],
-    /// Empty: any holder of the address may read the descriptor.
+    /// The X25519 key the client entries are agreed with.
+    ephemeral: [u8; 32],
+    /// Exactly [`MAX_ALIAS_CLIENTS`].
     clients: Vec<ClientEntry>,
     sealed: Vec<u8>,
 }
@@ -114,13 +125,16 @@ pub enum AliasRecordError {
     /// Expired, or valid past its period's end (plus grace).
     #[error("alias record has expired, or claims to outlive its period")]
     Expired,
+    /// Valid for longer than [`ALIAS_RECORD_LIFETIME_SECS`] (plus grace) from now.
+    #[error("alias record claims to hold longer than alias records may")]
+    LongLived,
     /// For a period after the next one: held, it would outlive every record of today.
     #[error("alias record is for a period that has not begun")]
     FuturePeriod,
     /// Signed by another alias's (or another period's) blinded key than the one looked up.
     #[error("alias record is not this alias's for this period")]
     WrongAlias,
-    /// Client authorization is on and this node's key is not listed.
+    /// The descriptor opens only with a listed client's cookie, and this node is not listed.
     #[error("this alias admits listed clients only, and this node's key is not listed")]
     NotAuthorized,
     /// The descriptor does not open: altered, or sealed with another key.
@@ -145,12 +159,32 @@ fn descriptor_key(
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, k.as_bytes()).expect("32-byte key"))
 }
 
-fn client_id(client: &PublicKey, salt: &[u8; 16]) -> [u8; 8] {
-    let mut input = [0u8; 48];
-    input[..32].copy_from_slice(&client.to_bytes());
-    input[32..].copy_from_slice(salt);
-    let h = blake3::derive_key(CLIENT_ID_CONTEXT, &input);
-    h[..8].try_into().expect("8 of 32 bytes")
+/// A client entry's id and cookie key, from the X25519 agreement of the record's ephemeral key
+/// and the client's node key: nobody else can compute them, so entries name nobody to a storer
+/// and do not match across records.
+fn client_keys(shared: &[u8; 32], ephemeral: &[u8; 32], salt: &[u8; 16]) -> ([u8; 8], LessSafeKey) {
+    let mut input = [0u8; 80];
+    input[..32].copy_from_slice(shared);
+    input[32..64].copy_from_slice(ephemeral);
+    input[64..].copy_from_slice(salt);
+    let id = blake3::derive_key(CLIENT_ID_CONTEXT, &input);
+    let key = blake3::derive_key(COOKIE_CONTEXT, &input);
+    (
+        id[..8].try_into().expect("8 of 32 bytes"),
+        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).expect("32-byte key")),
+    )
+}
+
+fn random_entry(rng: &mut impl CryptoRngCore) -> ClientEntry {
+    let mut e = ClientEntry {
+        id: [0; 8],
+        cookie: [0; 32],
+        tag: [0; 16],
+    };
+    rng.fill_bytes(&mut e.id);
+    rng.fill_bytes(&mut e.cookie);
+    rng.fill_bytes(&mut e.tag);
+    e
 }
 
 fn signed_message(body: &[u8]) -> Vec<u8> {
@@ -177,11 +211,12 @@ pub struct AliasPublication<'a> {
 }
 
 impl AliasRecord {
-    /// Seals and signs a record for `alias`, with salt and cookie drawn from `rng`.
+    /// Seals and signs a record for `alias`, with salt, ephemeral key, cookie and unused
+    /// entries drawn from `rng`.
     pub fn seal(
         alias: &AliasKey,
         publication: &AliasPublication<'_>,
-        rng: &mut impl RngCore,
+        rng: &mut impl CryptoRngCore,
     ) -> Result<Self, AliasRecordError> {
         let p = publication;
         if p.descriptor.intro.len() > MAX_INTRO_POINTS {
@@ -197,23 +232,46 @@ impl AliasRecord {
         let blinded = BlindedKey::of(&address, p.period);
         let mut salt = [0u8; 16];
         rng.fill_bytes(&mut salt);
-        let (cookie, clients) = if p.clients.is_empty() {
-            (None, Vec::new())
-        } else {
-            let mut cookie = [0u8; 32];
-            rng.fill_bytes(&mut cookie);
-            let entries = p
-                .clients
-                .iter()
-                .map(|c| ClientEntry {
-                    id: client_id(c, &salt),
-                    sealed_cookie: onion::seal_in(COOKIE_CONTEXT, rng, c, &cookie),
-                })
-                .collect();
-            (Some(cookie), entries)
-        };
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let ephemeral = curve25519_dalek::MontgomeryPoint::mul_base_clamped(secret).0;
+        let mut cookie = [0u8; 32];
+        rng.fill_bytes(&mut cookie);
+        let mut clients = Vec::with_capacity(MAX_ALIAS_CLIENTS);
+        for c in p.clients {
+            let shared = curve25519_dalek::MontgomeryPoint(c.x25519())
+                .mul_clamped(secret)
+                .0;
+            let (id, key) = client_keys(&shared, &ephemeral, &salt);
+            let mut sealed_cookie = cookie;
+            let tag = key
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key([0; 12]),
+                    Aad::empty(),
+                    &mut sealed_cookie,
+                )
+                .expect("in-memory sealing");
+            clients.push(ClientEntry {
+                id,
+                cookie: sealed_cookie,
+                tag: tag.as_ref().try_into().expect("16-byte tag"),
+            });
+        }
+        while clients.len() < MAX_ALIAS_CLIENTS {
+            clients.push(random_entry(rng));
+        }
+        // Listed clients in random places, so their order tells nothing either.
+        for i in (1..clients.len()).rev() {
+            let j = (rng.next_u32() as usize) % (i + 1);
+            clients.swap(i, j);
+        }
+        let cookie = (!p.clients.is_empty()).then_some(cookie);
         let mut sealed = postcard::to_allocvec(p.descriptor)
             .map_err(|_| AliasRecordError::Malformed("descriptor does not encode"))?;
+        if sealed.len() > DESCRIPTOR_PADDED {
+            return Err(AliasRecordError::TooMany("introduction relays"));
+        }
+        sealed.resize(DESCRIPTOR_PADDED, 0);
         // The key is new with every salt, so the nonce can be fixed.
         descriptor_key(&address, &blinded, &salt, cookie.as_ref())
             .seal_in_place_append_tag(
@@ -228,6 +286,7 @@ impl AliasRecord {
             seq: p.seq,
             expires_at: p.expires_at,
             salt,
+            ephemeral,
             clients,
             sealed,
         };
@@ -276,8 +335,15 @@ impl AliasRecord {
         if postcard::to_allocvec(&body).ok().as_deref() != Some(body_bytes) {
             return Err(AliasRecordError::Malformed("not canonically encoded"));
         }
-        if body.clients.len() > MAX_ALIAS_CLIENTS {
-            return Err(AliasRecordError::TooMany("clients"));
+        if body.clients.len() != MAX_ALIAS_CLIENTS {
+            return Err(AliasRecordError::Malformed(
+                "not the fixed number of client entries",
+            ));
+        }
+        if body.sealed.len() != DESCRIPTOR_PADDED + 16 {
+            return Err(AliasRecordError::Malformed(
+                "descriptor not of the fixed size",
+            ));
         }
         let period = Period(body.period);
         if body.expires_at > period.end().saturating_add(EXPIRY_GRACE_SECS) {
@@ -325,23 +391,26 @@ impl AliasRecord {
         unix_secs < self.body.expires_at
     }
 
-    /// Whether it may be stored or believed at `unix_secs`: live, and for the current period,
-    /// an earlier one, or the next (an owner publishes the next period's record ahead of time,
-    /// and clocks differ by up to [`EXPIRY_GRACE_SECS`]).
+    /// Whether it may be stored or believed at `unix_secs`: live; for the current period, an
+    /// earlier one, or the next within the current one's last two grace spans (an owner
+    /// publishes the next period's record in the last one, and clocks differ by up to one);
+    /// and not valid for longer than a record may be.
     pub fn check_time(&self, unix_secs: u64) -> Result<(), AliasRecordError> {
         if !self.is_live(unix_secs) {
             return Err(AliasRecordError::Expired);
         }
-        let latest = Period::containing(unix_secs.saturating_add(EXPIRY_GRACE_SECS)).0 + 1;
-        if self.blinded.period().0 > latest {
+        let period = self.blinded.period();
+        let latest = Period::containing(unix_secs.saturating_add(2 * EXPIRY_GRACE_SECS));
+        if period > latest {
             return Err(AliasRecordError::FuturePeriod);
         }
+        let longest = unix_secs
+            .max(period.start())
+            .saturating_add(ALIAS_RECORD_LIFETIME_SECS + EXPIRY_GRACE_SECS);
+        if self.body.expires_at > longest {
+            return Err(AliasRecordError::LongLived);
+        }
         Ok(())
-    }
-
-    /// Whether reading it takes client authorization.
-    pub fn requires_authorization(&self) -> bool {
-        !self.body.clients.is_empty()
     }
 
     /// Reads the descriptor, as a client that knows `address` does at `unix_secs`. `client` is
@@ -358,23 +427,44 @@ impl AliasRecord {
         if BlindedKey::of(address, self.blinded.period()) != self.blinded {
             return Err(AliasRecordError::WrongAlias);
         }
+        let cookie = client.and_then(|me| self.cookie_for(me));
+        match self.open_descriptor(address, cookie.as_ref()) {
+            // Not listed (or no identity given), and the descriptor needs a cookie.
+            Err(AliasRecordError::Undecryptable) if cookie.is_none() => {
+                Err(AliasRecordError::NotAuthorized)
+            }
+            other => other,
+        }
+    }
+
+    /// The descriptor cookie, if one of the entries is `me`'s.
+    fn cookie_for(&self, me: &Identity) -> Option<[u8; 32]> {
         let body = &self.body;
-        let cookie = if body.clients.is_empty() {
-            None
-        } else {
-            let me = client.ok_or(AliasRecordError::NotAuthorized)?;
-            let id = client_id(&me.public_key(), &body.salt);
-            let entry = body
-                .clients
-                .iter()
-                .find(|e| e.id == id)
-                .ok_or(AliasRecordError::NotAuthorized)?;
-            let cookie = onion::open_in(COOKIE_CONTEXT, me, &entry.sealed_cookie)
-                .map_err(|_| AliasRecordError::NotAuthorized)?;
-            Some(<[u8; 32]>::try_from(cookie).map_err(|_| AliasRecordError::NotAuthorized)?)
-        };
+        let shared = me.x25519_agree(body.ephemeral)?;
+        let (id, key) = client_keys(&shared, &body.ephemeral, &body.salt);
+        body.clients.iter().filter(|e| e.id == id).find_map(|e| {
+            let mut cookie = e.cookie;
+            key.open_in_place_separate_tag(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::empty(),
+                ring::aead::Tag::from(e.tag),
+                &mut cookie,
+                0..,
+            )
+            .ok()?;
+            Some(cookie)
+        })
+    }
+
+    /// Decrypts the descriptor with the key for `address` (and `cookie`).
+    fn open_descriptor(
+        &self,
+        address: &AliasAddress,
+        cookie: Option<&[u8; 32]>,
+    ) -> Result<AliasDescriptor, AliasRecordError> {
+        let body = &self.body;
         let mut sealed = body.sealed.clone();
-        let plain = descriptor_key(address, &self.blinded, &body.salt, cookie.as_ref())
+        let plain = descriptor_key(address, &self.blinded, &body.salt, cookie)
             .open_in_place(
                 Nonce::assume_unique_for_key([0; 12]),
                 Aad::empty(),
@@ -383,12 +473,46 @@ impl AliasRecord {
             .map_err(|_| AliasRecordError::Undecryptable)?;
         let (descriptor, rest): (AliasDescriptor, &[u8]) =
             postcard::take_from_bytes(plain).map_err(|_| AliasRecordError::Undecryptable)?;
-        if !rest.is_empty() {
+        if rest.iter().any(|&b| b != 0) {
             return Err(AliasRecordError::Undecryptable);
         }
         if descriptor.intro.len() > MAX_INTRO_POINTS {
             return Err(AliasRecordError::TooMany("introduction relays"));
         }
         Ok(descriptor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    /// The descriptor key takes the alias key itself, not only the blinded key a storer sees:
+    /// with the right blinded key and salt but another address, nothing decrypts.
+    #[test]
+    fn the_descriptor_key_needs_the_address() {
+        let alias = AliasKey::from_secret_bytes(&[1; 32]);
+        let period = Period(20_000);
+        let record = AliasRecord::seal(
+            &alias,
+            &AliasPublication {
+                period,
+                seq: 1,
+                expires_at: period.start() + 60,
+                descriptor: &AliasDescriptor { intro: vec![] },
+                clients: &[],
+            },
+            &mut ChaCha20Rng::seed_from_u64(1),
+        )
+        .unwrap();
+        let other = AliasKey::from_secret_bytes(&[2; 32]).address();
+        assert_eq!(
+            record.open_descriptor(&other, None),
+            Err(AliasRecordError::Undecryptable)
+        );
+        assert!(record.open_descriptor(&alias.address(), None).is_ok());
     }
 }

@@ -64,7 +64,8 @@ fn signed(to: &NodeId, message: &[u8]) -> Vec<u8> {
 }
 
 /// Encodes `message` for `to`, signed by `identity`. Requests are padded to [`MIN_REQUEST`];
-/// answers that would exceed [`MAX_DATAGRAM`] lose records, then contacts, from the end. A
+/// answers that would exceed [`MAX_DATAGRAM`] lose records but the first, then contacts, from
+/// the end, then the first record. A
 /// request that does not fit is an error: the caller sends fewer records per `Store`.
 pub fn encode(
     identity: &Identity,
@@ -99,8 +100,12 @@ pub fn encode(
 /// Drops the last record or contact of an answer; false if there is nothing left to drop.
 fn trim(message: &mut Message) -> bool {
     match &mut message.body {
+        // The first record goes last, after every contact: it is what was asked for (a node
+        // serves its alias record first), and an alias record alone is larger than most.
         Body::Response(Response::Value { records, closer }) => {
-            records.pop().is_some() || closer.pop().is_some()
+            (records.len() > 1 && records.pop().is_some())
+                || closer.pop().is_some()
+                || records.pop().is_some()
         }
         Body::Response(Response::Nodes { closer }) => closer.pop().is_some(),
         Body::Response(Response::Synced { records, want }) => {
@@ -219,5 +224,30 @@ mod tests {
             panic!()
         };
         assert!(records.len() < 6, "nothing was trimmed");
+    }
+
+    #[test]
+    fn the_largest_alias_record_outlasts_every_contact() {
+        let a = Identity::from_secret_bytes(&[1; 32]);
+        let b = NodeId::from_bytes([2; 32]);
+        let closer = vec![
+            Contact {
+                id: NodeId::from_bytes([3; 32]),
+                addr: "[2001:db8::1]:4433".parse().unwrap(),
+            };
+            20
+        ];
+        let record = vec![0xab; crate::alias::record::MAX_ALIAS_RECORD_LEN];
+        let answer = msg(Body::Response(Response::Value {
+            records: vec![record.clone()],
+            closer,
+        }));
+        let bytes = encode(&a, &b, &answer).unwrap();
+        let (_, got) = decode(&bytes, &b).unwrap();
+        let Body::Response(Response::Value { records, closer }) = got.body else {
+            panic!()
+        };
+        assert_eq!(records, vec![record]);
+        assert!(closer.len() < 20, "nothing was trimmed");
     }
 }

@@ -20,7 +20,7 @@ pub mod routing_table;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-pub use alias_store::{AliasStore, AliasStoreError};
+pub use alias_store::{AliasSource, AliasStore, AliasStoreError};
 pub use contact::Contact;
 pub use distance::Distance;
 pub use lookup::{Lookup, LookupConfig};
@@ -64,6 +64,8 @@ pub struct DhtConfig {
     pub max_lookups: usize,
     /// Alias records held for others (each at most 1280 bytes).
     pub max_alias_records: usize,
+    /// Of those, from one peer network (a /64 or /24) or one peer without one.
+    pub max_alias_records_per_source: usize,
 }
 
 impl Default for DhtConfig {
@@ -77,6 +79,7 @@ impl Default for DhtConfig {
             store: RegistryLimits::default(),
             max_lookups: 256,
             max_alias_records: 4096,
+            max_alias_records_per_source: 256,
         }
     }
 }
@@ -250,7 +253,10 @@ impl Dht {
             config,
             table: RoutingTable::new(local, config.routing),
             store: Registry::new(config.store),
-            aliases: AliasStore::new(config.max_alias_records),
+            aliases: AliasStore::new(
+                config.max_alias_records,
+                config.max_alias_records_per_source,
+            ),
             names: HashMap::new(),
             lookups: BTreeMap::new(),
             next_lookup: 1,
@@ -394,7 +400,9 @@ impl Dht {
         unix_now: u64,
         record: &AliasRecord,
     ) -> Result<LookupId, LookupError> {
-        let _ = self.aliases.insert(record.clone(), unix_now);
+        let _ = self
+            .aliases
+            .insert(record.clone(), unix_now, AliasSource::Local);
         let bytes = vec![record.as_bytes().to_vec()];
         self.start(now, record.dht_key(), Purpose::Store(bytes))
     }
@@ -562,8 +570,10 @@ impl Dht {
                 let (mut accepted, mut rejected) = (0u16, 0u16);
                 for bytes in records.iter().take(MAX_RECORDS) {
                     let kept = if is_alias(bytes) {
+                        let source = contact::subnet(&from.addr)
+                            .map_or(AliasSource::Node(from.id), AliasSource::Net);
                         AliasRecord::decode(bytes)
-                            .is_ok_and(|r| self.aliases.insert(r, unix_now).is_ok())
+                            .is_ok_and(|r| self.aliases.insert(r, unix_now, source).is_ok())
                     } else {
                         SignedRecord::decode(bytes).is_ok_and(|r| self.keep(r, unix_now))
                     };
@@ -647,12 +657,12 @@ impl Dht {
                 for bytes in &records {
                     if is_alias(bytes) {
                         match AliasRecord::decode(bytes) {
-                            Ok(r)
-                                if r.dht_key() == target
-                                    && r.check_time(unix_now).is_ok()
-                                    && alias.is_none() =>
-                            {
-                                alias = Some(r)
+                            // One this node's clock finds out of date is not a lie (clocks
+                            // differ), only not an answer.
+                            Ok(r) if r.dht_key() == target => {
+                                if r.check_time(unix_now).is_ok() && alias.is_none() {
+                                    alias = Some(r);
+                                }
                             }
                             _ => lied = true,
                         }
@@ -685,7 +695,7 @@ impl Dht {
                             active.alias = Some(found.clone());
                         }
                         // Kept as records found are: this node can answer for it too.
-                        let _ = self.aliases.insert(found, unix_now);
+                        let _ = self.aliases.insert(found, unix_now, AliasSource::Local);
                     }
                     // Found records are kept too (Kademlia's caching): the node can answer for
                     // them, and remembers the peers they describe across restarts.

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{Event, Node};
-use crate::alias::record::{EXPIRY_GRACE_SECS, MAX_ALIAS_CLIENTS, MAX_INTRO_POINTS};
+use crate::alias::record::{
+    ALIAS_RECORD_LIFETIME_SECS, EXPIRY_GRACE_SECS, MAX_ALIAS_CLIENTS, MAX_INTRO_POINTS,
+};
 use crate::alias::{
     AliasAddress, AliasDescriptor, AliasKey, AliasPublication, AliasRecord, AliasRecordError,
     BlindedKey, Period,
@@ -15,8 +17,6 @@ use crate::dht::{LookupId, LookupResult, Purpose};
 use crate::failure::{Cause, Failure};
 use crate::identity::PublicKey;
 
-/// How long an alias record holds (capped by its period's end, plus grace).
-const RECORD_LIFETIME_SECS: u64 = 3 * 3600;
 /// How often an alias record is signed and stored again: well within its lifetime, so the
 /// nodes that hold it change with the network and a lapse never shows.
 const REPUBLISH_EVERY: Duration = Duration::from_secs(3600);
@@ -160,7 +160,8 @@ impl Node {
             let publication = AliasPublication {
                 period,
                 seq: h.seq,
-                expires_at: (starts + RECORD_LIFETIME_SECS).min(period.end() + EXPIRY_GRACE_SECS),
+                expires_at: (starts + ALIAS_RECORD_LIFETIME_SECS)
+                    .min(period.end() + EXPIRY_GRACE_SECS),
                 descriptor: &h.descriptor,
                 clients: &h.clients,
             };

@@ -28,33 +28,17 @@ pub enum OnionError {
     Unsealed,
 }
 
-fn key(
-    context: &str,
-    shared: &[u8; 32],
-    ephemeral: &[u8; 32],
-    recipient: &[u8; 32],
-) -> LessSafeKey {
+fn key(shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32]) -> LessSafeKey {
     let mut material = [0u8; 96];
     material[..32].copy_from_slice(shared);
     material[32..64].copy_from_slice(ephemeral);
     material[64..].copy_from_slice(recipient);
-    let k = blake3::derive_key(context, &material);
+    let k = blake3::derive_key(CONTEXT, &material);
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("32-byte key"))
 }
 
 /// Seals `plaintext` to `recipient`, with an ephemeral key drawn from `rng`.
 pub fn seal(rng: &mut impl RngCore, recipient: &PublicKey, plaintext: &[u8]) -> Vec<u8> {
-    seal_in(CONTEXT, rng, recipient, plaintext)
-}
-
-/// [`seal`] with the key derived under `context`, so that what is sealed for one purpose
-/// (an alias's client cookie) never opens as another (a circuit layer).
-pub(crate) fn seal_in(
-    context: &str,
-    rng: &mut impl RngCore,
-    recipient: &PublicKey,
-    plaintext: &[u8],
-) -> Vec<u8> {
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     let ephemeral = curve25519_dalek::MontgomeryPoint::mul_base_clamped(secret).0;
@@ -63,7 +47,7 @@ pub(crate) fn seal_in(
         .mul_clamped(secret)
         .0;
     let mut body = plaintext.to_vec();
-    key(context, &shared, &ephemeral, &theirs)
+    key(&shared, &ephemeral, &theirs)
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key([0; 12]),
             Aad::empty(),
@@ -78,15 +62,6 @@ pub(crate) fn seal_in(
 
 /// Opens a layer sealed to `identity`.
 pub fn open(identity: &Identity, layer: &[u8]) -> Result<Vec<u8>, OnionError> {
-    open_in(CONTEXT, identity, layer)
-}
-
-/// [`open`] for what [`seal_in`] sealed under `context`.
-pub(crate) fn open_in(
-    context: &str,
-    identity: &Identity,
-    layer: &[u8],
-) -> Result<Vec<u8>, OnionError> {
     if layer.len() < LAYER_OVERHEAD {
         return Err(OnionError::Truncated);
     }
@@ -97,7 +72,7 @@ pub(crate) fn open_in(
         .ok_or(OnionError::Unsealed)?;
     let mut body = layer[32..].to_vec();
     let mine = identity.public_key().x25519();
-    let plain = key(context, &shared, &ephemeral, &mine)
+    let plain = key(&shared, &ephemeral, &mine)
         .open_in_place(
             Nonce::assume_unique_for_key([0; 12]),
             Aad::empty(),

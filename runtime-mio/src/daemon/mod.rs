@@ -264,7 +264,7 @@ impl Daemon {
             closing: VecDeque::new(),
             accept_retry: AcceptRetry::default(),
             floods: floods::FloodLog::new(now),
-            heap: heap::HeapTrim::default(),
+            heap: heap::HeapTrim::new(now),
             name: opts.name,
             registry,
             registry_path: opts.registry_path,
@@ -320,7 +320,7 @@ impl Daemon {
                 Err(e) => return Err(e).context("waiting for events"),
             }
             let now = Instant::now();
-            self.heap.handled(now, events.iter().count());
+            self.heap.handled(events.iter().count());
             let mut stop = false;
             for ev in events.iter() {
                 match ev.token() {
@@ -801,7 +801,7 @@ impl Daemon {
                 address,
                 period,
                 stored_at,
-            } => tracing::info!(
+            } => tracing::debug!(
                 "published the record of alias {address} for period {period} at {stored_at} node(s)"
             ),
             Event::AliasFound {
