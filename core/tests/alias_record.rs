@@ -28,18 +28,35 @@ fn descriptor() -> AliasDescriptor {
     }
 }
 
-fn publish(alias: &AliasKey, clients: &[vx6_core::PublicKey], seed: u64) -> AliasRecord {
-    let period = Period::containing(NOW);
+/// Seals a record of seq 1 with `seed`'s randomness.
+fn seal(
+    alias: &AliasKey,
+    (period, expires_at): (Period, u64),
+    descriptor: &AliasDescriptor,
+    clients: &[vx6_core::PublicKey],
+    seed: u64,
+) -> Result<AliasRecord, AliasRecordError> {
     AliasRecord::seal(
         alias,
         &AliasPublication {
             period,
             seq: 1,
-            expires_at: NOW + 3 * 3600,
-            descriptor: &descriptor(),
+            expires_at,
+            descriptor,
             clients,
         },
         &mut ChaCha20Rng::seed_from_u64(seed),
+    )
+}
+
+fn publish(alias: &AliasKey, clients: &[vx6_core::PublicKey], seed: u64) -> AliasRecord {
+    let period = Period::containing(NOW);
+    seal(
+        alias,
+        (period, NOW + 3 * 3600),
+        &descriptor(),
+        clients,
+        seed,
     )
     .unwrap()
 }
@@ -160,29 +177,21 @@ fn forged_altered_and_expired_records_are_refused() {
     );
     // An owner cannot publish a record that outlives its period.
     let period = Period::containing(NOW);
-    let too_long = AliasRecord::seal(
+    let too_long = seal(
         &alias,
-        &AliasPublication {
-            period,
-            seq: 1,
-            expires_at: period.end() + EXPIRY_GRACE_SECS + 1,
-            descriptor: &descriptor(),
-            clients: &[],
-        },
-        &mut ChaCha20Rng::seed_from_u64(5),
+        (period, period.end() + EXPIRY_GRACE_SECS + 1),
+        &descriptor(),
+        &[],
+        5,
     );
     assert_eq!(too_long.unwrap_err(), AliasRecordError::Expired);
     // Last period's record is not this period's.
-    let old = AliasRecord::seal(
+    let old = seal(
         &alias,
-        &AliasPublication {
-            period: Period(period.0 - 1),
-            seq: 1,
-            expires_at: period.start(),
-            descriptor: &descriptor(),
-            clients: &[],
-        },
-        &mut ChaCha20Rng::seed_from_u64(6),
+        (Period(period.0 - 1), period.start()),
+        &descriptor(),
+        &[],
+        6,
     )
     .unwrap();
     assert_ne!(old.dht_key(), held.dht_key());
@@ -195,17 +204,7 @@ fn bounds_are_kept_on_both_sides() {
     let many = AliasDescriptor {
         intro: (0..=MAX_INTRO_POINTS as u8).map(intro).collect(),
     };
-    let r = AliasRecord::seal(
-        &alias,
-        &AliasPublication {
-            period,
-            seq: 1,
-            expires_at: NOW + 60,
-            descriptor: &many,
-            clients: &[],
-        },
-        &mut ChaCha20Rng::seed_from_u64(7),
-    );
+    let r = seal(&alias, (period, NOW + 60), &many, &[], 7);
     assert_eq!(
         r.unwrap_err(),
         AliasRecordError::TooMany("introduction relays")
@@ -213,32 +212,18 @@ fn bounds_are_kept_on_both_sides() {
     let clients: Vec<_> = (0..=MAX_ALIAS_CLIENTS as u8)
         .map(|i| Identity::from_secret_bytes(&[100 + i; 32]).public_key())
         .collect();
-    let r = AliasRecord::seal(
-        &alias,
-        &AliasPublication {
-            period,
-            seq: 1,
-            expires_at: NOW + 60,
-            descriptor: &descriptor(),
-            clients: &clients,
-        },
-        &mut ChaCha20Rng::seed_from_u64(8),
-    );
+    let r = seal(&alias, (period, NOW + 60), &descriptor(), &clients, 8);
     assert_eq!(r.unwrap_err(), AliasRecordError::TooMany("clients"));
     // The most of both still fits one record.
     let full = AliasDescriptor {
         intro: (0..MAX_INTRO_POINTS as u8).map(intro).collect(),
     };
-    let r = AliasRecord::seal(
+    let r = seal(
         &alias,
-        &AliasPublication {
-            period,
-            seq: 1,
-            expires_at: NOW + 60,
-            descriptor: &full,
-            clients: &clients[..MAX_ALIAS_CLIENTS],
-        },
-        &mut ChaCha20Rng::seed_from_u64(9),
+        (period, NOW + 60),
+        &full,
+        &clients[..MAX_ALIAS_CLIENTS],
+        9,
     )
     .unwrap();
     assert_eq!(

@@ -539,17 +539,13 @@ impl Driver {
                 address,
                 period,
                 stored_at,
-            } => tracing::debug!(
-                "published the record of alias {address} for period {period} at {stored_at} node(s)"
-            ),
-            Event::AliasFound {
-                address, result, ..
-            } => match result {
-                Ok(d) => {
-                    tracing::debug!("alias {address}: {} introduction relay(s)", d.intro.len())
-                }
-                Err(failure) => tracing::warn!("alias {address}: {failure}"),
-            },
+            } => st.push_event(NodeEvent::AliasPublished {
+                address,
+                period,
+                stored_at,
+            }),
+            // The embedding API starts no alias lookups, so none finish here.
+            Event::AliasFound { .. } => {}
             Event::AddressesObserved { addresses } => {
                 st.push_event(NodeEvent::AddressesObserved { addresses })
             }

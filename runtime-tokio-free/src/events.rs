@@ -57,6 +57,15 @@ pub enum NodeEvent {
     /// A circuit of a relayed link came up, failed over to its standby, or failed; or a
     /// managed link switched paths.
     Circuit(vx6_core::node::CircuitEvent),
+    /// A hosted alias's record for a period was stored at `stored_at` nodes.
+    AliasPublished {
+        /// The alias.
+        address: vx6_core::alias::AliasAddress,
+        /// The period.
+        period: u64,
+        /// How many nodes accepted it.
+        stored_at: u32,
+    },
     /// The addresses enough peers agree they see this node at changed.
     AddressesObserved {
         /// At most one per address family.
